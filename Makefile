@@ -1,0 +1,52 @@
+# Two commands for a fresh clone (Python 3.11 and pip, nothing else installed by hand):
+#   make study   create .venv, install the project, and regenerate the default study (dvc repro)
+#   make test    create or update .venv, then unit tests, nbval over every notebook, and an
+#                end-to-end smoke reproduction of the whole pipeline on the tiny profile
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+# Stages call `stfusion` and papermill starts `python`: both must come from the venv.
+export PATH := $(BIN):$(PATH)
+export PYTHONDONTWRITEBYTECODE := 1
+export MPLBACKEND := Agg
+
+.PHONY: study full test test-unit test-notebooks test-e2e venv dag clean-scratch
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip==25.3
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@touch $@
+
+study: venv
+	dvc repro
+
+# The full reproduction on the real CIA and LGC data (see README): switches params.yaml to
+# profiles/full.yaml (git shows the change) and reruns the pipeline.
+full: venv
+	cp profiles/full.yaml params.yaml
+	dvc repro
+
+test: test-unit test-notebooks test-e2e
+
+test-unit: venv
+	python -m pytest -q -m "not e2e" tests
+
+# nbval runs each notebook with the CI-sized defaults of its parameters cell, in scratch/.
+test-notebooks: venv
+	rm -rf build/nbval scratch
+	mkdir -p build/nbval
+	for nb in notebooks/*.py; do jupytext --quiet --to ipynb --set-kernel python3 --output build/nbval/$$(basename $${nb%.py}).ipynb $$nb; done
+	python -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout=600 build/nbval
+
+test-e2e: venv
+	python -m pytest -q -m e2e tests
+
+dag: venv
+	dvc dag
+
+clean-scratch:
+	rm -rf scratch build

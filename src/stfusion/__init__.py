@@ -1,0 +1,22 @@
+"""stfusion: a reproducible study of spatiotemporal fusion (STF) of Landsat and MODIS images.
+
+Data flows one way: raw files -> datacube -> samples -> model -> prediction -> metrics -> tables
+and figures. Each step lives in its own module:
+
+- ``stfusion.data``: readers (GeoTIFF, ENVI), synthetic scenes, real-data download, datacube,
+  split manifest and patch samplers.
+- ``stfusion.baselines``: methods that need no training (the reference predictors; STARFM and
+  FSDAF later).
+- ``stfusion.methods``: the registry of every method in the study.
+- ``stfusion.predict``, ``stfusion.evaluate``, ``stfusion.plots``, ``stfusion.report``: predictions,
+  scores, figures and tables.
+- ``stfusion.stages``: the notebook runner that DVC calls.
+"""
+
+__version__ = "0.1.0"
+
+BANDS = ("blue", "green", "red", "nir", "swir1", "swir2")
+"""Band order of every image in the study (Landsat TM/ETM+ bands 1, 2, 3, 4, 5, 7)."""
+
+REFLECTANCE_SCALE = 10000
+"""Stored integers are reflectance x 10000 (int16), as in the CIA and LGC files."""

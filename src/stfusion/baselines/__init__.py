@@ -1,0 +1,1 @@
+"""Methods that need no training: the reference predictors (and, later, STARFM and FSDAF)."""

@@ -1,0 +1,81 @@
+"""The ``stfusion`` command line.
+
+- ``stfusion stage NAME [--dataset D] [--method M]``: run one pipeline stage (what DVC calls).
+- ``stfusion info datasets|methods|stages``: what the study knows.
+- ``stfusion acquire DATASET [--raw-dir DIR]``: make a dataset's raw files available.
+
+Errors the user can fix print one clear message (no traceback) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from stfusion.errors import StfusionError
+
+
+def _info(args: argparse.Namespace) -> None:
+    from stfusion.config import REAL_DATASETS, SYNTHETIC_DATASETS
+    from stfusion.methods import METHODS
+    from stfusion.stages import STAGES
+
+    if args.what == "datasets":
+        for name in SYNTHETIC_DATASETS:
+            print(f"{name:22s} synthetic (generated offline)")
+        for name in REAL_DATASETS:
+            print(f"{name:22s} real (CSIRO Data Access Portal)")
+    elif args.what == "methods":
+        for m in METHODS.values():
+            print(f"{m.name:22s} {m.family:12s} {m.parameters:>10,d} parameters  {m.description}")
+    else:
+        for name, stage in STAGES.items():
+            print(f"{name:12s} notebooks/{stage.notebook}")
+
+
+def _stage(args: argparse.Namespace) -> None:
+    from stfusion.stages import run_stage
+
+    path = run_stage(args.name, dataset=args.dataset, method=args.method, params_path=args.params)
+    print(f"executed notebook: {path}")
+
+
+def _acquire(args: argparse.Namespace) -> None:
+    from stfusion.data.sources import acquire
+    from stfusion.paths import Workspace
+
+    manifest = acquire(args.dataset, Workspace.resolve(".").raw(args.dataset), raw_dir=args.raw_dir)
+    print(f"{manifest.dataset}: {len(manifest.dates)} dates, manifest {manifest.path}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stfusion", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    stage = commands.add_parser("stage", help="run one pipeline stage (its notebook) with params.yaml")
+    stage.add_argument("name")
+    stage.add_argument("--dataset")
+    stage.add_argument("--method")
+    stage.add_argument("--params", help="parameter file (default: params.yaml of the project)")
+    stage.set_defaults(run=_stage)
+    info = commands.add_parser("info", help="list datasets, methods or stages")
+    info.add_argument("what", choices=["datasets", "methods", "stages"])
+    info.set_defaults(run=_info)
+    acquire = commands.add_parser("acquire", help="generate or download one dataset into data/raw/")
+    acquire.add_argument("dataset")
+    acquire.add_argument("--raw-dir", help="folder holding real CIA/LGC files you downloaded yourself")
+    acquire.set_defaults(run=_acquire)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except StfusionError as err:
+        print(f"stfusion: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Reading and writing rasters, and checking that grids agree.
+
+GeoTIFF (and anything else GDAL opens through rasterio) is read here; headerless ENVI files
+are read by :mod:`stfusion.data.envi`. Every reader returns a :class:`Raster`: a (band, y, x)
+array plus its :class:`Grid`.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+from stfusion.errors import InputError
+from stfusion.io import atomic_path
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Shape and georeferencing of a raster. ``crs`` is None for files without georeferencing."""
+
+    height: int
+    width: int
+    transform: Affine = Affine.identity()
+    crs: CRS | None = None
+
+    def mismatch(self, other: "Grid") -> str | None:
+        """Say how ``other`` differs from this grid, or None if they agree."""
+        if (self.height, self.width) != (other.height, other.width):
+            return f"shape {other.height}x{other.width} differs from {self.height}x{self.width}"
+        if (self.crs is None) != (other.crs is None) or (self.crs and self.crs != other.crs):
+            return f"CRS {other.crs} differs from {self.crs}"
+        if not self.transform.almost_equals(other.transform, precision=1e-6):
+            return f"transform {tuple(other.transform)[:6]} differs from {tuple(self.transform)[:6]}"
+        return None
+
+    def require_same(self, other: "Grid", *, what: str) -> None:
+        """Raise :class:`InputError` naming ``what`` if ``other`` is not this grid."""
+        problem = self.mismatch(other)
+        if problem:
+            raise InputError(f"{what}: grid does not match: {problem}")
+
+
+@dataclass(frozen=True)
+class Raster:
+    """A (band, y, x) array with its grid and nodata value."""
+
+    data: np.ndarray
+    grid: Grid
+    nodata: float | None = None
+    path: Path | None = None
+
+
+def read_geotiff(path: str | os.PathLike, *, bands: int | None = None) -> Raster:
+    """Read a GDAL-readable raster. ``bands`` checks the band count. Errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: raster file not found")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                data = src.read()
+                grid = Grid(src.height, src.width, src.transform, src.crs)
+                nodata = src.nodata
+    except RasterioIOError as err:  # truncated or not a raster at all
+        raise InputError(f"{path}: cannot read raster ({err})") from err
+    if bands is not None and data.shape[0] != bands:
+        raise InputError(f"{path}: has {data.shape[0]} bands, expected {bands}")
+    return Raster(data, grid, nodata, path)
+
+
+def write_geotiff(
+    path: str | os.PathLike,
+    data: np.ndarray,
+    grid: Grid,
+    *,
+    nodata: float | None = None,
+    band_names: tuple[str, ...] | None = None,
+) -> Path:
+    """Write a (band, y, x) array as a tiled, compressed GeoTIFF, atomically.
+
+    Float data gets the floating-point predictor, integers the horizontal one, so files stay small.
+    """
+    data = np.asarray(data)
+    if data.ndim == 2:
+        data = data[None]
+    if data.shape[1:] != (grid.height, grid.width):
+        raise ValueError(f"{path}: array shape {data.shape[1:]} does not match grid {grid.height}x{grid.width}")
+    predictor = 3 if np.issubdtype(data.dtype, np.floating) else 2
+    profile = dict(
+        driver="GTiff", height=grid.height, width=grid.width, count=data.shape[0], dtype=data.dtype,
+        crs=grid.crs, transform=grid.transform, nodata=nodata, compress="deflate", predictor=predictor,
+    )
+    if grid.height >= 256 and grid.width >= 256:
+        profile.update(tiled=True, blockxsize=256, blockysize=256)
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(data)
+            for i, name in enumerate(band_names or (), start=1):
+                dst.set_band_description(i, name)
+    return Path(path)

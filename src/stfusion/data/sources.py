@@ -1,0 +1,29 @@
+"""The download stage's entry point: synthetic datasets are generated, real ones downloaded."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from stfusion.config import REAL_DATASETS, SYNTHETIC_DATASETS, check_dataset
+from stfusion.data.manifest import Manifest
+
+
+def acquire(dataset: str, folder: str | os.PathLike, *, raw_dir: str | None = None,
+            scene: dict[str, Any] | None = None) -> Manifest:
+    """Make ``folder`` hold ``dataset``'s raw files and manifest.
+
+    Synthetic datasets are generated from ``scene`` (overrides of the generator's defaults).
+    Real datasets are taken from ``raw_dir`` when given (files you downloaded yourself), or
+    downloaded from the CSIRO Data Access Portal.
+    """
+    check_dataset(dataset, key="dataset")
+    if dataset in SYNTHETIC_DATASETS:
+        from stfusion.data.synthetic import generate_dataset, synthetic_config
+
+        return generate_dataset(dataset, Path(folder), synthetic_config(dataset, scene or {}))
+    assert dataset in REAL_DATASETS
+    from stfusion.data.real import download
+
+    return download(dataset, Path(folder), raw_dir=raw_dir)

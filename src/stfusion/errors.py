@@ -1,0 +1,16 @@
+"""Errors that tell the user what to fix.
+
+Every message names the file or parameter at fault and says what was expected.
+"""
+
+
+class StfusionError(Exception):
+    """Base class of the errors this package raises on purpose."""
+
+
+class InputError(StfusionError):
+    """A raster, manifest or other input file is missing, damaged or inconsistent."""
+
+
+class ConfigError(StfusionError, ValueError):
+    """A parameter (params.yaml, a notebook parameter or a CLI option) is invalid."""

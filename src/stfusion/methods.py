@@ -1,0 +1,56 @@
+"""The registry of every method in the study, with its family and the colour figures give it.
+
+Names are used unchanged everywhere: params.yaml, the CLI, file and folder names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from stfusion.baselines import reference
+from stfusion.errors import ConfigError
+
+FAMILY_COLOURS = {
+    # One colour per family in every figure (colour-blind-safe Okabe-Ito palette).
+    "reference": "#7f7f7f",
+    "traditional": "#E69F00",
+    "cnn": "#56B4E9",
+    "gan": "#009E73",
+    "transformer": "#CC79A7",
+    "diffusion": "#D55E00",
+}
+
+Predictor = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    family: str
+    description: str
+    predict: Predictor | None = None  # pixel-wise methods that need no training
+    parameters: int = 0  # learnable parameters
+
+    @property
+    def colour(self) -> str:
+        return FAMILY_COLOURS[self.family]
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("persistence", "reference", "F2 = F1 (no change)", reference.persistence),
+        Method("temporal-difference", "reference", "F2 = F1 + (C2 - C1)", reference.temporal_difference),
+    )
+}
+
+
+def get_method(name: str, *, key: str = "methods") -> Method:
+    """Look a method up by name; unknown names give a ConfigError that lists the known ones."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ConfigError(f"{key}: unknown method {name!r}; known methods are {sorted(METHODS)}") from None

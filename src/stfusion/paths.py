@@ -1,0 +1,75 @@
+"""Where things live. Every path in the project is resolved from here.
+
+JupyterLab and nbval start kernels in ``notebooks/``, papermill under DVC starts in the
+repository root, and the end-to-end test runs in a temporary copy of the repository. So the root
+is found from the working directory (the nearest folder holding ``dvc.yaml`` and
+``params.yaml``), or set explicitly with ``STFUSION_ROOT``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The project root: ``$STFUSION_ROOT``, else the nearest ancestor with dvc.yaml and params.yaml."""
+    if os.environ.get("STFUSION_ROOT"):
+        return Path(os.environ["STFUSION_ROOT"]).resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "dvc.yaml").is_file() and (folder / "params.yaml").is_file():
+            return folder
+    return Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The folder layout of one study. The DVC pipeline uses the project root; notebooks opened
+    by hand default to ``scratch/`` so that exploring never touches DVC-tracked outputs."""
+
+    root: Path
+
+    @classmethod
+    def resolve(cls, workspace: str | os.PathLike | None) -> "Workspace":
+        """``None`` means the scratch workspace; a relative path is taken from the project root."""
+        root = find_root()
+        if workspace is None:
+            return cls(root / "scratch")
+        path = Path(workspace)
+        return cls((path if path.is_absolute() else root / path).resolve())
+
+    def raw(self, dataset: str) -> Path:
+        return self.root / "data" / "raw" / dataset
+
+    def processed(self, dataset: str) -> Path:
+        return self.root / "data" / "processed" / dataset
+
+    def cube(self, dataset: str) -> Path:
+        return self.processed(dataset) / "cube.nc"
+
+    def splits(self, dataset: str) -> Path:
+        return self.processed(dataset) / "splits.json"
+
+    def predictions(self, dataset: str, method: str) -> Path:
+        return self.root / "data" / "predictions" / dataset / method
+
+    def ablation(self, dataset: str) -> Path:
+        return self.root / "data" / "ablation" / dataset
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def tables(self) -> Path:
+        return self.reports / "tables"
+
+    @property
+    def figures(self) -> Path:
+        return self.reports / "figures"
+
+    @property
+    def metrics(self) -> Path:
+        return self.reports / "metrics"

@@ -1,0 +1,95 @@
+"""Figures for people: labelled axes, units, one colour per method family.
+
+Images are shown as true colour (red, green, blue) with a fixed reflectance stretch, so the same
+surface looks the same in every panel; errors use one symmetric diverging scale per figure.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: DVC, CI and papermill have no display
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from stfusion import REFLECTANCE_SCALE
+from stfusion.data.datacube import date_index, open_cube, reflectance
+from stfusion.data.raster import read_geotiff
+from stfusion.data.splits import Splits
+from stfusion.io import atomic_path
+from stfusion.methods import get_method
+from stfusion.predict import prediction_name
+
+TRUE_COLOUR_MAX = 0.25  # reflectance shown as white: keeps fields and soil readable, clips clouds
+
+
+def true_colour(image: np.ndarray, vmax: float = TRUE_COLOUR_MAX) -> np.ndarray:
+    """(band, y, x) int16 reflectance x 10000 -> (y, x, 3) RGB in [0, 1] from bands red, green, blue."""
+    rgb = np.asarray(image[[2, 1, 0]], dtype=np.float32) / REFLECTANCE_SCALE
+    return np.clip(np.moveaxis(rgb, 0, -1) / vmax, 0, 1)
+
+
+def _save(fig: plt.Figure, stem, dpi: int) -> list:
+    paths = []
+    for suffix in (".png", ".pdf"):
+        path = stem.with_suffix(suffix)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=suffix[1:], dpi=dpi)
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def overview_figure(cube, splits: Splits, predictions: dict[str, np.ndarray], scores: pd.DataFrame, label: str) -> plt.Figure:
+    """Reference, observation, predictions, their NIR errors and the RMSE per band of one dataset."""
+    pair = splits.test[0]
+    ref, target = date_index(cube, pair[0]), date_index(cube, pair[1])
+    observed = reflectance(cube["fine"][target].values)
+    n = len(predictions)
+    fig = plt.figure(figsize=(3.2 * (n + 2), 9.2), constrained_layout=True)
+    grid = fig.add_gridspec(3, n + 2, height_ratios=[1, 1, 0.9])
+    panels = [(f"reference fine · {pair[0]}", cube["fine"][ref].values), (f"observed fine · {pair[1]}", cube["fine"][target].values)]
+    panels += [(f"{name} · {pair[1]}", np.nan_to_num(p) * REFLECTANCE_SCALE) for name, p in predictions.items()]
+    for col, (title, image) in enumerate(panels):
+        ax = fig.add_subplot(grid[0, col])
+        ax.imshow(true_colour(image))
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+    errors = {name: p[3] - observed[3] for name, p in predictions.items()}
+    limit = max(float(np.nanpercentile(np.abs(e), 99)) for e in errors.values()) or 0.01
+    for col, (name, error) in enumerate(errors.items(), start=2):
+        ax = fig.add_subplot(grid[1, col])
+        shown = ax.imshow(error, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        ax.set_title(f"{name}: NIR error", fontsize=9)
+        ax.set_axis_off()
+    fig.colorbar(shown, ax=fig.axes[n + 2:], location="left", shrink=0.8, label="prediction − observed NIR reflectance (unitless)")
+    ax = fig.add_subplot(grid[2, :])
+    per_band = scores[(scores["band"] != "all") & (scores["metric"] == "rmse")]
+    palette = {m: get_method(m).colour for m in per_band["method"].unique()}
+    sns.barplot(per_band, x="band", y="value", hue="method", palette=palette, errorbar=("pi", 100), ax=ax)
+    for bars, hatch in zip(ax.containers, ["", "//", "..", "xx", "\\\\", "oo"]):
+        for bar in bars:
+            bar.set_hatch(hatch)  # methods of one family share a colour; hatches tell them apart
+    ax.set(xlabel="band", ylabel="RMSE (reflectance, unitless)", title="RMSE per band over test pairs (bars: mean; whiskers: range)")
+    ax.legend(title="method", fontsize=8)
+    fig.suptitle(f"{splits.dataset}: first test pair {pair[0]} → {pair[1]}\n{label}", fontsize=11)
+    return fig
+
+
+def figures_study(workspace, datasets: list[str], methods: list[str], profile: str, *, dpi: int = 150) -> list:
+    """Draw one overview figure per dataset into ``reports/figures`` (PNG and PDF)."""
+    from stfusion.report import study_label
+
+    scores = pd.read_csv(workspace.tables / "scores.csv")
+    paths = []
+    for dataset in datasets:
+        cube = open_cube(workspace.cube(dataset))
+        splits = Splits.load(workspace.splits(dataset))
+        pair = splits.test[0]
+        predictions = {m: read_geotiff(workspace.predictions(dataset, m) / prediction_name(pair)).data for m in methods}
+        fig = overview_figure(cube, splits, predictions, scores[scores["dataset"] == dataset], study_label(dataset, profile))
+        paths += _save(fig, workspace.figures / f"overview_{dataset}", dpi)
+    return paths

@@ -1,0 +1,140 @@
+"""Run a pipeline stage: execute its notebook with papermill, parameters from params.yaml.
+
+DVC calls ``stfusion stage NAME [--dataset D] [--method M]``. The stage's notebook is kept as a
+jupytext ``py:percent`` file in ``notebooks/`` (the text form is the DVC dependency, so running the
+notebook in JupyterLab cannot make a stage look changed). Here it is converted to ``.ipynb`` in
+memory and executed by papermill's Python API, which passes parameters as Python literals, so
+booleans, lists and mappings arrive with their types intact (papermill's ``-p`` would turn YAML's
+``false`` into the truthy string "false").
+
+The executed copy is written atomically to ``reports/notebooks/<stage>[-<dataset>][-<method>].ipynb``.
+A failed run leaves nothing there; its partly executed notebook goes to ``scratch/failed/`` for
+debugging.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jupytext
+import nbformat
+import papermill
+
+from stfusion.config import check_dataset, load_params
+from stfusion.errors import ConfigError, StfusionError
+from stfusion.io import atomic_path
+from stfusion.methods import get_method
+from stfusion.paths import find_root
+
+ParamBuilder = Callable[[dict[str, Any], str | None, str | None], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Stage:
+    notebook: str
+    needs_dataset: bool
+    needs_method: bool
+    parameters: ParamBuilder
+
+
+def _download(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
+    return {"dataset": dataset, "raw_dir": p["download"].get("raw_dir"),
+            "scene": p["download"].get("synthetic", {}).get(dataset, {})}
+
+
+def _preprocess(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
+    return {"dataset": dataset, "splits": p["preprocess"].get("splits", {}).get(dataset, {})}
+
+
+def _train(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
+    return {"dataset": dataset, "method": method, "seed": p["seed"]}
+
+
+def _ablation(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
+    return {"dataset": dataset, "variants": p["ablation"]["variants"], "seed": p["seed"]}
+
+
+def _evaluate(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
+    return {"datasets": p["datasets"], "methods": p["methods"], "variants": p["ablation"]["variants"],
+            "profile": p["profile"]}
+
+
+def _figures(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
+    return {"datasets": p["datasets"], "methods": p["methods"], "profile": p["profile"], **p["figures"]}
+
+
+STAGES: dict[str, Stage] = {
+    "download": Stage("01_download.py", True, False, _download),
+    "preprocess": Stage("02_preprocess.py", True, False, _preprocess),
+    "train": Stage("03_train.py", True, True, _train),
+    "ablation": Stage("04_ablation.py", True, False, _ablation),
+    "evaluate": Stage("05_evaluate.py", False, False, _evaluate),
+    "figures": Stage("06_figures.py", False, False, _figures),
+}
+
+
+def stage_parameters(name: str, params: dict[str, Any], *, dataset: str | None = None,
+                     method: str | None = None, workspace: str = ".") -> dict[str, Any]:
+    """The notebook parameters of stage ``name``, drawn from validated ``params``."""
+    if name not in STAGES:
+        raise ConfigError(f"stage: unknown stage {name!r}; stages are {list(STAGES)}")
+    stage = STAGES[name]
+    if stage.needs_dataset:
+        if dataset not in params["datasets"]:
+            check_dataset(dataset, key="--dataset")
+            raise ConfigError(f"--dataset: {dataset!r} is not in params.yaml 'datasets' {params['datasets']}")
+    if stage.needs_method:
+        get_method(method, key="--method")
+        if method not in params["methods"]:
+            raise ConfigError(f"--method: {method!r} is not in params.yaml 'methods' {params['methods']}")
+    return {**stage.parameters(params, dataset, method), "workspace": workspace}
+
+
+def executed_name(name: str, dataset: str | None, method: str | None) -> str:
+    return "-".join(part for part in (name, dataset, method) if part) + ".ipynb"
+
+
+def load_notebook(path: Path) -> nbformat.NotebookNode:
+    """Read a py:percent notebook and give it the ``python3`` kernel papermill will start."""
+    notebook = jupytext.read(path)
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return notebook
+
+
+def run_stage(name: str, *, dataset: str | None = None, method: str | None = None,
+              params_path: str | os.PathLike | None = None, workspace: str = ".") -> Path:
+    """Execute stage ``name`` and return the path of its executed notebook."""
+    root = find_root()
+    params = load_params(params_path)
+    parameters = stage_parameters(name, params, dataset=dataset, method=method, workspace=workspace)
+    source = root / "notebooks" / STAGES[name].notebook
+    output = root / "reports" / "notebooks" / executed_name(name, dataset, method)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="stfusion-stage-") as tmpdir:
+        template = Path(tmpdir) / output.name
+        nbformat.write(load_notebook(source), template)
+        declared = set(papermill.inspect_notebook(str(template))["parameters"])
+        missing = sorted(set(parameters) - declared)
+        if missing:
+            raise ConfigError(f"{source}: the parameters cell does not declare {missing}")
+        executed = Path(tmpdir) / f"executed-{output.name}"
+        try:
+            papermill.execute_notebook(
+                str(template), str(executed), parameters=parameters, kernel_name="python3",
+                cwd=str(root), progress_bar=False, log_output=True,
+            )
+        except papermill.PapermillExecutionError as err:
+            failed = root / "scratch" / "failed" / output.name
+            failed.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(executed, failed)
+            raise StfusionError(f"stage {name} failed: {err.ename}: {err.evalue}\n"
+                                f"(the partly executed notebook is {failed})") from None
+        with atomic_path(output) as tmp:
+            shutil.copyfile(executed, tmp)
+    return output

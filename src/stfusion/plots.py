@@ -58,23 +58,38 @@ def overview_figure(cube, splits: Splits, predictions: dict[str, np.ndarray], sc
         ax.imshow(true_colour(image))
         ax.set_title(title, fontsize=9)
         ax.set_axis_off()
+    coarse = fig.add_subplot(grid[1, 0])
+    coarse.imshow(true_colour(cube["coarse"][target].values))
+    coarse.set_title(f"coarse input · {pair[1]}", fontsize=9)
+    coarse.set_axis_off()
+    if "cover" in cube:  # synthetic truth: where the land cover changed between the two dates
+        changed = cube["cover"][ref].values != cube["cover"][target].values
+        ax = fig.add_subplot(grid[1, 1])
+        ax.imshow(changed, cmap="Greys", vmin=0, vmax=1)
+        ax.set_title(f"true land-cover change ({changed.mean():.1%} of pixels)", fontsize=9)
+        ax.set_axis_off()
     errors = {name: p[3] - observed[3] for name, p in predictions.items()}
     limit = max(float(np.nanpercentile(np.abs(e), 99)) for e in errors.values()) or 0.01
+    error_axes = []
     for col, (name, error) in enumerate(errors.items(), start=2):
         ax = fig.add_subplot(grid[1, col])
         shown = ax.imshow(error, cmap="RdBu_r", vmin=-limit, vmax=limit)
         ax.set_title(f"{name}: NIR error", fontsize=9)
         ax.set_axis_off()
-    fig.colorbar(shown, ax=fig.axes[n + 2:], location="left", shrink=0.8, label="prediction − observed NIR reflectance (unitless)")
+        error_axes.append(ax)
+    fig.colorbar(shown, ax=error_axes, location="right", shrink=0.9, label="predicted − observed NIR\n(reflectance, unitless)")
     ax = fig.add_subplot(grid[2, :])
     per_band = scores[(scores["band"] != "all") & (scores["metric"] == "rmse")]
     palette = {m: get_method(m).colour for m in per_band["method"].unique()}
     sns.barplot(per_band, x="band", y="value", hue="method", palette=palette, errorbar=("pi", 100), ax=ax)
-    for bars, hatch in zip(ax.containers, ["", "//", "..", "xx", "\\\\", "oo"]):
+    hatches = ["", "//", "..", "xx", "\\\\", "oo"]
+    for bars, hatch in zip(ax.containers, hatches):
         for bar in bars:
             bar.set_hatch(hatch)  # methods of one family share a colour; hatches tell them apart
     ax.set(xlabel="band", ylabel="RMSE (reflectance, unitless)", title="RMSE per band over test pairs (bars: mean; whiskers: range)")
-    ax.legend(title="method", fontsize=8)
+    legend = ax.legend(title="method", fontsize=8)
+    for handle, hatch in zip(legend.legend_handles, hatches):
+        handle.set_hatch(hatch)
     fig.suptitle(f"{splits.dataset}: first test pair {pair[0]} → {pair[1]}\n{label}", fontsize=11)
     return fig
 

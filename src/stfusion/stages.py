@@ -119,7 +119,7 @@ def run_stage(name: str, *, dataset: str | None = None, method: str | None = Non
     with tempfile.TemporaryDirectory(prefix="stfusion-stage-") as tmpdir:
         template = Path(tmpdir) / output.name
         nbformat.write(load_notebook(source), template)
-        declared = set(papermill.inspect_notebook(str(template))["parameters"])
+        declared = set(papermill.inspect_notebook(str(template)))
         missing = sorted(set(parameters) - declared)
         if missing:
             raise ConfigError(f"{source}: the parameters cell does not declare {missing}")

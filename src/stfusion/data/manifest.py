@@ -82,6 +82,17 @@ class Manifest:
     def save(self) -> Path:
         return write_json(self.path, self.to_dict())
 
+    def relocated(self, folder: str | os.PathLike) -> "Manifest":
+        """The same manifest with its relative paths rewritten to start at ``folder``."""
+        folder = Path(folder)
+
+        def move(rel: str) -> str:
+            return rel if Path(rel).is_absolute() else os.path.relpath(self.folder / rel, folder)
+
+        dates = [{k: (v if k == "date" else move(v)) for k, v in entry.items()} for entry in self.dates]
+        files = {move(rel): info for rel, info in self.files.items()}
+        return Manifest(self.dataset, self.source, dates, files, folder, list(self.bands), self.ratio, self.scale, dict(self.meta))
+
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "Manifest":
         folder = Path(folder)

@@ -8,6 +8,7 @@ from typing import Any
 
 from stfusion.config import REAL_DATASETS, SYNTHETIC_DATASETS, check_dataset
 from stfusion.data.manifest import Manifest
+from stfusion.io import atomic_dir
 
 
 def acquire(dataset: str, folder: str | os.PathLike, *, raw_dir: str | None = None,
@@ -26,4 +27,10 @@ def acquire(dataset: str, folder: str | os.PathLike, *, raw_dir: str | None = No
     assert dataset in REAL_DATASETS
     from stfusion.data.real import download
 
-    return download(dataset, Path(folder), raw_dir=raw_dir)
+    # Downloads go to data/downloads/<dataset>, outside the stage's DVC output (which DVC deletes
+    # before each run), so an interrupted download resumes instead of starting over.
+    folder = Path(folder)
+    manifest = download(dataset, folder.parent.parent / "downloads" / dataset, raw_dir=raw_dir)
+    with atomic_dir(folder) as tmp:
+        manifest.relocated(tmp).save()
+    return Manifest.load(folder)

@@ -1,0 +1,53 @@
+import copy
+
+import pytest
+import yaml
+
+from stfusion.config import load_params, validate_params
+from stfusion.errors import ConfigError
+from stfusion.paths import find_root
+
+ROOT = find_root()
+
+
+@pytest.mark.parametrize("name", ["params.yaml", "profiles/smoke.yaml", "profiles/full.yaml"])
+def test_shipped_parameter_files_are_valid(name):
+    params = load_params(ROOT / name)
+    assert params["profile"] in name or name == "params.yaml"
+
+
+def _params():
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        (["datasets"], ["cia-sim", "mars"], r"datasets\[1\]: unknown dataset 'mars'"),
+        (["methods"], ["persistence", "magic"], r"methods\[1\]: unknown method 'magic'"),
+        (["seed"], "forty-two", "seed: expected an integer"),
+        (["download", "synthetic", "cia-sim", "height"], 250, "cia-sim.height"),
+        (["download", "synthetic", "cia-sim", "colour"], 1, "cia-sim.colour"),
+        (["download", "raw_dir"], 5, "download.raw_dir"),
+        (["preprocess", "splits", "cia-sim", "n_test"], 0, "preprocess.splits.cia-sim.n_test"),
+        (["preprocess", "splits", "cia-sim", "test_targets"], "2001-11-09", "preprocess.splits.cia-sim.test_targets"),
+        (["ablation", "variants"], [{"name": "x"}], r"ablation.variants\[0\]"),
+        (["bogus"], 1, "bogus"),
+    ],
+)
+def test_invalid_parameters_are_named(path, value, message):
+    params = copy.deepcopy(_params())
+    node = params
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(ConfigError, match=message):
+        validate_params(params)
+
+
+def test_unknown_dataset_name_in_acquire(tmp_path):
+    from stfusion.data.sources import acquire
+
+    with pytest.raises(ConfigError, match="unknown dataset 'cia-simulated'"):
+        acquire("cia-simulated", tmp_path / "x")
+    assert not (tmp_path / "x").exists()

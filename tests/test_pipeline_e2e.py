@@ -1,0 +1,95 @@
+"""End-to-end: `dvc repro` of the whole pipeline on the smoke profile, in a copy of the repository.
+
+The copy holds what git would commit (tracked and untracked-but-not-ignored files), so the test
+sees exactly what a fresh clone sees; params.yaml is replaced by profiles/smoke.yaml.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stfusion.paths import find_root
+
+pytestmark = pytest.mark.e2e
+ROOT = find_root()
+DATASETS = ("cia-sim", "lgc-sim")
+METHODS = ("persistence", "temporal-difference")
+
+
+def _run(args, cwd, env):
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def smoke_study(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("study")
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        if (ROOT / name).is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+    shutil.copy2(repo / "profiles" / "smoke.yaml", repo / "params.yaml")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONDONTWRITEBYTECODE": "1", "STFUSION_ROOT": str(repo), "MPLBACKEND": "Agg",
+           "GIT_AUTHOR_NAME": "ci", "GIT_AUTHOR_EMAIL": "ci@example.invalid",
+           "GIT_COMMITTER_NAME": "ci", "GIT_COMMITTER_EMAIL": "ci@example.invalid"}
+    _run(["git", "init", "-q"], repo, env)
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", "smoke"], repo, env)
+    start = time.perf_counter()
+    log = _run(["dvc", "repro"], repo, env)
+    return repo, env, log, time.perf_counter() - start
+
+
+def test_repro_writes_every_report(smoke_study):
+    repo, _, log, seconds = smoke_study
+    print(f"smoke dvc repro: {seconds:.1f} s")
+    for dataset in DATASETS:
+        assert (repo / "reports" / "figures" / f"overview_{dataset}.png").stat().st_size > 10_000
+        assert (repo / "reports" / "figures" / f"overview_{dataset}.pdf").is_file()
+        assert (repo / "reports" / "tables" / f"rmse_{dataset}.md").is_file()
+        assert (repo / "reports" / "tables" / f"ablation_{dataset}.md").is_file()
+        for stage in ("download", "preprocess", "ablation"):
+            assert (repo / "reports" / "notebooks" / f"{stage}-{dataset}.ipynb").is_file()
+        for method in METHODS:
+            assert (repo / "reports" / "notebooks" / f"train-{dataset}-{method}.ipynb").is_file()
+    assert (repo / "reports" / "tables" / "scores.csv").is_file()
+    assert not list((repo / "data").rglob("*.tmp")) and not list((repo / "reports").rglob("*.tmp"))
+
+
+def test_metrics_show_both_predictors_and_coarse_change_helps(smoke_study):
+    repo, env, _, _ = smoke_study
+    shown = json.loads(_run(["dvc", "metrics", "show", "--json"], repo, env))
+    metrics = {Path(path).stem: values["data"] for path, values in shown[""]["data"].items()}
+    assert set(metrics) == set(DATASETS)
+    for dataset, values in metrics.items():
+        assert set(values) == set(METHODS)
+        assert values["temporal-difference"]["rmse"] < values["persistence"]["rmse"], dataset
+
+
+def test_second_repro_reruns_nothing_quickly(smoke_study):
+    repo, env, _, _ = smoke_study
+    start = time.perf_counter()
+    log = _run(["dvc", "repro"], repo, env)
+    seconds = time.perf_counter() - start
+    assert "Running stage" not in log
+    assert seconds < 10, f"a no-op dvc repro took {seconds:.1f} s"
+    assert "up to date" in _run(["dvc", "status"], repo, env)
+
+
+def test_dag_shows_every_stage(smoke_study):
+    repo, env, _, _ = smoke_study
+    dag = _run(["dvc", "dag", "--md"], repo, env)
+    for stage in ("download@cia-sim", "preprocess@lgc-sim", "train@cia-sim-persistence", "ablation@lgc-sim", "evaluate", "figures"):
+        assert stage in dag

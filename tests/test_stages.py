@@ -1,0 +1,89 @@
+"""The stage runner: parameters reach the notebooks from params.yaml with their types intact."""
+
+import subprocess
+import sys
+
+import jupytext
+import nbformat
+import pytest
+from jupytext.config import load_jupytext_configuration_file
+
+from stfusion.config import load_params
+from stfusion.errors import ConfigError
+from stfusion.paths import find_root
+from stfusion.stages import STAGES, executed_name, stage_parameters
+
+ROOT = find_root()
+
+
+def _declared(notebook):
+    import papermill
+
+    path = ROOT / "notebooks" / notebook
+    nb = jupytext.read(path)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    out = ROOT / "build" / "declared" / (path.stem + ".ipynb")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, out)
+    return papermill.inspect_notebook(str(out))
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_every_stage_parameter_is_declared_by_its_notebook(name):
+    params = load_params(ROOT / "params.yaml")
+    values = stage_parameters(name, params, dataset=params["datasets"][0], method=params["methods"][0])
+    declared = _declared(STAGES[name].notebook)
+    assert set(values) <= set(declared), f"{STAGES[name].notebook} lacks {set(values) - set(declared)}"
+
+
+def test_types_survive_from_params_to_notebook_source():
+    """papermill renders parameters as Python literals: booleans, None, lists and dicts stay typed."""
+    from papermill.translators import PythonTranslator
+
+    params = load_params(ROOT / "params.yaml")
+    values = stage_parameters("download", params, dataset="cia-sim")
+    values.update(flag=False, items=[1, "a", None], nested={"x": [True]})
+    namespace = {}
+    exec(PythonTranslator.codify(values), namespace)
+    assert namespace["flag"] is False and namespace["items"] == [1, "a", None]
+    assert namespace["scene"] == params["download"]["synthetic"]["cia-sim"]
+    assert namespace["raw_dir"] is None and namespace["nested"] == {"x": [True]}
+
+
+def test_unknown_names_are_refused():
+    params = load_params(ROOT / "params.yaml")
+    with pytest.raises(ConfigError, match="unknown stage"):
+        stage_parameters("deploy", params)
+    with pytest.raises(ConfigError, match="--dataset: unknown dataset 'nope'"):
+        stage_parameters("download", params, dataset="nope")
+    with pytest.raises(ConfigError, match="not in params.yaml 'datasets'"):
+        stage_parameters("download", params, dataset="lgc")
+    with pytest.raises(ConfigError, match="--method: unknown method"):
+        stage_parameters("train", params, dataset="cia-sim", method="nope")
+    assert executed_name("train", "cia-sim", "persistence") == "train-cia-sim-persistence.ipynb"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.py")), ids=lambda p: p.name)
+def test_saving_a_notebook_in_jupyterlab_leaves_its_text_unchanged(path):
+    """JupyterLab adds outputs, execution counts and kernel metadata; none of it reaches the .py
+    that DVC hashes, so exploring a notebook never makes a stage look changed."""
+    config = load_jupytext_configuration_file(str(ROOT / "jupytext.toml"))
+    nb = jupytext.read(path)
+    nb.metadata.update(kernelspec={"name": "python3", "display_name": "Python 3", "language": "python"},
+                       language_info={"name": "python", "version": "3.11"})
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.execution_count = 7
+            cell.outputs = [nbformat.v4.new_output("stream", text="output")]
+            cell.metadata["execution"] = {"iopub.status.busy": "2026-01-01"}
+    assert jupytext.writes(nb, fmt="py:percent", config=config) == path.read_text()
+    assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells)
+
+
+def test_cli_reports_errors_without_traceback(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text((ROOT / "params.yaml").read_text().replace("seed: 42", "seed: true"))
+    result = subprocess.run([sys.executable, "-m", "stfusion.cli", "stage", "download", "--dataset", "cia-sim",
+                             "--params", str(bad)], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2
+    assert "seed: expected an integer" in result.stderr and "Traceback" not in result.stderr

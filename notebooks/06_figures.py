@@ -7,7 +7,7 @@
 
 # %% tags=["parameters"]
 datasets = ["cia-sim"]
-methods = ["persistence", "temporal-difference"]
+methods = ["temporal-difference"]  # what 03_train produces with its defaults
 profile = "smoke"
 dpi = 120
 workspace = None

@@ -106,7 +106,8 @@ def evaluate_study(workspace, datasets: list[str], methods: list[str], variants:
             markdown(rmse_table(scores), title=f"RMSE per test target date, {dataset}", label=label)
             + "\n" + markdown(band_table(scores), title=f"RMSE per band (mean over test pairs), {dataset}", label=label)
         )
-        markdowns[f"ablation_{dataset}"] = markdown(rmse_table(ablation), title=f"Ablation, {dataset}", label=label)
+        markdowns[f"ablation_{dataset}"] = markdown(rmse_table(ablation).rename_axis(index=["family", "variant"]),
+                                                    title=f"Ablation (RMSE), {dataset}", label=label)
     scores = pd.concat(frames, ignore_index=True)
     runs = pd.concat([run_table({m: d}) for (_, m), d in pred_dirs.items()], ignore_index=True)
     with atomic_dir(workspace.tables) as tables, atomic_dir(workspace.metrics) as metric_dir:

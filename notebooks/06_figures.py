@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 6 · Figures
 #
-# One overview figure per dataset (PNG and PDF in `reports/figures/`): the first test pair's
+# One overview figure per dataset (`reports/figures/png/` and `reports/figures/pdf/`): the first test pair's
 # reference and observed images, every method's prediction, its error against the observation
 # on a shared symmetric scale, and the RMSE per band. Colours follow the method family.
 

@@ -56,8 +56,8 @@ def test_repro_writes_every_report(smoke_study):
     repo, _, log, seconds = smoke_study
     print(f"smoke dvc repro: {seconds:.1f} s")
     for dataset in DATASETS:
-        assert (repo / "reports" / "figures" / f"overview_{dataset}.png").stat().st_size > 10_000
-        assert (repo / "reports" / "figures" / f"overview_{dataset}.pdf").is_file()
+        assert (repo / "reports" / "figures" / "png" / f"overview_{dataset}.png").stat().st_size > 10_000
+        assert (repo / "reports" / "figures" / "pdf" / f"overview_{dataset}.pdf").is_file()
         assert (repo / "reports" / "tables" / f"rmse_{dataset}.md").is_file()
         assert (repo / "reports" / "tables" / f"ablation_{dataset}.md").is_file()
         for stage in ("download", "preprocess", "ablation"):
@@ -86,6 +86,13 @@ def test_second_repro_reruns_nothing_quickly(smoke_study):
     assert "Running stage" not in log
     assert seconds < 10, f"a no-op dvc repro took {seconds:.1f} s"
     assert "up to date" in _run(["dvc", "status"], repo, env)
+
+
+def test_plots_show_renders_the_figures(smoke_study):
+    repo, env, _, _ = smoke_study
+    log = _run(["dvc", "plots", "show", "-o", "plots-html"], repo, env)
+    assert "failed" not in log.lower()
+    assert len(list((repo / "plots-html" / "static").glob("*.png"))) == len(DATASETS)
 
 
 def test_dag_shows_every_stage(smoke_study):

@@ -32,10 +32,11 @@ def true_colour(image: np.ndarray, vmax: float = TRUE_COLOUR_MAX) -> np.ndarray:
     return np.clip(np.moveaxis(rgb, 0, -1) / vmax, 0, 1)
 
 
-def _save(fig: plt.Figure, stem, dpi: int) -> list:
+def _save(fig: plt.Figure, folder, name: str, dpi: int) -> list:
+    """Save ``fig`` as ``folder/png/name.png`` and ``folder/pdf/name.pdf`` (DVC shows the PNGs as plots)."""
     paths = []
     for suffix in (".png", ".pdf"):
-        path = stem.with_suffix(suffix)
+        path = folder / suffix[1:] / f"{name}{suffix}"
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=suffix[1:], dpi=dpi)
         paths.append(path)
@@ -95,7 +96,7 @@ def overview_figure(cube, splits: Splits, predictions: dict[str, np.ndarray], sc
 
 
 def figures_study(workspace, datasets: list[str], methods: list[str], profile: str, *, dpi: int = 150) -> list:
-    """Draw one overview figure per dataset into ``reports/figures`` (PNG and PDF)."""
+    """Draw one overview figure per dataset into ``reports/figures/png`` and ``reports/figures/pdf``."""
     from stfusion.report import study_label
 
     scores = pd.read_csv(workspace.tables / "scores.csv")
@@ -106,5 +107,5 @@ def figures_study(workspace, datasets: list[str], methods: list[str], profile: s
         pair = splits.test[0]
         predictions = {m: read_geotiff(workspace.predictions(dataset, m) / prediction_name(pair)).data for m in methods}
         fig = overview_figure(cube, splits, predictions, scores[scores["dataset"] == dataset], study_label(dataset, profile))
-        paths += _save(fig, workspace.figures / f"overview_{dataset}", dpi)
+        paths += _save(fig, workspace.figures, f"overview_{dataset}", dpi)
     return paths

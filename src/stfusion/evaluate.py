@@ -65,14 +65,14 @@ def summary_metrics(scores: pd.DataFrame) -> dict[str, dict[str, float]]:
     return {method: {"rmse": round(float(value), 6)} for method, value in means.items()}
 
 
-def run_table(pred_dirs: dict[str, Path]) -> pd.DataFrame:
-    """Per method: learnable parameters, training time and median full-scene inference time."""
+def run_table(pred_dirs: list[Path]) -> pd.DataFrame:
+    """Per prediction folder: learnable parameters, training time and median full-scene inference time."""
     rows = []
-    for name, folder in pred_dirs.items():
+    for folder in pred_dirs:
         run = read_run(folder)
         seconds = list(run["predict_seconds"].values())
         rows.append({
-            "dataset": run["dataset"], "method": name, "family": run["family"], "parameters": run["parameters"],
+            "dataset": run["dataset"], "method": run["method"], "family": run["family"], "parameters": run["parameters"],
             "train_seconds": run["train_seconds"], "predict_seconds_median": float(np.median(seconds)),
             "scene": f"{run['height']}x{run['width']}",
         })
@@ -89,7 +89,7 @@ def evaluate_study(workspace, datasets: list[str], methods: list[str], variants:
     from stfusion.io import atomic_dir, write_text
     from stfusion.report import band_table, markdown, rmse_table, study_label
 
-    frames, ablations, markdowns, metrics, pred_dirs = [], {}, {}, {}, {}
+    frames, ablations, markdowns, metrics, pred_dirs = [], {}, {}, {}, []
     for dataset in datasets:
         cube = open_cube(workspace.cube(dataset))
         splits = Splits.load(workspace.splits(dataset))
@@ -101,7 +101,7 @@ def evaluate_study(workspace, datasets: list[str], methods: list[str], variants:
         frames.append(scores)
         ablations[dataset] = ablation
         metrics[dataset] = summary_metrics(scores)
-        pred_dirs.update({(dataset, m): workspace.predictions(dataset, m) for m in methods})
+        pred_dirs += [workspace.predictions(dataset, m) for m in methods]
         markdowns[f"rmse_{dataset}"] = (
             markdown(rmse_table(scores), title=f"RMSE per test target date, {dataset}", label=label)
             + "\n" + markdown(band_table(scores), title=f"RMSE per band (mean over test pairs), {dataset}", label=label)
@@ -109,7 +109,7 @@ def evaluate_study(workspace, datasets: list[str], methods: list[str], variants:
         markdowns[f"ablation_{dataset}"] = markdown(rmse_table(ablation).rename_axis(index=["family", "variant"]),
                                                     title=f"Ablation (RMSE), {dataset}", label=label)
     scores = pd.concat(frames, ignore_index=True)
-    runs = pd.concat([run_table({m: d}) for (_, m), d in pred_dirs.items()], ignore_index=True)
+    runs = run_table(pred_dirs)
     with atomic_dir(workspace.tables) as tables, atomic_dir(workspace.metrics) as metric_dir:
         scores.to_csv(tables / "scores.csv", index=False, float_format="%.8g")
         pd.concat(ablations.values(), ignore_index=True).to_csv(tables / "ablation_scores.csv", index=False, float_format="%.8g")

@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
-from stfusion.data.datacube import cube_grid, date_index, reflectance
+from stfusion.data.datacube import cube_grid, date_index, reflectance, valid_mask
 from stfusion.data.raster import write_geotiff
 from stfusion.data.splits import Pair, Splits
 from stfusion.io import atomic_dir, write_json
@@ -35,7 +35,7 @@ def pair_inputs(cube: xr.Dataset, pair: Pair) -> dict[str, np.ndarray]:
         "fine_ref": reflectance(cube["fine"][ref].values),
         "coarse_ref": reflectance(cube["coarse"][ref].values),
         "coarse_target": reflectance(cube["coarse"][target].values),
-        "valid": cube["valid"][ref].values.astype(bool) & (cube["coarse"][target].values > 0).all(axis=0),
+        "valid": cube["valid"][ref].values.astype(bool) & valid_mask(cube["coarse"][target].values),
     }
 
 

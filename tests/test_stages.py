@@ -11,28 +11,16 @@ from jupytext.config import load_jupytext_configuration_file
 from stfusion.config import load_params
 from stfusion.errors import ConfigError
 from stfusion.paths import find_root
-from stfusion.stages import STAGES, executed_name, stage_parameters
+from stfusion.stages import STAGES, executed_name, stage_parameters, write_template
 
 ROOT = find_root()
 
 
-def _declared(notebook):
-    import papermill
-
-    path = ROOT / "notebooks" / notebook
-    nb = jupytext.read(path)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    out = ROOT / "build" / "declared" / (path.stem + ".ipynb")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, out)
-    return papermill.inspect_notebook(str(out))
-
-
 @pytest.mark.parametrize("name", list(STAGES))
-def test_every_stage_parameter_is_declared_by_its_notebook(name):
+def test_every_stage_parameter_is_declared_by_its_notebook(name, tmp_path):
     params = load_params(ROOT / "params.yaml")
     values = stage_parameters(name, params, dataset=params["datasets"][0], method=params["methods"][0])
-    declared = _declared(STAGES[name].notebook)
+    declared = write_template(ROOT / "notebooks" / STAGES[name].notebook, tmp_path / "template.ipynb")
     assert set(values) <= set(declared), f"{STAGES[name].notebook} lacks {set(values) - set(declared)}"
 
 

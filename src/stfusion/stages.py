@@ -107,6 +107,12 @@ def load_notebook(path: Path) -> nbformat.NotebookNode:
     return notebook
 
 
+def write_template(source: Path, template: Path) -> set[str]:
+    """Write ``source`` as an executable .ipynb at ``template``; return the names its parameters cell declares."""
+    nbformat.write(load_notebook(source), template)
+    return set(papermill.inspect_notebook(str(template)))
+
+
 def run_stage(name: str, *, dataset: str | None = None, method: str | None = None,
               params_path: str | os.PathLike | None = None, workspace: str = ".") -> Path:
     """Execute stage ``name`` and return the path of its executed notebook."""
@@ -118,8 +124,7 @@ def run_stage(name: str, *, dataset: str | None = None, method: str | None = Non
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="stfusion-stage-") as tmpdir:
         template = Path(tmpdir) / output.name
-        nbformat.write(load_notebook(source), template)
-        declared = set(papermill.inspect_notebook(str(template)))
+        declared = write_template(source, template)
         missing = sorted(set(parameters) - declared)
         if missing:
             raise ConfigError(f"{source}: the parameters cell does not declare {missing}")

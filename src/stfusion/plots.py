@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: DVC, CI and papermill have no display
 
+import matplotlib.image
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -44,6 +45,14 @@ def _save(fig: plt.Figure, folder, name: str, dpi: int) -> list:
     return paths
 
 
+def _panel(ax: plt.Axes, image: np.ndarray, title: str, **imshow) -> matplotlib.image.AxesImage:
+    """Show one image on ``ax`` with a small title and no axes; return the image for a colour bar."""
+    shown = ax.imshow(image, **imshow)
+    ax.set_title(title, fontsize=9)
+    ax.set_axis_off()
+    return shown
+
+
 def overview_figure(cube, splits: Splits, predictions: dict[str, np.ndarray], scores: pd.DataFrame, label: str) -> plt.Figure:
     """Reference, observation, predictions, their NIR errors and the RMSE per band of one dataset."""
     pair = splits.test[0]
@@ -55,29 +64,17 @@ def overview_figure(cube, splits: Splits, predictions: dict[str, np.ndarray], sc
     panels = [(f"reference fine · {pair[0]}", cube["fine"][ref].values), (f"observed fine · {pair[1]}", cube["fine"][target].values)]
     panels += [(f"{name} · {pair[1]}", np.nan_to_num(p) * REFLECTANCE_SCALE) for name, p in predictions.items()]
     for col, (title, image) in enumerate(panels):
-        ax = fig.add_subplot(grid[0, col])
-        ax.imshow(true_colour(image))
-        ax.set_title(title, fontsize=9)
-        ax.set_axis_off()
-    coarse = fig.add_subplot(grid[1, 0])
-    coarse.imshow(true_colour(cube["coarse"][target].values))
-    coarse.set_title(f"coarse input · {pair[1]}", fontsize=9)
-    coarse.set_axis_off()
+        _panel(fig.add_subplot(grid[0, col]), true_colour(image), title)
+    _panel(fig.add_subplot(grid[1, 0]), true_colour(cube["coarse"][target].values), f"coarse input · {pair[1]}")
     if "cover" in cube:  # synthetic truth: where the land cover changed between the two dates
         changed = cube["cover"][ref].values != cube["cover"][target].values
-        ax = fig.add_subplot(grid[1, 1])
-        ax.imshow(changed, cmap="Greys", vmin=0, vmax=1)
-        ax.set_title(f"true land-cover change ({changed.mean():.1%} of pixels)", fontsize=9)
-        ax.set_axis_off()
+        _panel(fig.add_subplot(grid[1, 1]), changed, f"true land-cover change ({changed.mean():.1%} of pixels)",
+               cmap="Greys", vmin=0, vmax=1)
     errors = {name: p[3] - observed[3] for name, p in predictions.items()}
     limit = max(float(np.nanpercentile(np.abs(e), 99)) for e in errors.values()) or 0.01
-    error_axes = []
-    for col, (name, error) in enumerate(errors.items(), start=2):
-        ax = fig.add_subplot(grid[1, col])
-        shown = ax.imshow(error, cmap="RdBu_r", vmin=-limit, vmax=limit)
-        ax.set_title(f"{name}: NIR error", fontsize=9)
-        ax.set_axis_off()
-        error_axes.append(ax)
+    error_axes = [fig.add_subplot(grid[1, col]) for col in range(2, n + 2)]
+    for ax, (name, error) in zip(error_axes, errors.items()):
+        shown = _panel(ax, error, f"{name}: NIR error", cmap="RdBu_r", vmin=-limit, vmax=limit)
     fig.colorbar(shown, ax=error_axes, location="right", shrink=0.9, label="predicted − observed NIR\n(reflectance, unitless)")
     ax = fig.add_subplot(grid[2, :])
     per_band = scores[(scores["band"] != "all") & (scores["metric"] == "rmse")]

@@ -11,6 +11,7 @@ from stfusion.data.manifest import Manifest
 from stfusion.data.preprocess import preprocess_dataset
 from stfusion.data.raster import read_geotiff, write_geotiff
 from stfusion.errors import InputError
+from stfusion.io import sha256_file
 
 
 def test_cube_holds_every_date_with_crs_and_mask(tiny_processed, tiny_raw_master):
@@ -40,7 +41,7 @@ def _fails_cleanly(raw, tmp_path, match):
     with pytest.raises(InputError, match=match):
         preprocess_dataset(raw, out, {"n_test": 1, "n_val": 1})
     assert not out.exists()
-    assert not any(p for p in (tmp_path / "processed").glob("*")) if (tmp_path / "processed").exists() else True
+    assert not list((tmp_path / "processed").glob("*"))  # not even a temporary sibling
 
 
 def _first(raw, role="fine"):
@@ -48,13 +49,17 @@ def _first(raw, role="fine"):
     return manifest, manifest.file(manifest.date_list()[0], role)
 
 
-def _rewrite(manifest, path, data, grid=None):
-    """Replace a file and update its manifest entry, so only the content itself is wrong."""
-    original = read_geotiff(path)
-    write_geotiff(path, data, grid or original.grid)
+def _update_entry(manifest, path):
+    """Record ``path``'s current size and checksum, so only its content itself is wrong."""
     rel = str(path.relative_to(manifest.folder))
-    manifest.files[rel].update(bytes=path.stat().st_size, sha256=__import__("stfusion.io").io.sha256_file(path))
+    manifest.files[rel].update(bytes=path.stat().st_size, sha256=sha256_file(path))
     manifest.save()
+
+
+def _rewrite(manifest, path, data, grid=None):
+    """Replace a raster and update its manifest entry."""
+    write_geotiff(path, data, grid or read_geotiff(path).grid)
+    _update_entry(manifest, path)
 
 
 def test_missing_raster(tiny_raw, tmp_path):
@@ -72,9 +77,7 @@ def test_truncated_raster(tiny_raw, tmp_path):
 def test_truncated_raster_with_matching_manifest_is_unreadable(tiny_raw, tmp_path):
     manifest, path = _first(tiny_raw)
     path.write_bytes(path.read_bytes()[:300])
-    rel = str(path.relative_to(tiny_raw))
-    manifest.files[rel].update(bytes=300, sha256=__import__("stfusion.io").io.sha256_file(path))
-    manifest.save()
+    _update_entry(manifest, path)
     _fails_cleanly(tiny_raw, tmp_path, f"{path}.*cannot read")
 
 

@@ -3,6 +3,8 @@
 - ``stfusion stage NAME [--dataset D] [--method M]``: run one pipeline stage (what DVC calls).
 - ``stfusion info datasets|methods|stages``: what the study knows.
 - ``stfusion acquire DATASET [--raw-dir DIR]``: make a dataset's raw files available.
+- ``stfusion evaluate --pred P --truth T [--mask M] [--ratio R] [--scale S] [--json]``: score any
+  two rasters (GeoTIFF, ENVI, anything GDAL reads) with the study's metrics.
 
 Errors the user can fix print one clear message (no traceback) and exit with status 2.
 """
@@ -48,6 +50,31 @@ def _acquire(args: argparse.Namespace) -> None:
     print(f"{manifest.dataset}: {len(manifest.dates)} dates, manifest {manifest.path}")
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    import json
+    import math
+
+    from stfusion.evaluate import format_scores, score_files
+
+    result = score_files(args.pred, args.truth, args.mask, ratio=args.ratio, scale=args.scale)
+    if args.json:
+        # JSON has no NaN or infinity: an undefined score (or the PSNR of a perfect match) is null.
+        for values in result["scores"].values():
+            values.update({k: (v if math.isfinite(v) else None) for k, v in values.items()})
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_scores(result))
+
+
+def _fraction(text: str) -> float:
+    """A number or a fraction such as 1/20."""
+    try:
+        num, _, den = text.partition("/")
+        return float(num) / float(den) if den else float(num)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a number or a fraction such as 1/20, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stfusion", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -64,6 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
     acquire.add_argument("dataset")
     acquire.add_argument("--raw-dir", help="folder holding real CIA/LGC files you downloaded yourself")
     acquire.set_defaults(run=_acquire)
+    evaluate = commands.add_parser("evaluate", help="score a predicted raster against an observed one",
+                                   description="Score a predicted raster against an observed one (same grid and "
+                                   "bands) with RMSE, MAE, bias, PSNR, SSIM, SAM, ERGAS, CC and UIQI.")
+    evaluate.add_argument("--pred", required=True, help="predicted image (GeoTIFF, ENVI with .hdr, ...)")
+    evaluate.add_argument("--truth", required=True, help="observed image on the same grid")
+    evaluate.add_argument("--mask", help="single-band raster on the same grid, non-zero = evaluate this pixel")
+    evaluate.add_argument("--ratio", type=_fraction, default=1 / 20,
+                          help="ERGAS h/l, fine over coarse pixel size (default 1/20 = 25 m / 500 m)")
+    evaluate.add_argument("--scale", type=float, default=None,
+                          help="multiply values by this to get reflectance (default: 1e-4 for integer files, 1 for float)")
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    evaluate.set_defaults(run=_evaluate)
     return parser
 
 

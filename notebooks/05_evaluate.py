@@ -1,14 +1,19 @@
 # %% [markdown]
 # # 5 · Evaluate
 #
-# Every prediction of every method is scored against the observed fine image of its test
-# target date, on the pixels valid in the inputs and the target. The stage writes
+# Every prediction of every method is scored against the observed fine image of its test target
+# date, on the pixels valid in the inputs and the target, with `stfusion.metrics`: RMSE, MAE, bias,
+# PSNR, SSIM, SAM, ERGAS, CC and UIQI, per band and overall, over all pixels and separately over
+# the pixels whose land cover changed between the reference and the target date (and the rest).
+# The stage writes, atomically:
 #
-# - `reports/tables/scores.csv`: one tidy row per dataset, method, family, reference date, target
-#   date, band, region, metric and value;
-# - `reports/tables/rmse_<dataset>.md` and `ablation_<dataset>.md`: the tables, labelled with
-#   their data and profile;
-# - `reports/tables/runs.csv`: parameters, training and inference time per method;
+# - `reports/tables/scores.csv` (and `ablation_scores.csv`): one tidy row per dataset, method,
+#   family, reference date, target date, band, region, metric and value;
+# - `reports/tables/runs.csv`: learnable parameters, training time and median full-scene inference
+#   time per method, as measured by the train and ablation stages;
+# - `reports/tables/metrics_<dataset>.md`, `ablation_<dataset>.md` and `paper/`: the study's tables
+#   and the papers' tables rebuilt next to their published values, in Markdown and LaTeX;
+# - `reports/tables/conventions.json`: the metric settings and where the change mask came from;
 # - `reports/metrics/<dataset>.json`: the DVC metrics (`dvc metrics show`).
 
 # %% tags=["parameters"]
@@ -19,6 +24,7 @@ variants = [
     {"name": "with-coarse-change", "method": "temporal-difference"},
 ]
 profile = "smoke"
+settings = {"change_threshold": 0.05, "ergas_ratio": None}
 workspace = None
 
 # %%
@@ -28,9 +34,22 @@ from stfusion.evaluate import evaluate_study
 from stfusion.paths import Workspace
 
 ws = Workspace.resolve(workspace)
-results = evaluate_study(ws, datasets, methods, variants, profile)
+results = evaluate_study(ws, datasets, methods, variants, profile, settings)
+print(f"scored {results['scores'].groupby(['dataset', 'method', 'target_date']).ngroups} predictions "
+      f"in {results['seconds']:.1f} s")
 for text in results["markdown"].values():
     display(Markdown(text))
 
+# %% [markdown]
+# The tidy table holds every number above; filter it like any data frame, e.g. the NIR RMSE of
+# each method over the changed pixels:
+
 # %%
-results["scores"].head(12)
+scores = results["scores"]
+scores[(scores["band"] == "nir") & (scores["metric"] == "rmse") & (scores["region"] == "changed")]
+
+# %% [markdown]
+# Measured cost of each method (parameters, training seconds, median full-scene inference seconds):
+
+# %%
+results["runs"]

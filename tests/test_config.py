@@ -33,6 +33,14 @@ def _params():
         (["preprocess", "splits", "cia-sim", "test_targets"], "2001-11-09", "preprocess.splits.cia-sim.test_targets"),
         (["ablation", "variants"], [{"name": "x"}], r"ablation.variants\[0\]"),
         (["bogus"], 1, "bogus"),
+        (["evaluate", "change_threshold"], -0.1, "evaluate.change_threshold"),
+        (["evaluate", "ergas_ratio"], 20, "evaluate.ergas_ratio"),
+        (["evaluate", "ssim"], 11, "evaluate.ssim"),
+        (["figures", "dpi"], 5, "figures.dpi"),
+        (["figures", "difference_band"], "thermal", "figures.difference_band"),
+        (["figures", "crop", "cia-sim"], {"row": 0, "col": 0, "height": 0, "width": 5}, "figures.crop.cia-sim"),
+        (["figures", "crop", "mars"], {"row": 0, "col": 0, "height": 5, "width": 5}, "figures.crop.mars"),
+        (["figures", "pairs", "cia-sim"], ["2001-10-08"], "figures.pairs.cia-sim"),
     ],
 )
 def test_invalid_parameters_are_named(path, value, message):

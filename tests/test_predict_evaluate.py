@@ -7,9 +7,8 @@ import pytest
 
 from stfusion.baselines.reference import persistence, temporal_difference
 from stfusion.data.raster import read_geotiff
-from stfusion.evaluate import evaluate_study, score_predictions
+from stfusion.evaluate import change_regions, evaluate_study, score_predictions, summary_metrics
 from stfusion.methods import get_method
-from stfusion.metrics import rmse, rmse_all
 from stfusion.paths import Workspace
 from stfusion.predict import predict_split, prediction_name
 
@@ -21,16 +20,6 @@ def test_reference_predictors_are_exact():
     np.testing.assert_allclose(temporal_difference(f1, c1, c2), f1 + (c2 - c1), rtol=0, atol=1e-6)
     # A uniform change seen by the coarse sensor is reproduced exactly.
     np.testing.assert_allclose(temporal_difference(f1, c1, c1 + 0.05), f1 + 0.05, atol=1e-6)
-
-
-def test_rmse_by_hand():
-    prediction = np.array([[[1.0, 2.0]], [[0.0, 0.0]]])
-    observed = np.array([[[1.0, 0.0]], [[3.0, 4.0]]])
-    np.testing.assert_allclose(rmse(prediction, observed), [np.sqrt(2.0), np.sqrt(12.5)])
-    assert rmse_all(prediction, observed) == pytest.approx(np.sqrt(29 / 4))
-    mask = np.array([[True, False]])
-    np.testing.assert_allclose(rmse(prediction, observed, mask), [0.0, 3.0])
-    assert rmse_all(observed, observed) == 0.0
 
 
 def _study(tmp_path, tiny_processed):
@@ -52,16 +41,49 @@ def test_predictions_are_georeferenced_float_and_scored(tmp_path, tiny_processed
     assert prediction.data.dtype == np.float32 and prediction.grid.crs.to_epsg() == 32755
     np.testing.assert_allclose(prediction.data, cube["fine"].sel(time=pair[0]).values / 10000, rtol=1e-6)
     scores = score_predictions(cube, splits, ws.predictions("cia-sim", "persistence"))
+    assert list(scores.columns) == ["dataset", "method", "family", "reference_date", "target_date", "band",
+                                    "region", "metric", "value"]
     assert set(scores["band"]) == {"blue", "green", "red", "nir", "swir1", "swir2", "all"}
-    assert (scores["value"] > 0).all() and scores["region"].eq("all").all()
+    assert {"all", "unchanged"} <= set(scores["region"]) <= {"all", "changed", "unchanged"}  # cia-sim: no class change
+    assert set(scores["metric"]) == {"rmse", "mae", "bias", "psnr", "ssim", "sam", "ergas", "cc", "uiqi"}
+    assert np.isfinite(scores["value"]).all()
     variants = [{"name": "a", "method": "persistence"}]
     predict_split(get_method("persistence"), cube, splits, ws.ablation("cia-sim") / "a")
     results = evaluate_study(ws, ["cia-sim"], ["persistence", "temporal-difference"], variants, "test")
     metrics = results["metrics"]["cia-sim"]
-    # On the synthetic scene, adding the coarse temporal change must help.
-    assert metrics["temporal-difference"]["rmse"] < metrics["persistence"]["rmse"]
-    assert (ws.metrics / "cia-sim.json").is_file() and (ws.tables / "rmse_cia-sim.md").is_file()
-    assert "not comparable to the published numbers" in (ws.tables / "rmse_cia-sim.md").read_text()
+    # On the synthetic scene, adding the coarse temporal change must help, most where cover changed.
+    assert metrics["temporal-difference"]["all"]["rmse"] < metrics["persistence"]["all"]["rmse"]
+    for name in ("scores.csv", "ablation_scores.csv", "runs.csv", "conventions.json", "metrics_cia-sim.md"):
+        assert (ws.tables / name).is_file(), name
+    assert (ws.metrics / "cia-sim.json").is_file() and list((ws.tables / "paper").glob("*.tex"))
+    assert "not comparable to the published numbers" in (ws.tables / "metrics_cia-sim.md").read_text()
+    runs = results["runs"].set_index("method")
+    assert set(runs.index) == {"persistence", "temporal-difference", "a"}
+    assert (runs["predict_seconds_median"] > 0).all() and (runs["parameters"] == 0).all()
+
+
+def test_change_regions_come_from_truth_or_a_threshold(tiny_processed):
+    _, cube, splits = tiny_processed
+    pair = splits.test[0]
+    ref, target = (list(cube["time"].dt.strftime("%Y-%m-%d").values).index(d) for d in pair)
+    cover = cube["cover"].values.copy()
+    cover[target, :10, :] = 0  # a flood over the top rows on the target date
+    flooded = cube.assign(cover=(cube["cover"].dims, cover))
+    regions, source = change_regions(flooded, pair)
+    np.testing.assert_array_equal(regions["changed"], cover[ref] != cover[target])
+    assert "truth" in source and regions["changed"][:10].any() and not regions["changed"][10:].any()
+    assert (regions["changed"] ^ regions["unchanged"]).all()
+    regions, source = change_regions(cube.drop_vars(["cover", "change"]), pair, threshold=0.05)
+    assert "0.05" in source and regions["changed"].any()
+
+
+def test_summary_metrics_average_over_pairs_and_skip_infinite_values():
+    import pandas as pd
+
+    rows = [("all", "all", "rmse", 0.1), ("all", "all", "rmse", 0.3), ("all", "changed", "rmse", 0.5),
+            ("all", "all", "psnr", float("inf")), ("nir", "all", "rmse", 9.0)]
+    scores = pd.DataFrame(rows, columns=["band", "region", "metric", "value"]).assign(method="m")
+    assert summary_metrics(scores) == {"m": {"all": {"rmse": 0.2}, "changed": {"rmse": 0.5}}}
 
 
 def test_evaluate_without_predictions_writes_nothing(tmp_path, tiny_processed):

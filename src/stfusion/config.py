@@ -70,8 +70,8 @@ def validate_params(params: Any, *, source: str = "params.yaml") -> None:
     _check_download(params["download"])
     _check_preprocess(params["preprocess"])
     _check_ablation(params["ablation"])
-    for key in ("evaluate", "figures"):
-        _require(isinstance(params[key], dict), key, "a mapping", params[key])
+    _check_evaluate(params["evaluate"])
+    _check_figures(params["figures"])
 
 
 def _check_download(section: Any) -> None:
@@ -120,3 +120,46 @@ def _check_ablation(section: Any) -> None:
         get_method(variant["method"], key=f"{key}.method")
         names.append(variant["name"])
     _require(len(set(names)) == len(names), "ablation.variants", "unique variant names", names)
+
+
+def _check_keys(section: dict, key: str, allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(section) - set(allowed))
+    _require(not unknown, f"{key}.{unknown[0] if unknown else ''}", f"one of {list(allowed)}", unknown)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_evaluate(section: Any) -> None:
+    _require(isinstance(section, dict), "evaluate", "a mapping", section)
+    _check_keys(section, "evaluate", ("change_threshold", "ergas_ratio"))
+    threshold = section.get("change_threshold", 0.05)
+    _require(_is_number(threshold) and threshold > 0, "evaluate.change_threshold",
+             "a positive reflectance difference such as 0.05", threshold)
+    ratio = section.get("ergas_ratio")
+    _require(ratio is None or (_is_number(ratio) and 0 < ratio <= 1), "evaluate.ergas_ratio",
+             "null (from the data) or h/l in (0, 1], e.g. 0.05 for 25 m / 500 m", ratio)
+
+
+def _check_figures(section: Any) -> None:
+    from stfusion import BANDS
+
+    _require(isinstance(section, dict), "figures", "a mapping", section)
+    _check_keys(section, "figures", ("dpi", "difference_band", "crop", "pairs"))
+    dpi = section.get("dpi", 150)
+    _require(isinstance(dpi, int) and not isinstance(dpi, bool) and 50 <= dpi <= 600, "figures.dpi", "an integer in 50..600", dpi)
+    band = section.get("difference_band", "nir")
+    _require(band in BANDS, "figures.difference_band", f"one of {list(BANDS)}", band)
+    for name, region in (section.get("crop") or {}).items():
+        key = f"figures.crop.{name}"
+        check_dataset(name, key=key)
+        fields = ("row", "col", "height", "width")
+        _require(isinstance(region, dict) and set(region) == set(fields)
+                 and all(isinstance(region[f], int) and region[f] >= 0 for f in fields) and region["height"] > 0
+                 and region["width"] > 0, key, "a mapping {row, col, height, width} of pixel counts", region)
+    for name, pair in (section.get("pairs") or {}).items():
+        key = f"figures.pairs.{name}"
+        check_dataset(name, key=key)
+        _require(isinstance(pair, list) and len(pair) == 2 and all(isinstance(d, str) for d in pair), key,
+                 "a test pair ['YYYY-MM-DD', 'YYYY-MM-DD'] (reference, target)", pair)

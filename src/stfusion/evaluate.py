@@ -1,28 +1,35 @@
-"""Scores of every prediction on the test pairs, as one tidy table.
+"""Scores of every prediction on the test pairs, as one tidy table, and the study's result files.
 
 One row per (dataset, method, family, reference date, target date, band, region, metric) with its
-value; ``band`` is a band name or ``all`` (the global score over every band). ``region`` is
-``all`` for now; change-aware regions come with the full metrics.
+value (``stfusion.metrics``): ``band`` is a band name or ``all`` (the overall score); ``region`` is
+``all``, ``changed`` or ``unchanged``. Changed pixels are those whose land-cover class differs
+between the reference and the target date in the synthetic generator's truth (``cover`` in the
+datacube); real data has no truth, so there they are the pixels whose observed fine reflectance
+changed by more than ``change_threshold`` in some band (``metrics.observed_change``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import xarray as xr
+from tqdm.auto import tqdm
 
 from stfusion.data.datacube import date_index, reflectance
 from stfusion.data.raster import read_geotiff
-from stfusion.data.splits import Splits
+from stfusion.data.splits import Pair, Splits
 from stfusion.errors import InputError
-from stfusion.metrics import rmse, rmse_all
+from stfusion.metrics import DEFAULT_CHANGE_THRESHOLD, METRICS, Conventions, compute_metrics, observed_change, score_table
 from stfusion.predict import prediction_name
 
 COLUMNS = ["dataset", "method", "family", "reference_date", "target_date", "band", "region", "metric", "value"]
+REGIONS = ("all", "changed", "unchanged")
 
 
 def read_run(pred_dir: str | os.PathLike) -> dict:
@@ -33,89 +40,222 @@ def read_run(pred_dir: str | os.PathLike) -> dict:
     return json.loads(path.read_text())
 
 
-def score_pair(cube: xr.Dataset, pair: tuple[str, str], prediction: np.ndarray) -> dict[str, float]:
-    """RMSE per band and overall of one prediction against the observed fine image."""
+def conventions_for(cube: xr.Dataset, ergas_ratio: float | None = None) -> Conventions:
+    """Metric conventions of a dataset: ERGAS h/l from the datacube's resolution ratio unless given."""
+    ratio = ergas_ratio if ergas_ratio is not None else 1 / float(cube.attrs.get("ratio", 20))
+    return Conventions(ratio=ratio)
+
+
+def change_regions(cube: xr.Dataset, pair: Pair, threshold: float = DEFAULT_CHANGE_THRESHOLD) -> tuple[dict[str, np.ndarray], str]:
+    """The all / changed / unchanged pixel masks of a pair, and where the change mask came from."""
+    ref, target = date_index(cube, pair[0]), date_index(cube, pair[1])
+    if "cover" in cube:
+        changed = cube["cover"][ref].values != cube["cover"][target].values
+        source = "truth: land-cover class differs between reference and target"
+    else:
+        changed = observed_change(reflectance(cube["fine"][ref].values), reflectance(cube["fine"][target].values), threshold)
+        source = f"observed: max band |F2 - F1| > {threshold} reflectance"
+    return {"all": np.ones_like(changed), "changed": changed, "unchanged": ~changed}, source
+
+
+def score_pair(cube: xr.Dataset, pair: Pair, prediction: np.ndarray, *, conventions: Conventions | None = None,
+               change_threshold: float = DEFAULT_CHANGE_THRESHOLD) -> pd.DataFrame:
+    """Every metric, per band and overall, in every region, of one prediction (band, region, metric, value)."""
     ref, target = date_index(cube, pair[0]), date_index(cube, pair[1])
     observed = reflectance(cube["fine"][target].values)
     mask = cube["valid"][ref].values.astype(bool) & cube["valid"][target].values.astype(bool)
-    per_band = rmse(prediction, observed, mask)
-    scores = {str(band): float(value) for band, value in zip(cube["band"].values, per_band)}
-    scores["all"] = rmse_all(prediction, observed, mask)
-    return scores
+    regions, _ = change_regions(cube, pair, change_threshold)
+    return score_table(prediction, observed, mask, regions=regions, band_names=[str(b) for b in cube["band"].values],
+                       conventions=conventions or conventions_for(cube))
 
 
-def score_predictions(cube: xr.Dataset, splits: Splits, pred_dir: str | os.PathLike, *, label: str | None = None) -> pd.DataFrame:
+def score_predictions(cube: xr.Dataset, splits: Splits, pred_dir: str | os.PathLike, *, label: str | None = None,
+                      conventions: Conventions | None = None, change_threshold: float = DEFAULT_CHANGE_THRESHOLD) -> pd.DataFrame:
     """Tidy scores of every test prediction in ``pred_dir``; ``label`` overrides the method name."""
     run = read_run(pred_dir)
-    rows = []
+    frames = []
     for pair in splits.test:
         path = Path(pred_dir) / prediction_name(pair)
         prediction = read_geotiff(path, bands=cube.sizes["band"]).data
         if prediction.shape[1:] != (cube.sizes["y"], cube.sizes["x"]):
             raise InputError(f"{path}: prediction shape {prediction.shape[1:]} differs from the datacube's grid")
-        for band, value in score_pair(cube, pair, prediction).items():
-            rows.append([splits.dataset, label or run["method"], run["family"], pair[0], pair[1], band, "all", "rmse", value])
-    return pd.DataFrame(rows, columns=COLUMNS)
+        table = score_pair(cube, pair, prediction, conventions=conventions, change_threshold=change_threshold)
+        frames.append(table.assign(dataset=splits.dataset, method=label or run["method"], family=run["family"],
+                                   reference_date=pair[0], target_date=pair[1]))
+    return pd.concat(frames, ignore_index=True)[COLUMNS]
 
 
-def summary_metrics(scores: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """Per method: the mean over test pairs of the global RMSE (the DVC metrics of a dataset)."""
-    overall = scores[(scores["band"] == "all") & (scores["metric"] == "rmse")]
-    means = overall.groupby("method", sort=True)["value"].mean()
-    return {method: {"rmse": round(float(value), 6)} for method, value in means.items()}
+def summary_metrics(scores: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]:
+    """DVC metrics of one dataset: per method and region, the mean over test pairs of each overall score."""
+    overall = scores[scores["band"] == "all"]
+    means = overall.groupby(["method", "region", "metric"], sort=True)["value"].mean()
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for (method, region, metric), value in means.items():
+        if math.isfinite(value):  # JSON has no infinity (a perfect PSNR)
+            summary.setdefault(method, {}).setdefault(region, {})[metric] = round(float(value), 6)
+    return summary
 
 
-def run_table(pred_dirs: list[Path]) -> pd.DataFrame:
+def run_table(pred_dirs: list[Path], labels: list[str | None] | None = None) -> pd.DataFrame:
     """Per prediction folder: learnable parameters, training time and median full-scene inference time."""
     rows = []
-    for folder in pred_dirs:
+    for folder, label in zip(pred_dirs, labels or [None] * len(pred_dirs)):
         run = read_run(folder)
         seconds = list(run["predict_seconds"].values())
         rows.append({
-            "dataset": run["dataset"], "method": run["method"], "family": run["family"], "parameters": run["parameters"],
-            "train_seconds": run["train_seconds"], "predict_seconds_median": float(np.median(seconds)),
-            "scene": f"{run['height']}x{run['width']}",
+            "dataset": run["dataset"], "method": label or run["method"], "family": run["family"],
+            "parameters": run["parameters"], "train_seconds": run["train_seconds"],
+            "predict_seconds_median": float(np.median(seconds)), "scene": f"{run['height']}x{run['width']}",
         })
     return pd.DataFrame(rows)
 
 
-def evaluate_study(workspace, datasets: list[str], methods: list[str], variants: list[dict], profile: str) -> dict:
-    """Score every method and ablation variant on every dataset; write tables and DVC metrics.
+def metric_table(scores: pd.DataFrame, region: str = "all") -> pd.DataFrame:
+    """Methods as rows, metrics as columns: the mean over test pairs of the overall scores in ``region``."""
+    chosen = scores[(scores["band"] == "all") & (scores["region"] == region)]
+    table = chosen.pivot_table(index=["family", "method"], columns="metric", values="value", aggfunc="mean")
+    return table[[m for m in METRICS if m in table.columns]].sort_values("rmse")
 
-    Returns the tidy scores and the Markdown tables. ``reports/tables`` and ``reports/metrics``
-    are replaced together, atomically, only after every score has been computed.
-    """
+
+def change_table(scores: pd.DataFrame, metric: str = "rmse") -> pd.DataFrame:
+    """Methods as rows, regions as columns: the mean overall ``metric`` over test pairs."""
+    chosen = scores[(scores["band"] == "all") & (scores["metric"] == metric)]
+    table = chosen.pivot_table(index=["family", "method"], columns="region", values="value", aggfunc="mean")
+    return table[[r for r in REGIONS if r in table.columns]].sort_values("all")
+
+
+def _dataset_results(workspace, dataset: str, methods: list[str], variants: list[dict], settings: dict) -> dict:
+    """Scores, ablation scores, run records and change-mask source of one dataset."""
     from stfusion.data.datacube import open_cube
-    from stfusion.io import atomic_dir, write_text
-    from stfusion.report import band_table, markdown, rmse_table, study_label
 
-    frames, ablations, markdowns, metrics, pred_dirs = [], {}, {}, {}, []
-    for dataset in datasets:
-        cube = open_cube(workspace.cube(dataset))
-        splits = Splits.load(workspace.splits(dataset))
+    cube = open_cube(workspace.cube(dataset))
+    splits = Splits.load(workspace.splits(dataset))
+    conventions = conventions_for(cube, settings.get("ergas_ratio"))
+    threshold = settings.get("change_threshold", DEFAULT_CHANGE_THRESHOLD)
+    kwargs = {"conventions": conventions, "change_threshold": threshold}
+    folders = [workspace.predictions(dataset, m) for m in methods]
+    variant_folders = [workspace.ablation(dataset) / v["name"] for v in variants]
+    scores = pd.concat([score_predictions(cube, splits, f, **kwargs)
+                        for f in tqdm(folders, desc=f"scoring {dataset}", leave=False)], ignore_index=True)
+    ablation = pd.concat([score_predictions(cube, splits, f, label=v["name"], **kwargs)
+                          for f, v in zip(variant_folders, variants)], ignore_index=True)
+    return {
+        "scores": scores, "ablation": ablation,
+        "runs": run_table(folders + variant_folders, [None] * len(folders) + [v["name"] for v in variants]),
+        "conventions": {**conventions.as_dict(), "change_mask": change_regions(cube, splits.test[0], threshold)[1],
+                        "test_pairs": [list(p) for p in splits.test]},
+    }
+
+
+def evaluate_study(workspace, datasets: list[str], methods: list[str], variants: list[dict], profile: str,
+                   settings: dict | None = None) -> dict:
+    """Score every method and ablation variant on every dataset; write the tables and DVC metrics.
+
+    ``settings`` is the ``evaluate`` section of params.yaml (``change_threshold``, ``ergas_ratio``).
+    ``reports/tables`` and ``reports/metrics`` are replaced together, atomically, only after every
+    score has been computed, so a failure leaves the previous results whole.
+    """
+    from stfusion.io import atomic_dir, write_text
+    from stfusion.report import markdown, study_label
+    from stfusion.tables import write_paper_tables
+
+    start = time.perf_counter()
+    results = {d: _dataset_results(workspace, d, methods, variants, settings or {}) for d in datasets}
+    scores = pd.concat([r["scores"] for r in results.values()], ignore_index=True)
+    ablation = pd.concat([r["ablation"] for r in results.values()], ignore_index=True)
+    runs = pd.concat([r["runs"] for r in results.values()], ignore_index=True)
+    markdowns = {}
+    for dataset, r in results.items():
         label = study_label(dataset, profile)
-        scores = pd.concat([score_predictions(cube, splits, workspace.predictions(dataset, m)) for m in methods])
-        ablation = pd.concat([
-            score_predictions(cube, splits, workspace.ablation(dataset) / v["name"], label=v["name"]) for v in variants
-        ])
-        frames.append(scores)
-        ablations[dataset] = ablation
-        metrics[dataset] = summary_metrics(scores)
-        pred_dirs += [workspace.predictions(dataset, m) for m in methods]
-        markdowns[f"rmse_{dataset}"] = (
-            markdown(rmse_table(scores), title=f"RMSE per test target date, {dataset}", label=label)
-            + "\n" + markdown(band_table(scores), title=f"RMSE per band (mean over test pairs), {dataset}", label=label)
+        markdowns[f"metrics_{dataset}"] = (
+            markdown(metric_table(r["scores"]), title=f"Mean scores over the test pairs, {dataset}", label=label)
+            + "\n" + markdown(change_table(r["scores"]), title=f"RMSE over changed and unchanged pixels, {dataset}", label=label)
         )
-        markdowns[f"ablation_{dataset}"] = markdown(rmse_table(ablation).rename_axis(index=["family", "variant"]),
-                                                    title=f"Ablation (RMSE), {dataset}", label=label)
-    scores = pd.concat(frames, ignore_index=True)
-    runs = run_table(pred_dirs)
+        markdowns[f"ablation_{dataset}"] = markdown(metric_table(r["ablation"]).rename_axis(index=["family", "variant"]),
+                                                    title=f"Ablation: mean scores over the test pairs, {dataset}", label=label)
     with atomic_dir(workspace.tables) as tables, atomic_dir(workspace.metrics) as metric_dir:
         scores.to_csv(tables / "scores.csv", index=False, float_format="%.8g")
-        pd.concat(ablations.values(), ignore_index=True).to_csv(tables / "ablation_scores.csv", index=False, float_format="%.8g")
+        ablation.to_csv(tables / "ablation_scores.csv", index=False, float_format="%.8g")
         runs.to_csv(tables / "runs.csv", index=False, float_format="%.6g")
         for name, text in markdowns.items():
             write_text(tables / f"{name}.md", text)
-        for dataset, values in metrics.items():
-            write_text(metric_dir / f"{dataset}.json", json.dumps(values, indent=2, sort_keys=True) + "\n")
-    return {"scores": scores, "markdown": markdowns, "metrics": metrics, "runs": runs}
+        write_paper_tables(scores, ablation, runs, datasets, profile, tables / "paper")
+        for dataset, r in results.items():
+            write_text(metric_dir / f"{dataset}.json", json.dumps(summary_metrics(r["scores"]), indent=2, sort_keys=True) + "\n")
+        conventions = {d: r["conventions"] for d, r in results.items()}
+        write_text(tables / "conventions.json", json.dumps(conventions, indent=2) + "\n")
+    seconds = time.perf_counter() - start
+    return {"scores": scores, "ablation": ablation, "runs": runs, "markdown": markdowns, "seconds": seconds,
+            "metrics": {d: summary_metrics(r["scores"]) for d, r in results.items()}}
+
+
+# ---------------------------------------------------------------------------------------------
+# Any two rasters (the ``stfusion evaluate`` command)
+
+
+def read_any_raster(path: str | os.PathLike):
+    """A GeoTIFF, an ENVI file with its header, or anything else GDAL reads, as a ``Raster``."""
+    from stfusion.data.envi import find_header, read_envi
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: raster file not found")
+    is_tiff = path.suffix.lower() in (".tif", ".tiff")  # never mistake a neighbour's .hdr for this file's
+    return read_envi(path) if not is_tiff and find_header(path) is not None else read_geotiff(path)
+
+
+def _as_reflectance(raster, scale: float | None) -> tuple[np.ndarray, float]:
+    """Float64 reflectance with NaN at nodata; integers default to a scale of 1/10000."""
+    from stfusion import REFLECTANCE_SCALE
+
+    if scale is None:
+        scale = 1 / REFLECTANCE_SCALE if np.issubdtype(raster.data.dtype, np.integer) else 1.0
+    data = raster.data.astype(np.float64)
+    if raster.nodata is not None and not np.isnan(raster.nodata):
+        data[raster.data == raster.nodata] = np.nan
+    return data * scale, scale
+
+
+def score_files(pred: str | os.PathLike, truth: str | os.PathLike, mask: str | os.PathLike | None = None, *,
+                ratio: float = 1 / 20, scale: float | None = None) -> dict:
+    """Score a predicted raster against an observed one (same grid and bands).
+
+    NaN and nodata pixels of either file, and pixels where the optional single-band ``mask`` raster
+    is 0 or nodata, are excluded. Integer rasters are read as reflectance x 10000 unless ``scale``
+    says otherwise. Returns the scores ``{metric: {band: value}}``, the conventions and the number
+    of evaluated pixels.
+    """
+    conventions = Conventions(ratio=ratio)
+    p_raster, t_raster = read_any_raster(pred), read_any_raster(truth)
+    if p_raster.data.shape[0] != t_raster.data.shape[0]:
+        raise InputError(f"{pred}: has {p_raster.data.shape[0]} bands but {truth} has {t_raster.data.shape[0]}")
+    t_raster.grid.require_same(p_raster.grid, what=f"{pred} against {truth}")
+    prediction, p_scale = _as_reflectance(p_raster, scale)
+    observed, t_scale = _as_reflectance(t_raster, scale)
+    valid = np.ones(observed.shape[1:], bool)
+    if mask is not None:
+        m_raster = read_any_raster(mask)
+        if m_raster.data.shape[0] != 1:
+            raise InputError(f"{mask}: a mask must have one band (non-zero = valid), it has {m_raster.data.shape[0]}")
+        t_raster.grid.require_same(m_raster.grid, what=f"{mask} against {truth}")
+        valid = m_raster.data[0] != 0
+        if m_raster.nodata is not None:
+            valid &= m_raster.data[0] != m_raster.nodata
+    valid &= np.isfinite(prediction).all(axis=0) & np.isfinite(observed).all(axis=0)
+    if not valid.any():
+        raise InputError(f"{pred}, {truth}: no pixel is valid in both files (and the mask)")
+    names = [f"band{k + 1}" for k in range(observed.shape[0])]
+    scores = compute_metrics(prediction, observed, valid, band_names=names, conventions=conventions)["all"]
+    return {"scores": scores, "pixels": int(valid.sum()), "conventions": conventions.as_dict(),
+            "scale": {"prediction": p_scale, "truth": t_scale}, "prediction": str(pred), "truth": str(truth)}
+
+
+def format_scores(result: dict) -> str:
+    """The scores of ``score_files`` as a plain-text table: metrics as rows, bands and ``all`` as columns."""
+    table = pd.DataFrame(result["scores"]).T
+    table = table[[c for c in table.columns if c != "all"] + ["all"]]
+    text = table.to_string(float_format=lambda v: f"{v:.6g}", na_rep="-")
+    conv = result["conventions"]
+    return (f"{text}\n\n{result['pixels']} valid pixels; reflectance = value x {result['scale']['truth']:g}; "
+            f"SSIM Gaussian {conv['ssim_window']}x{conv['ssim_window']} sigma {conv['ssim_sigma']}; "
+            f"SAM in {conv['sam_unit']}; ERGAS h/l = {conv['ratio']:g}")

@@ -62,11 +62,17 @@ def _ablation(p: dict, dataset: str | None, method: str | None) -> dict[str, Any
 
 def _evaluate(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
     return {"datasets": p["datasets"], "methods": p["methods"], "variants": p["ablation"]["variants"],
-            "profile": p["profile"]}
+            "profile": p["profile"], "settings": p["evaluate"]}
 
 
 def _figures(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
     return {"datasets": p["datasets"], "methods": p["methods"], "profile": p["profile"], **p["figures"]}
+
+
+def _report(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
+    shown = ("profile", "seed", "datasets", "methods", "evaluate", "figures")  # what the report quotes
+    return {"datasets": p["datasets"], "methods": p["methods"], "profile": p["profile"],
+            "params": {key: p[key] for key in shown}}
 
 
 STAGES: dict[str, Stage] = {
@@ -76,6 +82,7 @@ STAGES: dict[str, Stage] = {
     "ablation": Stage("04_ablation.py", True, False, _ablation),
     "evaluate": Stage("05_evaluate.py", False, False, _evaluate),
     "figures": Stage("06_figures.py", False, False, _figures),
+    "report": Stage("07_report.py", False, False, _report),
 }
 
 

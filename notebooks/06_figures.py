@@ -1,15 +1,24 @@
 # %% [markdown]
 # # 6 · Figures
 #
-# One overview figure per dataset (`reports/figures/png/` and `reports/figures/pdf/`): the first test pair's
-# reference and observed images, every method's prediction, its error against the observation
-# on a shared symmetric scale, and the RMSE per band. Colours follow the method family.
+# The study's figures, per dataset, as PNG (`reports/figures/png/`, shown by `dvc plots show` and
+# the report) and PDF (`reports/figures/pdf/`). Colours follow the method family everywhere.
+#
+# - `boxplots`: every metric per family over the test pairs (the review's Figures 16 and 17);
+# - `change`: scores over all, changed and unchanged pixels;
+# - `scatter`: predicted against observed reflectance per band (the MCBAM-GAN paper's Figures 10, 13);
+# - `scene` and `crop`: true colour, NIR false colour, difference and NDVI maps of every method,
+#   full scene and zoomed (Figures 8, 9, 11, 12);
+# - `training`: loss curves, for methods that train.
 
 # %% tags=["parameters"]
 datasets = ["cia-sim"]
 methods = ["temporal-difference"]  # what 03_train produces with its defaults
 profile = "smoke"
-dpi = 120
+dpi = 80
+difference_band = "nir"
+crop = {}  # dataset -> {row, col, height, width}; default: a centred square
+pairs = {}  # dataset -> [reference, target]; default: the first test pair
 workspace = None
 
 # %%
@@ -19,7 +28,7 @@ from stfusion.paths import Workspace
 from stfusion.plots import figures_study
 
 ws = Workspace.resolve(workspace)
-paths = figures_study(ws, datasets, methods, profile, dpi=dpi)
+paths = figures_study(ws, datasets, methods, profile, dpi=dpi, crop=crop, difference_band=difference_band, pairs=pairs)
 for path in paths:
     if path.suffix == ".png":
         display(Image(filename=str(path)))

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.e2e
 ROOT = find_root()
 DATASETS = ("cia-sim", "lgc-sim")
 METHODS = ("persistence", "temporal-difference")
+FIGURES = ("boxplots", "change", "scatter", "scene", "crop")  # "training" only once models train
 
 
 def _run(args, cwd, env):
@@ -56,15 +57,20 @@ def test_repro_writes_every_report(smoke_study):
     repo, _, log, seconds = smoke_study
     print(f"smoke dvc repro: {seconds:.1f} s")
     for dataset in DATASETS:
-        assert (repo / "reports" / "figures" / "png" / f"overview_{dataset}.png").stat().st_size > 10_000
-        assert (repo / "reports" / "figures" / "pdf" / f"overview_{dataset}.pdf").is_file()
-        assert (repo / "reports" / "tables" / f"rmse_{dataset}.md").is_file()
+        for kind in FIGURES:
+            assert (repo / "reports" / "figures" / "png" / f"{kind}_{dataset}.png").stat().st_size > 10_000, kind
+            assert (repo / "reports" / "figures" / "pdf" / f"{kind}_{dataset}.pdf").is_file(), kind
+        assert (repo / "reports" / "tables" / f"metrics_{dataset}.md").is_file()
         assert (repo / "reports" / "tables" / f"ablation_{dataset}.md").is_file()
         for stage in ("download", "preprocess", "ablation"):
             assert (repo / "reports" / "notebooks" / f"{stage}-{dataset}.ipynb").is_file()
         for method in METHODS:
             assert (repo / "reports" / "notebooks" / f"train-{dataset}-{method}.ipynb").is_file()
     assert (repo / "reports" / "tables" / "scores.csv").is_file()
+    assert len(list((repo / "reports" / "tables" / "paper").glob("*.tex"))) == 8
+    report = (repo / "reports" / "README.md").read_text()
+    assert "## Headline numbers" in report and "figures/png/scene_cia-sim.png" in report
+    assert "smoke profile" in report
     assert not list((repo / "data").rglob("*.tmp")) and not list((repo / "reports").rglob("*.tmp"))
 
 
@@ -75,7 +81,8 @@ def test_metrics_show_both_predictors_and_coarse_change_helps(smoke_study):
     assert set(metrics) == set(DATASETS)
     for dataset, values in metrics.items():
         assert set(values) == set(METHODS)
-        assert values["temporal-difference"]["rmse"] < values["persistence"]["rmse"], dataset
+        assert values["temporal-difference"]["all"]["rmse"] < values["persistence"]["all"]["rmse"], dataset
+        assert set(values["persistence"]["all"]) == {"rmse", "mae", "bias", "psnr", "ssim", "sam", "ergas", "cc", "uiqi"}
 
 
 def test_second_repro_reruns_nothing_quickly(smoke_study):
@@ -92,11 +99,11 @@ def test_plots_show_renders_the_figures(smoke_study):
     repo, env, _, _ = smoke_study
     log = _run(["dvc", "plots", "show", "-o", "plots-html"], repo, env)
     assert "failed" not in log.lower()
-    assert len(list((repo / "plots-html" / "static").glob("*.png"))) == len(DATASETS)
+    assert len(list((repo / "plots-html" / "static").glob("*.png"))) == len(DATASETS) * len(FIGURES)
 
 
 def test_dag_shows_every_stage(smoke_study):
     repo, env, _, _ = smoke_study
     dag = _run(["dvc", "dag", "--md"], repo, env)
-    for stage in ("download@cia-sim", "preprocess@lgc-sim", "train@cia-sim-persistence", "ablation@lgc-sim", "evaluate", "figures"):
+    for stage in ("download@cia-sim", "preprocess@lgc-sim", "train@cia-sim-persistence", "ablation@lgc-sim", "evaluate", "figures", "report"):
         assert stage in dag

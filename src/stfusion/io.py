@@ -17,6 +17,12 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary file path next to ``final``; rename it to ``final`` if the block succeeds."""
@@ -27,6 +33,8 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        if tmp.exists():  # mkstemp makes 0600 files; give the result the permissions of a normal write
+            tmp.chmod(0o666 & ~_umask())
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
@@ -45,6 +53,7 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     old = final.with_name(f".{final.name}.old")
     try:
         yield tmp
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700 folders
         shutil.rmtree(old, ignore_errors=True)
         if final.exists():
             os.replace(final, old)

@@ -6,7 +6,7 @@ review's Tables 6 to 8): the published rows or columns come first, exactly as pr
 study only if it was run; nothing is filled in for what was not.
 
 Every cell is text: published values keep their printed digits, this study's are formatted with
-4 decimals (seconds with 2); "-" means not given or not run.
+4 decimals (seconds with 2, or 3 significant digits below 1 s); "-" means not given or not run.
 """
 
 from __future__ import annotations
@@ -142,10 +142,13 @@ def _study_methods(scores: pd.DataFrame, dataset: str, preferred: Sequence[str] 
 
 
 def _fmt(value: float | None, metric: str) -> str:
-    """Four decimals as the papers print them; seconds with two; "-" for a value that does not exist."""
+    """Four decimals as the papers print them; seconds with two (three significant digits below 1 s,
+    so a fast method does not read as 0.00); "-" for a value that does not exist."""
     if value is None or pd.isna(value):
         return MISSING
-    return f"{value:.2f}" if metric == "seconds" else f"{value:.4f}"
+    if metric == "seconds":
+        return f"{value:.2f}" if value >= 1 else f"{value:.3g}"
+    return f"{value:.4f}"
 
 
 def _run(runs: pd.DataFrame, dataset: str, method: str) -> pd.Series | None:

@@ -1,0 +1,168 @@
+"""The study's figures: every file is written, parameters are checked, the helpers compute the right values."""
+
+import datetime
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stfusion import BANDS
+from stfusion.errors import ConfigError
+from stfusion.methods import get_method
+from stfusion.paths import Workspace
+from stfusion.plots import (FIGURE_GUIDE, composite, crop_window, default_crop, difference, figures_study,
+                            method_styles, ndvi, showcase_pair, symmetric_limit)
+from stfusion.predict import predict_split
+
+DATASET = "cia-sim"
+METHODS = ["persistence", "temporal-difference"]
+KINDS = ["boxplots", "change", "scatter", "scene", "crop"]
+
+
+def fake_scores(splits, metrics=("rmse", "mae", "bias", "psnr", "ssim", "sam", "ergas", "cc", "uiqi"),
+                regions=("all", "changed", "unchanged")) -> pd.DataFrame:
+    """scores.csv as the evaluate stage writes it (fabricated values: the figures must not care)."""
+    rng = np.random.default_rng(0)
+    rows = [
+        [DATASET, method, get_method(method).family, ref, target, band, region, metric, rng.uniform(0.01, 0.9)]
+        for method in METHODS for ref, target in splits.test for band in (*BANDS, "all") for region in regions
+        for metric in metrics if band == "all" or metric not in ("sam", "ergas")
+    ]
+    return pd.DataFrame(rows, columns=["dataset", "method", "family", "reference_date", "target_date", "band",
+                                       "region", "metric", "value"])
+
+
+def make_study(tmp_path, tiny_processed, scores=None) -> Workspace:
+    out, cube, splits = tiny_processed
+    ws = Workspace(tmp_path)
+    shutil.copytree(out, ws.processed(DATASET))
+    for name in METHODS:
+        predict_split(get_method(name), cube, splits, ws.predictions(DATASET, name))
+    ws.tables.mkdir(parents=True)
+    (fake_scores(splits) if scores is None else scores).to_csv(ws.tables / "scores.csv", index=False)
+    return ws
+
+
+def figure_files(ws, kinds):
+    return {ws.figures / ext / f"{kind}_{DATASET}.{ext}" for kind in kinds for ext in ("png", "pdf")}
+
+
+def test_every_figure_is_written_and_no_training_figure_without_history(tmp_path, tiny_processed):
+    ws = make_study(tmp_path, tiny_processed)
+    paths = figures_study(ws, [DATASET], METHODS, "smoke", dpi=40)
+    assert set(paths) == figure_files(ws, KINDS)
+    assert all(p.stat().st_size > 1000 for p in paths)
+    assert not list(ws.figures.rglob("training_*"))
+    assert set(FIGURE_GUIDE) == {*KINDS, "training"} and all(len(t) > 100 for t in FIGURE_GUIDE.values())
+
+
+def test_training_figure_from_history(tmp_path, tiny_processed):
+    ws = make_study(tmp_path, tiny_processed)
+    history = pd.DataFrame([(e, split, "loss", 1.0 / e + (0.1 if split == "val" else 0.0))
+                            for e in range(1, 6) for split in ("train", "val")], columns=["epoch", "split", "metric", "value"])
+    history.to_csv(ws.predictions(DATASET, "temporal-difference") / "history.csv", index=False)
+    paths = figures_study(ws, [DATASET], METHODS, "smoke", dpi=40)
+    assert set(paths) == figure_files(ws, [*KINDS, "training"])
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_figures_survive_scores_with_rmse_only(tmp_path, tiny_processed):
+    """The evaluate stage of today writes RMSE over all pixels only: the panels it lacks say so."""
+    _, _, splits = tiny_processed
+    ws = make_study(tmp_path, tiny_processed, fake_scores(splits, metrics=("rmse",), regions=("all",)))
+    assert set(figures_study(ws, [DATASET], METHODS, "smoke", dpi=40)) == figure_files(ws, KINDS)
+
+
+@pytest.mark.parametrize("crop, match", [
+    ({"row": 50, "col": 0, "height": 20, "width": 10}, "inside the 60 x 40 scene"),  # runs past the bottom
+    ({"row": 0, "col": -1, "height": 5, "width": 5}, "inside the 60 x 40 scene"),
+    ({"row": 0, "col": 0, "height": 5}, "expected a mapping of integers"),
+])
+def test_crop_outside_the_scene_is_a_config_error_and_writes_nothing(tmp_path, tiny_processed, crop, match):
+    ws = make_study(tmp_path, tiny_processed)
+    with pytest.raises(ConfigError, match=f"figures.crop.{DATASET}: .*{match}"):
+        figures_study(ws, [DATASET], METHODS, "smoke", crop={DATASET: crop})
+    assert not ws.figures.exists()  # parameters are checked before the first figure
+
+
+def test_crop_and_pair_for_an_unknown_dataset_are_config_errors(tmp_path, tiny_processed):
+    ws = make_study(tmp_path, tiny_processed)
+    with pytest.raises(ConfigError, match="figures.crop: .*lgc-sim"):
+        figures_study(ws, [DATASET], METHODS, "smoke", crop={"lgc-sim": None})
+    with pytest.raises(ConfigError, match="figures.pairs: .*lgc-sim"):
+        figures_study(ws, [DATASET], METHODS, "smoke", pairs={"lgc-sim": ["2001-01-01", "2001-02-01"]})
+
+
+def test_showcase_pair_must_be_a_test_pair(tmp_path, tiny_processed):
+    _, _, splits = tiny_processed
+    ws = make_study(tmp_path, tiny_processed)
+    train_pair = list(splits.train[0])
+    with pytest.raises(ConfigError, match=f"figures.pairs.{DATASET}: .*not a test pair"):
+        figures_study(ws, [DATASET], METHODS, "smoke", pairs={DATASET: train_pair})
+    assert not ws.figures.exists()
+    ref, target = splits.test[0]
+    # YAML reads unquoted dates as datetime.date; they name the same pair.
+    as_dates = [datetime.date.fromisoformat(ref), datetime.date.fromisoformat(target)]
+    assert showcase_pair(splits, as_dates) == (ref, target)
+    assert showcase_pair(splits, None) == splits.test[0]
+    with pytest.raises(ConfigError, match="figures.pairs"):
+        showcase_pair(splits, target)
+
+
+def test_crop_window_and_default_crop():
+    assert crop_window({"row": 2, "col": 3, "height": 4, "width": 5}, 10, 8, "x") == (slice(2, 6), slice(3, 8))
+    assert crop_window({"row": 0, "col": 0, "height": 10, "width": 8}, 10, 8, "x") == (slice(0, 10), slice(0, 8))
+    with pytest.raises(ConfigError, match="figures.crop.x"):
+        crop_window({"row": 0, "col": 1, "height": 10, "width": 8}, 10, 8, "x")
+    with pytest.raises(ConfigError, match="figures.crop.x"):
+        crop_window({"row": 0, "col": 0, "height": 0, "width": 8}, 10, 8, "x")
+    with pytest.raises(ConfigError, match="figures.crop.x"):
+        crop_window({"row": 0.5, "col": 0, "height": 2, "width": 2}, 10, 8, "x")
+    # A centred square a quarter of the shorter side.
+    assert default_crop(320, 280) == {"row": 125, "col": 105, "height": 70, "width": 70}
+    region = default_crop(3, 3)
+    assert crop_window(region, 3, 3, "x") == (slice(1, 2), slice(1, 2))
+
+
+def hand_image() -> np.ndarray:
+    """(6, 1, 4) reflectance: red and NIR chosen so NDVI is easy to compute by hand."""
+    image = np.full((len(BANDS), 1, 4), 0.1, np.float32)
+    image[BANDS.index("red"), 0] = [0.1, 0.2, 0.0, np.nan]
+    image[BANDS.index("nir"), 0] = [0.3, 0.2, 0.0, 0.4]
+    return image
+
+
+def test_ndvi_by_hand():
+    np.testing.assert_allclose(ndvi(hand_image()), [[0.5, 0.0, np.nan, np.nan]], atol=1e-6)
+    image = hand_image()
+    image[BANDS.index("red"), 0, 0] = 0.5
+    image[BANDS.index("nir"), 0, 0] = -0.6  # a negative prediction: NIR + red < 0 has no NDVI
+    assert np.isnan(ndvi(image)[0, 0])
+
+
+def test_difference_and_its_symmetric_scale():
+    observed = hand_image()
+    predicted = observed.copy()
+    predicted[BANDS.index("nir"), 0] += [0.05, -0.1, 0.0, 0.02]
+    np.testing.assert_allclose(difference(predicted, observed, "nir"), [[0.05, -0.1, 0.0, 0.02]], atol=1e-6)
+    np.testing.assert_allclose(difference(predicted, observed, "red"), [[0, 0, 0, np.nan]], atol=1e-7)
+    with pytest.raises(ConfigError, match="figures.difference_band"):
+        difference(predicted, observed, "thermal")
+    assert symmetric_limit([np.array([-0.3, 0.1]), np.array([0.2, np.nan])], percentile=100) == pytest.approx(0.3)
+    assert symmetric_limit([np.zeros(3), np.full(2, np.nan)]) == 0.01  # a flat map still gets a scale
+
+
+def test_composite_stretch_and_nodata():
+    rgba = composite(hand_image(), ("nir", "red", "green"), (0.4, 0.2, 0.2))
+    assert rgba.shape == (1, 4, 4)
+    np.testing.assert_allclose(rgba[0, 0], [0.75, 0.5, 0.5, 1.0])
+    np.testing.assert_allclose(rgba[0, 3, 3], 0.0)  # red is NaN: transparent (no data colour shows)
+
+
+def test_methods_of_one_family_share_a_colour_and_differ_in_marker():
+    styles = method_styles(["temporal-difference", "persistence"])
+    assert list(styles) == ["temporal-difference", "persistence"]
+    first, second = styles.values()
+    assert first.colour == second.colour == get_method("persistence").colour
+    assert first.marker != second.marker and first.hatch != second.hatch

@@ -180,8 +180,8 @@ def ssim_map(p: torch.Tensor, r: torch.Tensor, conv: Conventions) -> torch.Tenso
 
 def _complete_windows(valid: torch.Tensor, size: int) -> torch.Tensor:
     """Window centres (cropped like ``ssim_map``) whose whole window holds valid pixels only."""
-    box = torch.ones(1, 1, size, size, dtype=torch.float64, device=valid.device)
-    counts = F.conv2d(valid.to(torch.float64)[None, None], box)[0, 0]
+    ones = torch.ones(size, dtype=torch.float64, device=valid.device)
+    counts = _blur(valid.to(torch.float64), ones)  # separable box sum: exact for 0/1 values
     return counts > size * size - 0.5
 
 

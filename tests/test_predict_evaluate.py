@@ -121,3 +121,26 @@ def test_real_dataset_manifest_lands_in_data_raw_with_downloads_kept_outside(tmp
     loaded.verify()
     assert loaded.date_list() == manifest.date_list() == ["2004-04-16", "2004-05-02"]
     assert all(not Path(e["fine"]).is_absolute() and e["fine"].startswith("../../downloads/lgc/") for e in loaded.dates)
+
+
+def test_git_commit_ignores_the_runs_own_outputs(tmp_path):
+    import subprocess
+
+    from stfusion.report import git_commit
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e.invalid", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    assert git_commit(tmp_path).startswith("unknown")
+    git("init", "-q")
+    for name in ("params.yaml", "dvc.lock", "reports/README.md"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("a")
+    git("add", "-A")
+    git("commit", "-qm", "x")
+    (tmp_path / "dvc.lock").write_text("b")
+    (tmp_path / "reports" / "README.md").write_text("b")
+    assert "uncommitted" not in git_commit(tmp_path)
+    (tmp_path / "params.yaml").write_text("b")
+    assert git_commit(tmp_path).endswith("(with uncommitted changes)")

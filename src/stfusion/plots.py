@@ -35,6 +35,8 @@ from stfusion.data.datacube import date_index, open_cube, reflectance
 from stfusion.data.raster import read_geotiff
 from stfusion.data.splits import Pair, Splits
 from stfusion.errors import ConfigError, InputError
+from stfusion.evaluate import COLUMNS as SCORES_COLUMNS
+from stfusion.evaluate import REGIONS, change_regions
 from stfusion.io import atomic_path
 from stfusion.methods import FAMILY_COLOURS, get_method
 from stfusion.predict import prediction_name
@@ -99,9 +101,7 @@ DIFFERENCE_PERCENTILE = 99  # the difference scale ignores the 1 % largest |diff
 NODATA_COLOUR = "#ff00ff"  # magenta occurs in none of the colour maps and composites used here
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # methods of one family, in the order given
 HATCHES = ("", "//", "..", "xx", "\\\\", "oo", "--", "++")
-REGIONS = ("all", "changed", "unchanged")
 BOX_METRICS = ("rmse", "ssim", "cc", "sam", "ergas", "psnr")
-SCORES_COLUMNS = ("dataset", "method", "family", "reference_date", "target_date", "band", "region", "metric", "value")
 HISTORY_COLUMNS = ("epoch", "split", "metric", "value")
 
 
@@ -298,7 +298,7 @@ def changed_shares(cube: xr.Dataset, pairs) -> list[float] | None:
     for ref, target in pairs:
         r, t = date_index(cube, ref), date_index(cube, target)
         valid = (cube["valid"][r].values > 0) & (cube["valid"][t].values > 0)
-        shares.append(float((cube["cover"][r].values != cube["cover"][t].values)[valid].mean()))
+        shares.append(float(change_regions(cube, (ref, target))[0]["changed"][valid].mean()))
     return shares
 
 

@@ -22,7 +22,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from stfusion.data.datacube import date_index, reflectance
-from stfusion.data.raster import read_geotiff
+from stfusion.data.raster import read_geotiff, read_raster
 from stfusion.data.splits import Pair, Splits
 from stfusion.errors import InputError
 from stfusion.metrics import DEFAULT_CHANGE_THRESHOLD, METRICS, Conventions, compute_metrics, observed_change, score_table
@@ -193,17 +193,6 @@ def evaluate_study(workspace, datasets: list[str], methods: list[str], variants:
 # Any two rasters (the ``stfusion evaluate`` command)
 
 
-def read_any_raster(path: str | os.PathLike):
-    """A GeoTIFF, an ENVI file with its header, or anything else GDAL reads, as a ``Raster``."""
-    from stfusion.data.envi import find_header, read_envi
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: raster file not found")
-    is_tiff = path.suffix.lower() in (".tif", ".tiff")  # never mistake a neighbour's .hdr for this file's
-    return read_envi(path) if not is_tiff and find_header(path) is not None else read_geotiff(path)
-
-
 def _as_reflectance(raster, scale: float | None) -> tuple[np.ndarray, float]:
     """Float64 reflectance with NaN at nodata; integers default to a scale of 1/10000."""
     from stfusion import REFLECTANCE_SCALE
@@ -226,7 +215,7 @@ def score_files(pred: str | os.PathLike, truth: str | os.PathLike, mask: str | o
     of evaluated pixels.
     """
     conventions = Conventions(ratio=ratio)
-    p_raster, t_raster = read_any_raster(pred), read_any_raster(truth)
+    p_raster, t_raster = read_raster(pred), read_raster(truth)
     if p_raster.data.shape[0] != t_raster.data.shape[0]:
         raise InputError(f"{pred}: has {p_raster.data.shape[0]} bands but {truth} has {t_raster.data.shape[0]}")
     t_raster.grid.require_same(p_raster.grid, what=f"{pred} against {truth}")
@@ -234,7 +223,7 @@ def score_files(pred: str | os.PathLike, truth: str | os.PathLike, mask: str | o
     observed, t_scale = _as_reflectance(t_raster, scale)
     valid = np.ones(observed.shape[1:], bool)
     if mask is not None:
-        m_raster = read_any_raster(mask)
+        m_raster = read_raster(mask)
         if m_raster.data.shape[0] != 1:
             raise InputError(f"{mask}: a mask must have one band (non-zero = valid), it has {m_raster.data.shape[0]}")
         t_raster.grid.require_same(m_raster.grid, what=f"{mask} against {truth}")

@@ -23,7 +23,10 @@ FAMILY_COLOURS = {
     "diffusion": "#D55E00",
 }
 
-Predictor = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+Predictor = Callable[..., np.ndarray]
+"""``predict(fine_ref, coarse_ref, coarse_target, *, valid, ratio)``: float reflectance (band, y, x)
+arrays with the coarse images on the fine grid, the (y, x) mask of usable pixels, and the coarse
+over fine pixel-size ratio; returns the predicted fine image (NaN where it has no prediction)."""
 
 
 @dataclass(frozen=True)

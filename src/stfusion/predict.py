@@ -42,7 +42,8 @@ def pair_inputs(cube: xr.Dataset, pair: Pair) -> dict[str, np.ndarray]:
 def predict_pair(method: Method, cube: xr.Dataset, pair: Pair) -> np.ndarray:
     """Predict the fine image of ``pair``'s target date with a method that needs no training."""
     inputs = pair_inputs(cube, pair)
-    prediction = method.predict(inputs["fine_ref"], inputs["coarse_ref"], inputs["coarse_target"])
+    prediction = method.predict(inputs["fine_ref"], inputs["coarse_ref"], inputs["coarse_target"],
+                                valid=inputs["valid"], ratio=int(cube.attrs.get("ratio", 20)))
     prediction = prediction.astype(np.float32, copy=False)
     prediction[:, ~inputs["valid"]] = np.nan
     return prediction

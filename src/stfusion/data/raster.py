@@ -77,6 +77,17 @@ def read_geotiff(path: str | os.PathLike, *, bands: int | None = None) -> Raster
     return Raster(data, grid, nodata, path)
 
 
+def read_raster(path: str | os.PathLike) -> Raster:
+    """A GeoTIFF, an ENVI file with its header, or anything else GDAL reads (for users' own files)."""
+    from stfusion.data.envi import find_header, read_envi  # envi builds on this module
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: raster file not found")
+    is_tiff = path.suffix.lower() in (".tif", ".tiff")  # never mistake a neighbour's .hdr for this file's
+    return read_envi(path) if not is_tiff and find_header(path) is not None else read_geotiff(path)
+
+
 def write_geotiff(
     path: str | os.PathLike,
     data: np.ndarray,

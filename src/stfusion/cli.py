@@ -3,6 +3,8 @@
 - ``stfusion stage NAME [--dataset D] [--method M]``: run one pipeline stage (what DVC calls).
 - ``stfusion info datasets|methods|stages``: what the study knows.
 - ``stfusion acquire DATASET [--raw-dir DIR]``: make a dataset's raw files available.
+- ``stfusion fuse --method M --fine-ref F1 --coarse-ref C1 --coarse-target C2 --out P.tif``: fuse
+  your own images with a method that needs no training.
 - ``stfusion evaluate --pred P --truth T [--mask M] [--ratio R] [--scale S] [--json]``: score any
   two rasters (GeoTIFF, ENVI, anything GDAL reads) with the study's metrics.
 
@@ -66,6 +68,20 @@ def _evaluate(args: argparse.Namespace) -> None:
         print(format_scores(result))
 
 
+def _fuse(args: argparse.Namespace) -> None:
+    import warnings
+
+    from stfusion.fuse import NoGeoreferenceWarning, fuse_files
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NoGeoreferenceWarning)
+        result = fuse_files(args.method, args.fine_ref, args.coarse_ref, args.coarse_target, args.out,
+                            ratio=args.ratio, window=args.window, scale=args.scale)
+    for warning in caught:  # one plain line each, like the errors
+        print(f"stfusion: warning: {warning.message}", file=sys.stderr)
+    print(f"{result['method']}: wrote {result['out']} ({result['bands']} bands, {result['pixels']} valid pixels)")
+
+
 def _fraction(text: str) -> float:
     """A number or a fraction such as 1/20."""
     try:
@@ -91,6 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     acquire.add_argument("dataset")
     acquire.add_argument("--raw-dir", help="folder holding real CIA/LGC files you downloaded yourself")
     acquire.set_defaults(run=_acquire)
+    fuse = commands.add_parser("fuse", help="fuse your own images with a method that needs no training",
+                               description="Predict the fine image of a target date from a fine/coarse reference "
+                               "pair and the target's coarse image (coarse images on the fine grid).")
+    fuse.add_argument("--method", required=True, help="a method without training (see `stfusion info methods`)")
+    fuse.add_argument("--fine-ref", required=True, help="fine image of the reference date (GeoTIFF, ENVI, ...)")
+    fuse.add_argument("--coarse-ref", required=True, help="coarse image of the reference date, on the fine grid")
+    fuse.add_argument("--coarse-target", required=True, help="coarse image of the target date, on the fine grid")
+    fuse.add_argument("--out", required=True, help="output GeoTIFF (float32 reflectance, NaN = nodata)")
+    fuse.add_argument("--ratio", type=int, default=20, help="coarse over fine pixel size (default 20 = 500 m / 25 m)")
+    fuse.add_argument("--window", type=int, help="search window side in fine pixels (odd), for methods with one")
+    fuse.add_argument("--scale", type=float, default=None,
+                      help="multiply values by this to get reflectance (default: 1e-4 for integer files, 1 for float)")
+    fuse.set_defaults(run=_fuse)
     evaluate = commands.add_parser("evaluate", help="score a predicted raster against an observed one",
                                    description="Score a predicted raster against an observed one (same grid and "
                                    "bands) with RMSE, MAE, bias, PSNR, SSIM, SAM, ERGAS, CC and UIQI.")

@@ -22,7 +22,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from stfusion.data.datacube import date_index, reflectance
-from stfusion.data.raster import read_geotiff, read_raster
+from stfusion.data.raster import as_reflectance, read_geotiff, read_raster
 from stfusion.data.splits import Pair, Splits
 from stfusion.errors import InputError
 from stfusion.metrics import DEFAULT_CHANGE_THRESHOLD, METRICS, Conventions, compute_metrics, observed_change, score_table
@@ -193,18 +193,6 @@ def evaluate_study(workspace, datasets: list[str], methods: list[str], variants:
 # Any two rasters (the ``stfusion evaluate`` command)
 
 
-def _as_reflectance(raster, scale: float | None) -> tuple[np.ndarray, float]:
-    """Float64 reflectance with NaN at nodata; integers default to a scale of 1/10000."""
-    from stfusion import REFLECTANCE_SCALE
-
-    if scale is None:
-        scale = 1 / REFLECTANCE_SCALE if np.issubdtype(raster.data.dtype, np.integer) else 1.0
-    data = raster.data.astype(np.float64)
-    if raster.nodata is not None and not np.isnan(raster.nodata):
-        data[raster.data == raster.nodata] = np.nan
-    return data * scale, scale
-
-
 def score_files(pred: str | os.PathLike, truth: str | os.PathLike, mask: str | os.PathLike | None = None, *,
                 ratio: float = 1 / 20, scale: float | None = None) -> dict:
     """Score a predicted raster against an observed one (same grid and bands).
@@ -219,8 +207,8 @@ def score_files(pred: str | os.PathLike, truth: str | os.PathLike, mask: str | o
     if p_raster.data.shape[0] != t_raster.data.shape[0]:
         raise InputError(f"{pred}: has {p_raster.data.shape[0]} bands but {truth} has {t_raster.data.shape[0]}")
     t_raster.grid.require_same(p_raster.grid, what=f"{pred} against {truth}")
-    prediction, p_scale = _as_reflectance(p_raster, scale)
-    observed, t_scale = _as_reflectance(t_raster, scale)
+    prediction, p_scale = as_reflectance(p_raster, scale)
+    observed, t_scale = as_reflectance(t_raster, scale)
     valid = np.ones(observed.shape[1:], bool)
     if mask is not None:
         m_raster = read_raster(mask)

@@ -36,6 +36,7 @@ class Method:
     description: str
     predict: Predictor | None = None  # pixel-wise methods that need no training
     parameters: int = 0  # learnable parameters
+    options: tuple[str, ...] = ()  # extra keyword arguments ``predict`` accepts, e.g. ("window",)
 
     @property
     def colour(self) -> str:

@@ -88,6 +88,21 @@ def read_raster(path: str | os.PathLike) -> Raster:
     return read_envi(path) if not is_tiff and find_header(path) is not None else read_geotiff(path)
 
 
+def as_reflectance(raster: Raster, scale: float | None = None) -> tuple[np.ndarray, float]:
+    """Float64 reflectance of ``raster`` with NaN at nodata, and the scale used.
+
+    Integer rasters default to reflectance x 10000 (scale 1e-4), float rasters to reflectance.
+    """
+    from stfusion import REFLECTANCE_SCALE
+
+    if scale is None:
+        scale = 1 / REFLECTANCE_SCALE if np.issubdtype(raster.data.dtype, np.integer) else 1.0
+    data = raster.data.astype(np.float64)
+    if raster.nodata is not None and not np.isnan(raster.nodata):
+        data[raster.data == raster.nodata] = np.nan
+    return data * scale, scale
+
+
 def write_geotiff(
     path: str | os.PathLike,
     data: np.ndarray,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stfusion.baselines import reference
+from stfusion.baselines import reference, starfm
 from stfusion.errors import ConfigError
 
 FAMILY_COLOURS = {
@@ -48,6 +48,8 @@ METHODS: dict[str, Method] = {
     for m in (
         Method("persistence", "reference", "F2 = F1 (no change)", reference.persistence),
         Method("temporal-difference", "reference", "F2 = F1 + (C2 - C1)", reference.temporal_difference),
+        Method("starfm", "traditional", "STARFM (Gao et al. 2006), rules of Gao's C code v1.2.1", starfm.starfm,
+               options=("window",)),
     )
 }
 

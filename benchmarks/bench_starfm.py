@@ -1,0 +1,84 @@
+"""Speed of STARFM (``predict_starfm``) on a synthetic CIA-size scene: 6 bands, one reference pair.
+
+The inputs are a real cia-sim scene from ``stfusion.data.synthetic`` (fields, roads, a coarse sensor
+model; date 1 = the pair, date 2 = the target), generated in a child process so that the peak RSS
+printed is this process's: reading the images plus STARFM. Prints the median of several repeats (machines
+are noisy), the peak RSS and the device. Default: the full CIA grid (2040 x 1720), the C code's
+60 x 60 window.
+Usage: python benchmarks/bench_starfm.py [--height 2040 --width 1720 --repeats 3 --tile 256 --device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import multiprocessing
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stfusion.baselines.starfm import StarfmParams, predict_starfm
+from stfusion.data.datacube import reflectance, valid_mask
+from stfusion.data.manifest import Manifest
+from stfusion.data.raster import read_geotiff
+from stfusion.data.synthetic import generate_dataset, synthetic_config
+
+
+def generate(folder: str, height: int, width: int) -> None:
+    generate_dataset("cia-sim", folder, synthetic_config("cia-sim", {"height": height, "width": width, "n_dates": 2}))
+
+
+def load(folder: Path) -> dict[str, np.ndarray]:
+    manifest = Manifest.load(folder)
+    ref, target = manifest.date_list()
+    raw = {"fine_refs": read_geotiff(manifest.file(ref, "fine")).data,
+           "coarse_refs": read_geotiff(manifest.file(ref, "coarse")).data,
+           "coarse_target": read_geotiff(manifest.file(target, "coarse")).data}
+    inputs = {name: reflectance(data) for name, data in raw.items()}
+    inputs["valid"] = np.logical_and.reduce([valid_mask(data) for data in raw.values()])
+    return inputs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--height", type=int, default=2040)
+    parser.add_argument("--width", type=int, default=1720)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tile", type=int, default=None, help="tile side in pixels (default: the module's)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    parser.add_argument("--symmetric", action="store_true", help="61 x 61 window instead of the C code's 60 x 60")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "cia-sim"
+        start = time.perf_counter()
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            pool.submit(generate, str(folder), args.height, args.width).result()
+        print(f"generated cia-sim {args.height} x {args.width} x 6 bands in {time.perf_counter() - start:.1f} s (child process)")
+        inputs = load(folder)
+    params = StarfmParams(symmetric_window=args.symmetric)
+    device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    side = len(params.offsets)
+    print(f"STARFM {side} x {side} window, device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+          f"tile {args.tile or 'default'}")
+    times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        prediction = predict_starfm(**inputs, ratio=20, params=params, device=device, tile=args.tile)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+        print(f"  run {len(times)}: {times[-1]:.1f} s")
+    megapixels = args.height * args.width / 1e6
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    print(f"median {statistics.median(times):.1f} s for {megapixels:.2f} Mpx x 6 bands "
+          f"({megapixels / statistics.median(times):.3f} Mpx/s); peak RSS {peak:.2f} GiB; "
+          f"{np.isfinite(prediction).mean():.1%} of the values predicted")
+
+
+if __name__ == "__main__":
+    main()

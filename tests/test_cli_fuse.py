@@ -88,3 +88,18 @@ def test_bad_inputs_are_named(tmp_path, inputs, capsys, case, message):
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "p.tif").exists()
+
+
+@pytest.mark.parametrize("method", ["starfm", "fsdaf"])
+def test_traditional_methods_fuse_with_a_window(tmp_path, method, capsys):
+    """A field pattern whose coarse image brightens by 0.01 everywhere: both recover F1 + 0.01."""
+    rows, cols = np.indices((80, 80))
+    fields = ((rows // 20) * 4 + cols // 20) % 5  # 16 fields of 5 kinds
+    f1 = np.stack([1000 + 300 * fields, 2000 + 250 * fields]).astype(np.int16)
+    grid = Grid(80, 80, GRID.transform, GRID.crs)
+    paths = {"f1": tmp_path / "f1.tif", "c1": tmp_path / "c1.tif", "c2": tmp_path / "c2.tif"}
+    for name, data in (("f1", f1), ("c1", f1), ("c2", f1 + 100)):
+        write_geotiff(paths[name], data, grid)
+    assert main(["fuse", "--method", method, "--fine-ref", str(paths["f1"]), "--coarse-ref", str(paths["c1"]),
+                 "--coarse-target", str(paths["c2"]), "--out", str(tmp_path / "p.tif"), "--window", "9"]) == 0
+    np.testing.assert_allclose(read_geotiff(tmp_path / "p.tif").data, (f1 + 100) / 1e4, atol=1e-5)

@@ -21,7 +21,7 @@ from stfusion.paths import find_root
 pytestmark = pytest.mark.e2e
 ROOT = find_root()
 DATASETS = ("cia-sim", "lgc-sim")
-METHODS = ("persistence", "temporal-difference", "starfm")
+METHODS = ("persistence", "temporal-difference", "starfm", "fsdaf")
 FIGURES = ("boxplots", "change", "scatter", "scene", "crop")  # "training" only once models train
 
 
@@ -81,7 +81,7 @@ def test_metrics_show_both_predictors_and_coarse_change_helps(smoke_study):
     assert set(metrics) == set(DATASETS)
     for dataset, values in metrics.items():
         assert set(values) == set(METHODS)
-        for method in ("temporal-difference", "starfm"):  # the coarse change must help on the synthetic scenes
+        for method in ("temporal-difference", "starfm", "fsdaf"):  # the coarse change must help on the synthetic scenes
             assert values[method]["all"]["rmse"] < values["persistence"]["all"]["rmse"], (dataset, method)
         assert set(values["persistence"]["all"]) == {"rmse", "mae", "bias", "psnr", "ssim", "sam", "ergas", "cc", "uiqi"}
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stfusion.baselines import reference, starfm
+from stfusion.baselines import fsdaf, reference, starfm
 from stfusion.errors import ConfigError
 
 FAMILY_COLOURS = {
@@ -49,6 +49,8 @@ METHODS: dict[str, Method] = {
         Method("persistence", "reference", "F2 = F1 (no change)", reference.persistence),
         Method("temporal-difference", "reference", "F2 = F1 + (C2 - C1)", reference.temporal_difference),
         Method("starfm", "traditional", "STARFM (Gao et al. 2006), rules of Gao's C code v1.2.1", starfm.starfm,
+               options=("window",)),
+        Method("fsdaf", "traditional", "FSDAF (Zhu et al. 2016), steps of the official IDL code", fsdaf.fsdaf,
                options=("window",)),
     )
 }

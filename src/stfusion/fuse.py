@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stfusion.baselines import check_window
 from stfusion.data.raster import as_reflectance, read_raster, write_geotiff
 from stfusion.errors import ConfigError, InputError
 from stfusion.methods import get_method
@@ -50,8 +51,8 @@ def fuse_files(method_name: str, fine_ref: str | os.PathLike, coarse_ref: str | 
         raise ConfigError(f"--method: {method_name} must be trained first; `stfusion fuse` runs methods without training")
     if window is not None and "window" not in method.options:
         raise ConfigError(f"--window: method {method_name} has no search window")
-    if window is not None and (window < 3 or window % 2 == 0):
-        raise ConfigError(f"--window: expected an odd number of pixels >= 3, got {window}")
+    if window is not None:
+        check_window(window, key="--window")
     paths = {"fine_ref": Path(fine_ref), "coarse_ref": Path(coarse_ref), "coarse_target": Path(coarse_target)}
     data, grid, valid = _read_inputs(paths, scale)
     if ratio < 1 or grid.height % ratio or grid.width % ratio:

@@ -118,6 +118,7 @@ import torch
 from scipy import ndimage
 from scipy.optimize import lsq_linear
 
+from stfusion.baselines import check_window
 from stfusion.errors import InputError
 
 _DN = 10000.0  # the official code's DN range; its DN-sized constants are divided by it
@@ -178,8 +179,7 @@ def fsdaf(fine_ref: np.ndarray, coarse_ref: np.ndarray, coarse_target: np.ndarra
     41 x 41 window of the homogeneity index and the similar-pixel filtering to another side."""
     params = FsdafParams()
     if window is not None:
-        if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 3 or window % 2 == 0:
-            raise InputError(f"window: expected an odd number of pixels >= 3, got {window!r}")
+        window = check_window(window)
         params = FsdafParams(half_window=window // 2)
     return predict_fsdaf(fine_ref, coarse_ref, coarse_target, valid=valid, ratio=ratio, params=params)
 

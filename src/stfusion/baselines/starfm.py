@@ -83,6 +83,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stfusion.baselines import check_window
 from stfusion.errors import InputError
 
 __all__ = ["StarfmParams", "predict_starfm", "starfm"]
@@ -375,7 +376,6 @@ def starfm(fine_ref: np.ndarray, coarse_ref: np.ndarray, coarse_target: np.ndarr
     """
     params = StarfmParams()
     if window is not None:
-        if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 3 or window % 2 == 0:
-            raise InputError(f"window: expected an odd number of pixels >= 3, got {window!r}")
+        window = check_window(window)
         params = StarfmParams(max_search_distance=(window // 2) * params.resolution, symmetric_window=True)
     return predict_starfm(fine_ref, coarse_ref, coarse_target, valid=valid, ratio=ratio, params=params)

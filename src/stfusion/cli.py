@@ -91,6 +91,10 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number or a fraction such as 1/20, got {text!r}") from None
 
 
+SCALE_OPTION = {"type": float, "default": None,
+                "help": "multiply values by this to get reflectance (default: 1e-4 for integer files, 1 for float)"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stfusion", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -117,8 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("--out", required=True, help="output GeoTIFF (float32 reflectance, NaN = nodata)")
     fuse.add_argument("--ratio", type=int, default=20, help="coarse over fine pixel size (default 20 = 500 m / 25 m)")
     fuse.add_argument("--window", type=int, help="search window side in fine pixels (odd), for methods with one")
-    fuse.add_argument("--scale", type=float, default=None,
-                      help="multiply values by this to get reflectance (default: 1e-4 for integer files, 1 for float)")
+    fuse.add_argument("--scale", **SCALE_OPTION)
     fuse.set_defaults(run=_fuse)
     evaluate = commands.add_parser("evaluate", help="score a predicted raster against an observed one",
                                    description="Score a predicted raster against an observed one (same grid and "
@@ -128,8 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--mask", help="single-band raster on the same grid, non-zero = evaluate this pixel")
     evaluate.add_argument("--ratio", type=_fraction, default=1 / 20,
                           help="ERGAS h/l, fine over coarse pixel size (default 1/20 = 25 m / 500 m)")
-    evaluate.add_argument("--scale", type=float, default=None,
-                          help="multiply values by this to get reflectance (default: 1e-4 for integer files, 1 for float)")
+    evaluate.add_argument("--scale", **SCALE_OPTION)
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
     evaluate.set_defaults(run=_evaluate)
     return parser

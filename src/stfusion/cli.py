@@ -2,6 +2,8 @@
 
 - ``stfusion stage NAME [--dataset D] [--method M]``: run one pipeline stage (what DVC calls).
 - ``stfusion info datasets|methods|stages``: what the study knows.
+- ``stfusion info models [--json]``: every deep model with its family, both scales and their
+  parameter counts (generator, and discriminator for GANs), built from params.yaml.
 - ``stfusion acquire DATASET [--raw-dir DIR]``: make a dataset's raw files available.
 - ``stfusion fuse --method M --fine-ref F1 --coarse-ref C1 --coarse-target C2 --out P.tif``: fuse
   your own images with a method that needs no training.
@@ -32,9 +34,53 @@ def _info(args: argparse.Namespace) -> None:
     elif args.what == "methods":
         for m in METHODS.values():
             print(f"{m.name:22s} {m.family:12s} {m.parameters:>10,d} parameters  {m.description}")
+    elif args.what == "models":
+        _info_models(args.json, args.params)
     else:
         for name, stage in STAGES.items():
             print(f"{name:12s} notebooks/{stage.notebook}")
+
+
+def model_table(params_path: str | None = None) -> list[dict]:
+    """One row per model and scale: family, parameter counts, settings' source."""
+    from stfusion.config import load_params
+    from stfusion.models import AUTOENCODER, MODELS, build_autoencoder, build_model, construct, count_parameters
+    from stfusion.train.config import SCALES, scale_settings
+
+    params = load_params(params_path)
+    rows = []
+    for name in [*MODELS, AUTOENCODER]:
+        if name not in params["models"]:
+            continue
+        for scale in SCALES:
+            config = scale_settings(params["models"], name, scale)
+            if name == AUTOENCODER:
+                model, family, discriminator = build_autoencoder(config.arch), "feature encoder", 0
+            else:
+                spec = MODELS[name]
+                model, family = build_model(name, config.arch), spec.family
+                discriminator = (count_parameters(construct(spec.discriminator_class(), dict(config.discriminator),
+                                                            key=f"models.{name}.{scale}.discriminator"))
+                                 if spec.discriminator else 0)
+            rows.append({"model": name, "family": family, "scale": scale, "parameters": count_parameters(model),
+                         "discriminator_parameters": discriminator, "arch": config.arch,
+                         "selected": scale == params["train"]["scale"]})
+    return rows
+
+
+def _info_models(as_json: bool, params_path: str | None) -> None:
+    import json
+
+    rows = model_table(params_path)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    print(f"{'model':12s} {'family':16s} {'scale':6s} {'generator':>11s} {'discriminator':>14s}")
+    for r in rows:
+        mark = " *" if r["selected"] else ""
+        print(f"{r['model']:12s} {r['family']:16s} {r['scale']:6s} {r['parameters']:>11,d} "
+              f"{format(r['discriminator_parameters'], ',d') if r['discriminator_parameters'] else '':>14s}{mark}")
+    print("* = the scale params.yaml's train.scale selects")
 
 
 def _stage(args: argparse.Namespace) -> None:
@@ -104,8 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     stage.add_argument("--method")
     stage.add_argument("--params", help="parameter file (default: params.yaml of the project)")
     stage.set_defaults(run=_stage)
-    info = commands.add_parser("info", help="list datasets, methods or stages")
-    info.add_argument("what", choices=["datasets", "methods", "stages"])
+    info = commands.add_parser("info", help="list datasets, methods, models or stages")
+    info.add_argument("what", choices=["datasets", "methods", "models", "stages"])
+    info.add_argument("--json", action="store_true", help="models: print JSON")
+    info.add_argument("--params", help="models: parameter file (default: params.yaml of the project)")
     info.set_defaults(run=_info)
     acquire = commands.add_parser("acquire", help="generate or download one dataset into data/raw/")
     acquire.add_argument("dataset")

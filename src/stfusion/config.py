@@ -19,7 +19,8 @@ from stfusion.paths import find_root
 SYNTHETIC_DATASETS = ("cia-sim", "lgc-sim")
 REAL_DATASETS = ("cia", "lgc")
 KNOWN_DATASETS = SYNTHETIC_DATASETS + REAL_DATASETS
-TOP_LEVEL = ("profile", "seed", "datasets", "methods", "download", "preprocess", "ablation", "evaluate", "figures")
+TOP_LEVEL = ("profile", "seed", "datasets", "methods", "download", "preprocess", "ablation", "train", "models",
+             "evaluate", "figures")
 
 
 def load_params(path: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -70,6 +71,8 @@ def validate_params(params: Any, *, source: str = "params.yaml") -> None:
     _check_download(params["download"])
     _check_preprocess(params["preprocess"])
     _check_ablation(params["ablation"])
+    _check_train(params["train"])
+    _check_models(params["models"], trained_methods(params))
     _check_evaluate(params["evaluate"])
     _check_figures(params["figures"])
 
@@ -120,6 +123,64 @@ def _check_ablation(section: Any) -> None:
         get_method(variant["method"], key=f"{key}.method")
         names.append(variant["name"])
     _require(len(set(names)) == len(names), "ablation.variants", "unique variant names", names)
+
+
+def trained_methods(params: dict) -> list[str]:
+    """The deep models the study trains (methods and ablation variants), plus the feature autoencoder
+    when one of them needs it."""
+    from stfusion.methods import get_method
+    from stfusion.models import AUTOENCODER, MODELS
+
+    names = [*params["methods"], *(v["method"] for v in params["ablation"]["variants"])]
+    trained = list(dict.fromkeys(name for name in names if get_method(name).trainable))
+    if any(MODELS[name].feature_encoder for name in trained):
+        trained.append(AUTOENCODER)
+    return trained
+
+
+def _check_train(section: Any) -> None:
+    from stfusion.train.config import SCALES
+
+    _require(isinstance(section, dict), "train", "a mapping", section)
+    _check_keys(section, "train", ("scale", "accelerator", "devices", "strategy", "num_workers"))
+    _require(section.get("scale") in SCALES, "train.scale", f"one of {list(SCALES)}", section.get("scale"))
+    accelerator = section.get("accelerator", "auto")
+    _require(accelerator in ("auto", "cpu", "gpu", "cuda"), "train.accelerator", "auto, cpu or gpu", accelerator)
+    devices = section.get("devices", 1)
+    _require(devices == "auto" or (isinstance(devices, int) and not isinstance(devices, bool) and devices >= 1),
+             "train.devices", "an integer >= 1 or 'auto'", devices)
+    _require(isinstance(section.get("strategy", "auto"), str), "train.strategy", "a Lightning strategy name such as 'ddp'",
+             section.get("strategy"))
+    workers = section.get("num_workers", 0)
+    _require(isinstance(workers, int) and not isinstance(workers, bool) and workers >= 0, "train.num_workers",
+             "an integer >= 0", workers)
+
+
+def _check_models(section: Any, trained: list[str]) -> None:
+    """Both scales of every model the study trains: settings valid and the architecture buildable."""
+    from stfusion.losses import min_patch_for_ms_ssim
+    from stfusion.models import AUTOENCODER, build_autoencoder, build_model, construct, get_model_spec
+    from stfusion.train.config import SCALES, scale_settings
+
+    _require(isinstance(section, dict), "models", "a mapping of model name to its scales", section)
+    for name in section:
+        if name != AUTOENCODER:
+            get_model_spec(name, key=f"models.{name}")
+    for name in trained:
+        for scale in SCALES:
+            key = f"models.{name}.{scale}"
+            config = scale_settings(section, name, scale)
+            if name == AUTOENCODER:
+                build_autoencoder(config.arch, key=f"{key}.arch")
+            else:
+                build_model(name, config.arch, key=f"{key}.arch")
+                spec = get_model_spec(name)
+                if spec.discriminator:
+                    construct(spec.discriminator_class(), dict(config.discriminator), key=f"{key}.discriminator")
+            if config.msssim_weight:
+                smallest = min_patch_for_ms_ssim(config.msssim_scales)
+                _require(config.patch_size >= smallest, f"{key}.patch_size",
+                         f"at least {smallest} px for msssim_scales {config.msssim_scales}", config.patch_size)
 
 
 def _check_keys(section: dict, key: str, allowed: tuple[str, ...]) -> None:

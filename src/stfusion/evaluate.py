@@ -147,6 +147,25 @@ def _dataset_results(workspace, dataset: str, methods: list[str], variants: list
     }
 
 
+def write_training_curves(workspace, datasets: list[str], methods: list[str], folder: Path) -> list[Path]:
+    """One wide CSV per trained method (epoch, train_loss, val_loss, train_rmse, val_rmse, ...), for
+    ``dvc plots show`` (dvc.yaml's top-level plots point at this folder)."""
+    written = []
+    for dataset in datasets:
+        for method in methods:
+            path = workspace.predictions(dataset, method) / "history.csv"
+            if not path.is_file():
+                continue
+            history = pd.read_csv(path)
+            wide = history.pivot_table(index="epoch", columns=["split", "metric"], values="value")
+            wide.columns = [f"{split}_{metric}" for split, metric in wide.columns]
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder / f"{dataset}_{method}.csv"
+            wide.reset_index().to_csv(target, index=False, float_format="%.6g")
+            written.append(target)
+    return written
+
+
 def evaluate_study(workspace, datasets: list[str], methods: list[str], variants: list[dict], profile: str,
                    settings: dict | None = None) -> dict:
     """Score every method and ablation variant on every dataset; write the tables and DVC metrics.
@@ -184,6 +203,7 @@ def evaluate_study(workspace, datasets: list[str], methods: list[str], variants:
             write_text(metric_dir / f"{dataset}.json", json.dumps(summary_metrics(r["scores"]), indent=2, sort_keys=True) + "\n")
         conventions = {d: r["conventions"] for d, r in results.items()}
         write_text(tables / "conventions.json", json.dumps(conventions, indent=2) + "\n")
+        write_training_curves(workspace, datasets, methods, tables / "training")
     seconds = time.perf_counter() - start
     return {"scores": scores, "ablation": ablation, "runs": runs, "markdown": markdowns, "seconds": seconds,
             "metrics": {d: summary_metrics(r["scores"]) for d, r in results.items()}}

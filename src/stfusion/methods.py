@@ -12,6 +12,7 @@ import numpy as np
 
 from stfusion.baselines import fsdaf, reference, starfm
 from stfusion.errors import ConfigError
+from stfusion.models import MODELS
 
 FAMILY_COLOURS = {
     # One colour per family in every figure (colour-blind-safe Okabe-Ito palette).
@@ -37,6 +38,7 @@ class Method:
     predict: Predictor | None = None  # pixel-wise methods that need no training
     parameters: int = 0  # learnable parameters
     options: tuple[str, ...] = ()  # extra keyword arguments ``predict`` accepts, e.g. ("window",)
+    trainable: bool = False  # a deep model of stfusion.models: trained by stfusion.train, then predicts
 
     @property
     def colour(self) -> str:
@@ -52,6 +54,7 @@ METHODS: dict[str, Method] = {
                options=("window",)),
         Method("fsdaf", "traditional", "FSDAF (Zhu et al. 2016), steps of the official IDL code", fsdaf.fsdaf,
                options=("window",)),
+        *(Method(spec.name, spec.family, spec.description, trainable=True) for spec in MODELS.values()),
     )
 }
 

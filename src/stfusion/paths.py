@@ -55,6 +55,14 @@ class Workspace:
     def predictions(self, dataset: str, method: str) -> Path:
         return self.root / "data" / "predictions" / dataset / method
 
+    def autoencoder(self, dataset: str) -> Path:
+        """The feature autoencoder's folder (``autoencoder.pt``, history, run.json)."""
+        return self.root / "data" / "autoencoders" / dataset
+
+    def checkpoints(self, dataset: str, name: str) -> Path:
+        """Resume state of a training run in progress (removed when the run finishes)."""
+        return self.root / "data" / "checkpoints" / dataset / name
+
     def ablation(self, dataset: str) -> Path:
         return self.root / "data" / "ablation" / dataset
 

@@ -8,6 +8,7 @@ Each method's folder also holds ``run.json`` with measured timings, read by the 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,13 @@ def predict_pair(method: Method, cube: xr.Dataset, pair: Pair) -> np.ndarray:
 
 
 def predict_split(method: Method, cube: xr.Dataset, splits: Splits, out_dir: str | os.PathLike,
-                  *, split: str = "test", extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write the predictions of every pair of ``split`` and ``run.json`` into ``out_dir`` atomically."""
+                  *, split: str = "test", extra: dict[str, Any] | None = None,
+                  attach: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Write the predictions of every pair of ``split`` and ``run.json`` into ``out_dir`` atomically.
+
+    ``attach``: files (exported weights, training history) to place in the same folder, in the
+    same atomic swap, so the folder never mixes one run's weights with another run's predictions.
+    """
     grid = cube_grid(cube)
     seconds: dict[str, float] = {}
     with atomic_dir(out_dir) as tmp:
@@ -67,5 +73,7 @@ def predict_split(method: Method, cube: xr.Dataset, splits: Splits, out_dir: str
             "pairs": [list(p) for p in splits.pairs(split)], "height": grid.height, "width": grid.width,
             **(extra or {}),
         }
+        for path in attach:
+            shutil.copyfile(path, Path(tmp) / Path(path).name)
         write_json(Path(tmp) / "run.json", record)
     return record

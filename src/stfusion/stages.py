@@ -52,8 +52,21 @@ def _preprocess(p: dict, dataset: str | None, method: str | None) -> dict[str, A
     return {"dataset": dataset, "splits": p["preprocess"].get("splits", {}).get(dataset, {})}
 
 
+def _scale(p: dict, name: str) -> dict[str, Any] | None:
+    """The settings of ``name`` at the study's scale (None for methods that do not train)."""
+    return p["models"].get(name, {}).get(p["train"]["scale"])
+
+
+def _autoencoder(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
+    from stfusion.models import AUTOENCODER
+
+    return {"dataset": dataset, "seed": p["seed"], "scale": p["train"]["scale"],
+            "settings": _scale(p, AUTOENCODER), "train": p["train"]}
+
+
 def _train(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
-    return {"dataset": dataset, "method": method, "seed": p["seed"]}
+    return {"dataset": dataset, "method": method, "seed": p["seed"], "scale": p["train"]["scale"],
+            "settings": _scale(p, method), "train": p["train"]}
 
 
 def _ablation(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
@@ -78,11 +91,12 @@ def _report(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
 STAGES: dict[str, Stage] = {
     "download": Stage("01_download.py", True, False, _download),
     "preprocess": Stage("02_preprocess.py", True, False, _preprocess),
-    "train": Stage("03_train.py", True, True, _train),
-    "ablation": Stage("04_ablation.py", True, False, _ablation),
-    "evaluate": Stage("05_evaluate.py", False, False, _evaluate),
-    "figures": Stage("06_figures.py", False, False, _figures),
-    "report": Stage("07_report.py", False, False, _report),
+    "autoencoder": Stage("03_autoencoder.py", True, False, _autoencoder),
+    "train": Stage("04_train.py", True, True, _train),
+    "ablation": Stage("05_ablation.py", True, False, _ablation),
+    "evaluate": Stage("06_evaluate.py", False, False, _evaluate),
+    "figures": Stage("07_figures.py", False, False, _figures),
+    "report": Stage("08_report.py", False, False, _report),
 }
 
 

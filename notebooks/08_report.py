@@ -8,7 +8,7 @@
 
 # %% tags=["parameters"]
 datasets = ["cia-sim"]
-methods = ["temporal-difference"]  # what 03_train produces with its defaults
+methods = ["temporal-difference"]  # what 04_train produces with its defaults
 profile = "smoke"
 params = {"profile": "smoke", "datasets": ["cia-sim"], "methods": ["temporal-difference"]}
 workspace = None

@@ -13,7 +13,7 @@
 
 # %% tags=["parameters"]
 datasets = ["cia-sim"]
-methods = ["temporal-difference"]  # what 03_train produces with its defaults
+methods = ["temporal-difference"]  # what 04_train produces with its defaults
 profile = "smoke"
 dpi = 80
 difference_band = "nir"

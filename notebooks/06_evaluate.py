@@ -18,7 +18,7 @@
 
 # %% tags=["parameters"]
 datasets = ["cia-sim"]
-methods = ["temporal-difference"]  # what 03_train produces with its defaults
+methods = ["temporal-difference"]  # what 04_train produces with its defaults
 variants = [
     {"name": "without-coarse-change", "method": "persistence"},
     {"name": "with-coarse-change", "method": "temporal-difference"},

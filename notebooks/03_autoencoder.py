@@ -1,0 +1,60 @@
+# %% [markdown]
+# # 3 · Feature autoencoder
+#
+# EDCSTFN and GAN-STFM compare prediction and observation not only pixel by pixel but also in the
+# feature space of a frozen encoder. That encoder is the first half of an hourglass autoencoder
+# (GAN-STFM's: 6 → 16 → 32 → 64 → 128 channels, down to 1/8 resolution) that this stage trains on
+# the **training dates' fine images only** and writes to `data/autoencoders/<dataset>/autoencoder.pt`.
+# The models load it strictly, so a missing or mismatched file is an error: the public EDCSTFN code
+# loaded nothing and trained against a randomly initialised "feature" network.
+
+# %% tags=["parameters"]
+dataset = "cia-sim"
+seed = 42
+scale = "quick"
+settings = None  # this model's scale settings from params.yaml (None: read params.yaml)
+train = {}
+workspace = None
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from stfusion.config import load_params
+from stfusion.data.datacube import open_cube, reflectance
+from stfusion.data.splits import Splits
+from stfusion.models import AUTOENCODER
+from stfusion.paths import Workspace
+from stfusion.plots import true_colour
+from stfusion.train import scale_settings, train_config
+from stfusion.train.run import run_autoencoder
+from stfusion.train.weights import load_model
+
+ws = Workspace.resolve(workspace)
+cube = open_cube(ws.cube(dataset))
+split = Splits.load(ws.splits(dataset))
+config = (train_config(settings, key=f"models.{AUTOENCODER}.{scale}") if settings is not None
+          else scale_settings(load_params()["models"], AUTOENCODER, scale))
+print(f"training dates: {', '.join(split.train_dates)}; validation: {', '.join(t for _, t in split.val)}")
+
+# %%
+record = run_autoencoder(cube, split, ws.autoencoder(dataset), seed=seed, config=config,
+                         checkpoint_dir=ws.checkpoints(dataset, AUTOENCODER), scale=scale, train_options=train)
+{k: record[k] for k in ("parameters", "train_seconds", "best_epoch", "best_val_rmse")}
+
+# %% [markdown]
+# A validation date's fine image and its reconstruction (the autoencoder never saw this date):
+
+# %%
+model, _ = load_model(ws.autoencoder(dataset) / "autoencoder.pt", expected=AUTOENCODER)
+date = split.val[0][1]
+image = np.nan_to_num(reflectance(cube["fine"].sel(time=date).values))
+with torch.inference_mode():
+    rebuilt = model(torch.from_numpy(image)[None].float())[0].numpy()
+fig, axes = plt.subplots(1, 2, figsize=(9, 4.5), constrained_layout=True)
+for ax, shown, title in zip(axes, (image, rebuilt), ("observed", "reconstructed")):
+    ax.imshow(true_colour(shown * 10000))
+    ax.set_title(f"{title} · {date}")
+    ax.set_axis_off()
+plt.show()

@@ -1,0 +1,99 @@
+"""The deep fusion models, one file per model, and their registry.
+
+Every generator has the same call, ``model(fine_ref, coarse_ref, coarse_target) -> fine_target``
+on float reflectance tensors (N, band, H, W) with the coarse images on the fine grid, and
+declares ``receptive_field``, ``alignment`` and ``input_statistics`` for tiled inference
+(:mod:`stfusion.tiling`). Models are kept apart from their training (:mod:`stfusion.train`),
+the way diffusers keeps models apart from schedulers.
+
+``build_model(name, **arch)`` builds a generator from the ``arch`` mapping of a scale in
+params.yaml; unknown names and invalid hyper-parameters are ConfigErrors naming the parameter.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass
+
+import torch
+
+from stfusion.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    family: str
+    description: str
+    generator: str  # "module:Class" under stfusion.models, imported on first use
+    discriminator: str | None = None
+    feature_encoder: bool = False  # the loss uses the pipeline's feature autoencoder
+    references: str = "pairs"  # "pairs": the split's training pairs; "random": any other training date
+
+    def generator_class(self) -> type[torch.nn.Module]:
+        return _load(self.generator)
+
+    def discriminator_class(self) -> type[torch.nn.Module] | None:
+        return _load(self.discriminator) if self.discriminator else None
+
+
+AUTOENCODER = "autoencoder"
+"""Name of the feature autoencoder in params.yaml ``models`` (trained by its own stage)."""
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("dcstfn", "cnn", "DCSTFN (Tan et al. 2018): two-branch CNN, features F1 - C1 + C2, MSE loss",
+                  "dcstfn:DCSTFN"),
+        ModelSpec("edcstfn", "cnn", "EDCSTFN (Tan et al. 2019): fine and residual encoders, compound loss "
+                  "MSE + feature + 0.85 (1 - MS-SSIM)", "edcstfn:EDCSTFN", feature_encoder=True),
+        ModelSpec("gan-stfm", "gan", "GAN-STFM (Tan et al. 2022): switchable-norm generator on C2 and any "
+                  "fine reference, multi-scale conditional discriminator, LSGAN", "gan_stfm:GANSTFM",
+                  discriminator="gan_stfm:MultiScaleDiscriminator", feature_encoder=True, references="random"),
+    )
+}
+
+
+def _load(target: str) -> type[torch.nn.Module]:
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(f"stfusion.models.{module}"), cls)
+
+
+def get_model_spec(name: str, *, key: str = "model") -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ConfigError(f"{key}: unknown model {name!r}; known models are {sorted(MODELS)}") from None
+
+
+def construct(cls: type[torch.nn.Module], arch: dict, *, key: str) -> torch.nn.Module:
+    """``cls(**arch)``, with unknown or invalid keyword arguments reported against ``key``."""
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    unknown = sorted(set(arch) - accepted)
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}: not a hyper-parameter of {cls.__name__}; "
+                          f"expected some of {sorted(accepted)}")
+    try:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()})
+    except ConfigError as err:
+        raise ConfigError(f"{key}: {err}") from None
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{key}: invalid hyper-parameters for {cls.__name__} ({err})") from None
+
+
+def build_model(name: str, arch: dict | None = None, *, key: str | None = None) -> torch.nn.Module:
+    """The generator of model ``name`` with architecture ``arch`` (paper-scale defaults)."""
+    spec = get_model_spec(name)
+    return construct(spec.generator_class(), dict(arch or {}), key=key or f"models.{name}.arch")
+
+
+def build_autoencoder(arch: dict | None = None, *, key: str = f"models.{AUTOENCODER}.arch") -> torch.nn.Module:
+    from stfusion.models.autoencoder import FeatureAutoencoder
+
+    return construct(FeatureAutoencoder, dict(arch or {}), key=key)
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    """Trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -1,0 +1,104 @@
+"""Training settings: one scale of one model in params.yaml ``models``, validated.
+
+Each model has two scales, ``paper`` (its paper's architecture and hyper-parameters, for the full
+reproduction) and ``quick`` (fewer steps and, where needed, narrower layers, so the default study
+fits its CPU budget). ``train.scale`` in params.yaml picks one for every model. A scale is a
+mapping of the training keys below plus ``arch`` (the generator's keyword arguments) and, for
+GANs, ``discriminator`` (the discriminator's).
+
+An epoch is ``steps_per_epoch`` batches of random patches (``patch_size``) drawn from the
+training pairs; the public code's epochs are passes over a fixed grid of patches, so paper-scale
+``steps_per_epoch`` is set to about the number of batches in one such pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from stfusion.errors import ConfigError
+
+SCALES = ("quick", "paper")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    steps_per_epoch: int
+    batch_size: int
+    patch_size: int
+    lr: float
+    weight_decay: float = 0.0
+    lr_discriminator: float | None = None  # GANs; None = lr
+    val_patches: int = 32  # fixed validation patches from the validation pairs, drawn once
+    msssim_scales: int = 3
+    msssim_weight: float = 1.0
+    feature_weight: float = 1.0
+    cosine_weight: float = 1.0
+    adversarial_weight: float = 1e-3
+    pixel_weight: float = 1.0  # weight of the pixel loss (MSE for the CNNs, smooth L1 for the autoencoder)
+    tile: int = 256  # inference tile side (pixels)
+    schedule: str = "constant"  # learning rate: constant (the papers) or cosine (annealed to 0 over the run)
+    standardize: bool = False  # per-band standardisation of inputs and output (stfusion.models.standardize)
+    arch: dict[str, Any] = field(default_factory=dict)
+    discriminator: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_REQUIRED = ("epochs", "steps_per_epoch", "batch_size", "patch_size", "lr")
+_INTS = ("epochs", "steps_per_epoch", "batch_size", "patch_size", "val_patches", "msssim_scales", "tile")
+_FLOATS = ("lr", "weight_decay", "lr_discriminator", "msssim_weight", "feature_weight", "cosine_weight",
+           "adversarial_weight", "pixel_weight")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def train_config(settings: Any, *, key: str) -> TrainConfig:
+    """Validate one scale's mapping and return it as a TrainConfig; errors name ``key.<field>``."""
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{key}: expected a mapping of training settings, got {settings!r}")
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}: unknown setting; expected some of {sorted(known)}")
+    missing = [name for name in _REQUIRED if name not in settings]
+    if missing:
+        raise ConfigError(f"{key}.{missing[0]}: required setting is missing")
+    for name in _INTS:
+        if name in settings:
+            value = settings[name]
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise ConfigError(f"{key}.{name}: expected an integer >= 1, got {value!r}")
+    for name in _FLOATS:
+        value = settings.get(name)
+        if value is None and name == "lr_discriminator":
+            continue
+        if name in settings and not (_number(value) and value >= 0):
+            raise ConfigError(f"{key}.{name}: expected a number >= 0, got {value!r}")
+    for name in ("lr",):
+        if settings[name] <= 0:
+            raise ConfigError(f"{key}.{name}: expected a positive learning rate, got {settings[name]!r}")
+    if settings.get("schedule", "constant") not in ("constant", "cosine"):
+        raise ConfigError(f"{key}.schedule: expected 'constant' or 'cosine', got {settings['schedule']!r}")
+    if not isinstance(settings.get("standardize", False), bool):
+        raise ConfigError(f"{key}.standardize: expected true or false, got {settings['standardize']!r}")
+    for name in ("arch", "discriminator"):
+        if not isinstance(settings.get(name, {}), dict):
+            raise ConfigError(f"{key}.{name}: expected a mapping of keyword arguments, got {settings[name]!r}")
+    return TrainConfig(**{k: float(v) if k in _FLOATS and v is not None else v for k, v in settings.items()})
+
+
+def scale_settings(models: Any, name: str, scale: str, *, key: str = "models") -> TrainConfig:
+    """The TrainConfig of model ``name`` at ``scale`` from params.yaml's ``models`` mapping."""
+    if scale not in SCALES:
+        raise ConfigError(f"train.scale: expected one of {list(SCALES)}, got {scale!r}")
+    if not isinstance(models, dict) or name not in models:
+        raise ConfigError(f"{key}.{name}: no settings for this model in params.yaml")
+    entry = models[name]
+    if not isinstance(entry, dict) or scale not in entry:
+        raise ConfigError(f"{key}.{name}.{scale}: missing; every model needs both scales {list(SCALES)}")
+    return train_config(entry[scale], key=f"{key}.{name}.{scale}")

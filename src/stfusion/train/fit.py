@@ -1,0 +1,221 @@
+"""Train one model on one dataset: the function the notebooks, the CLI and ``torchrun`` all call.
+
+What a run guarantees:
+
+- **Same seed, same numbers on CPU.** The seed fixes model initialisation and every patch
+  (samplers are pure functions of seed, epoch and index); Lightning runs with
+  ``deterministic=True``.
+- **Resume.** Lightning checkpoints go to ``checkpoint_dir`` after every epoch (``last.ckpt``) and
+  at every new best validation score (``best.ckpt``). A run that finds a ``last.ckpt`` there
+  continues from it instead of restarting, provided the folder's ``fingerprint.json`` matches
+  this run (model, settings, seed, data, package version); otherwise the stale folder is cleared.
+  The folder is removed after a successful run: the exported weights are the product.
+- **Model selection on validation dates only.** ``best.ckpt`` minimises ``val_rmse`` over fixed
+  patches of the validation pairs; test pairs are never loaded while training.
+- **Logs.** CSV logs per run segment in ``checkpoint_dir/logs``, merged into a tidy history
+  (epoch, split, metric, value) that the training figure and the DVC plots read.
+- **Devices.** CUDA when present, with bf16 autocast (``precision="bf16-mixed"``; losses stay in
+  float32) and channels-last memory; CPU otherwise. ``devices`` and ``strategy`` pass through to
+  Lightning, so the same call trains with DDP on several GPUs, or under ``torchrun`` (Lightning
+  reads the torchrun environment).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+
+import stfusion
+from stfusion.data.splits import Splits
+from stfusion.errors import ConfigError
+from stfusion.io import write_json
+from stfusion import REFLECTANCE_SCALE
+from stfusion.models.standardize import Standardized, band_statistics
+from stfusion.models import AUTOENCODER, build_autoencoder, build_model, construct, count_parameters, get_model_spec
+from stfusion.train.config import TrainConfig
+from stfusion.train.datamodule import FusionDataModule
+from stfusion.train.tasks import AdversarialTask, AutoencoderTask, FusionTask, RegressionTask
+from stfusion.train.weights import load_feature_encoder
+
+HISTORY_COLUMNS = ("epoch", "split", "metric", "value")
+
+
+@dataclass
+class TrainResult:
+    model: torch.nn.Module  # the generator (or autoencoder) with the best validation weights, in eval mode
+    record: dict[str, Any]  # what run.json stores: parameters, seconds, best epoch, settings
+    history: pd.DataFrame  # tidy: epoch, split, metric, value
+    is_global_zero: bool = True  # False on the other ranks of a DDP run: they must not write outputs
+
+
+def use_cuda(accelerator: str) -> bool:
+    return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
+def data_fingerprint(cube: xr.Dataset, splits: Splits) -> str:
+    digest = hashlib.sha256()
+    for name in ("fine", "coarse", "valid"):
+        digest.update(np.ascontiguousarray(cube[name].values).tobytes())
+    digest.update(json.dumps(splits.to_dict(), sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def run_fingerprint(name: str, config: TrainConfig, seed: int, data: str) -> dict[str, Any]:
+    return {"model": name, "config": config.to_dict(), "seed": seed, "data": data, "version": stfusion.__version__}
+
+
+def prepare_checkpoint_dir(folder: Path, fingerprint: dict[str, Any]) -> Path | None:
+    """Make ``folder`` hold this run's state; return ``last.ckpt`` when it can be resumed."""
+    stamp = folder / "fingerprint.json"
+    if folder.exists():
+        same = stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(fingerprint, default=str))
+        if same and (folder / "last.ckpt").is_file():
+            return folder / "last.ckpt"
+        shutil.rmtree(folder)  # another run's (or an empty) state: never resume from it
+    folder.mkdir(parents=True)
+    write_json(stamp, fingerprint)
+    return None
+
+
+class TrainingClock(Callback):
+    """Training seconds summed over interrupted and resumed segments (kept in ``clock.json``)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.before = json.loads(path.read_text())["seconds"] if path.is_file() else 0.0
+        self.start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            write_json(self.path, {"seconds": self.seconds})
+
+
+def read_history(log_dir: Path) -> pd.DataFrame:
+    """Merge the CSV logs of every run segment into a tidy history (later segments win)."""
+    frames = [pd.read_csv(path) for path in sorted(log_dir.glob("version_*/metrics.csv"),
+                                                    key=lambda p: int(p.parent.name.split("_")[1]))]
+    if not frames:
+        return pd.DataFrame(columns=HISTORY_COLUMNS)
+    wide = pd.concat(frames, ignore_index=True)
+    rows = []
+    for column in wide.columns:
+        split, _, metric = column.partition("_")
+        if split not in ("train", "val") or not metric:
+            continue
+        values = wide[["epoch", column]].dropna().drop_duplicates("epoch", keep="last")
+        rows += [(int(e), split, metric, float(v)) for e, v in values.itertuples(index=False)]
+    history = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+    return history.sort_values(["metric", "split", "epoch"], ignore_index=True)
+
+
+def training_statistics(cube: xr.Dataset, splits: Splits) -> dict[str, list[float]]:
+    """Per-band mean and deviation of the training dates' fine images (never validation or test dates)."""
+    dates = [str(d)[:10] for d in cube["time"].values]
+    index = [dates.index(d) for d in splits.train_dates]
+    mean, std = band_statistics(cube["fine"].values[index], cube["valid"].values[index], REFLECTANCE_SCALE)
+    return {"mean": mean.tolist(), "std": std.tolist()}
+
+
+def build_task(name: str, config: TrainConfig, *, feature_encoder_path: str | os.PathLike | None,
+               statistics: dict[str, list[float]] | None = None) -> FusionTask:
+    """The Lightning task of model ``name`` (or of the feature autoencoder)."""
+    if name == AUTOENCODER:
+        return AutoencoderTask(build_autoencoder(config.arch), config)
+    spec = get_model_spec(name)
+    generator = build_model(name, config.arch)
+    if config.standardize:
+        if statistics is None:
+            raise ConfigError(f"models.{name}: standardize needs the training dates' band statistics")
+        generator = Standardized(generator, statistics["mean"], statistics["std"])
+    encoder = None
+    if spec.feature_encoder and (config.feature_weight or config.cosine_weight):
+        if feature_encoder_path is None:
+            raise ConfigError(f"{name}: its loss needs the feature autoencoder; run the autoencoder stage "
+                              "first and pass feature_encoder_path")
+        encoder = load_feature_encoder(feature_encoder_path)
+    if spec.discriminator:
+        discriminator = construct(spec.discriminator_class(), dict(config.discriminator),
+                                  key=f"models.{name}.discriminator")
+        return AdversarialTask(generator, discriminator, config, encoder)
+    return RegressionTask(generator, config, encoder)
+
+
+def make_trainer(config: TrainConfig, checkpoint_dir: Path, *, accelerator: str, devices: int | str,
+                 strategy: str, progress: bool, callbacks: list[Callback]) -> L.Trainer:
+    cuda = use_cuda(accelerator)
+    best = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val_rmse", mode="min",
+                           save_top_k=1, save_last=True, enable_version_counter=False)
+    bar = [TQDMProgressBar(refresh_rate=max(1, config.steps_per_epoch // 10))] if progress else []
+    return L.Trainer(
+        max_epochs=config.epochs, accelerator="gpu" if cuda else "cpu", devices=devices if cuda else 1,
+        strategy=strategy, precision="bf16-mixed" if cuda else "32-true", deterministic=not cuda,
+        callbacks=[best, *bar, *callbacks], logger=CSVLogger(checkpoint_dir, name="logs"),
+        enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+        log_every_n_steps=max(1, config.steps_per_epoch), default_root_dir=checkpoint_dir,
+    )
+
+
+def train_model(name: str, cube: xr.Dataset, splits: Splits, config: TrainConfig, *, seed: int,
+                checkpoint_dir: str | os.PathLike, feature_encoder_path: str | os.PathLike | None = None,
+                accelerator: str = "auto", devices: int | str = 1, strategy: str = "auto",
+                num_workers: int = 0, progress: bool = True, callbacks: list[Callback] = ()) -> TrainResult:
+    """Train model ``name`` (or ``"autoencoder"``) and return it with its best validation weights."""
+    checkpoint_dir = Path(checkpoint_dir)
+    fingerprint = run_fingerprint(name, config, seed, data_fingerprint(cube, splits))
+    resume = prepare_checkpoint_dir(checkpoint_dir, fingerprint)
+    L.seed_everything(seed, workers=True, verbose=False)
+    statistics = training_statistics(cube, splits) if config.standardize and name != AUTOENCODER else None
+    task = build_task(name, config, feature_encoder_path=feature_encoder_path, statistics=statistics)
+    if use_cuda(accelerator):
+        task = task.to(memory_format=torch.channels_last)
+    references = "self" if name == AUTOENCODER else get_model_spec(name).references
+    data = FusionDataModule(cube, splits, config, references=references, seed=seed, num_workers=num_workers)
+    clock = TrainingClock(checkpoint_dir / "clock.json")
+    trainer = make_trainer(config, checkpoint_dir, accelerator=accelerator, devices=devices, strategy=strategy,
+                           progress=progress, callbacks=[clock, *callbacks])
+    with warnings.catch_warnings():
+        # Our checkpoint folder holds the run's fingerprint, so Lightning always finds it "not empty".
+        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        trainer.fit(task, datamodule=data, ckpt_path=resume)
+    seconds = clock.seconds
+
+    checkpoint = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint))
+    state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+    task.load_state_dict(state)
+    model = task.generator.cpu().float().to(memory_format=torch.contiguous_format).eval()
+    history = read_history(checkpoint_dir / "logs")
+    val_rmse = history[(history["split"] == "val") & (history["metric"] == "rmse")]
+    best_epoch = int(val_rmse.loc[val_rmse["value"].idxmin(), "epoch"]) if not val_rmse.empty else None
+    record = {
+        "model": name, "parameters": count_parameters(model), "train_seconds": seconds, "seed": seed,
+        "best_epoch": best_epoch, "best_val_rmse": float(checkpoint.best_model_score or float("nan")),
+        "epochs": config.epochs, "resumed": resume is not None, "device": "cuda" if use_cuda(accelerator) else "cpu",
+        "settings": config.to_dict(), "standardize": statistics,
+        "discriminator_parameters": (count_parameters(task.discriminator) if isinstance(task, AdversarialTask) else 0),
+    }
+    return TrainResult(model, record, history, trainer.is_global_zero)
+
+
+def finish(checkpoint_dir: str | os.PathLike) -> None:
+    """Remove a finished run's resume state once its products are safely written."""
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)

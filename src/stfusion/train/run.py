@@ -1,0 +1,94 @@
+"""From a datacube to a method's prediction folder: train (when the method learns), then predict.
+
+``run_method`` is what the train notebook calls for every method, trained or not, and
+``run_autoencoder`` what the autoencoder notebook calls. Both write their folder atomically:
+
+- ``data/predictions/<dataset>/<method>/``: the test predictions (float GeoTIFFs), ``run.json``
+  (parameters, measured training and inference seconds, best epoch, settings, inference tile),
+  and for deep models ``model.pt`` (the best validation weights) and ``history.csv``;
+- ``data/autoencoders/<dataset>/``: ``autoencoder.pt``, ``history.csv`` and ``run.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from stfusion.data.splits import Splits
+from stfusion.io import atomic_dir, write_json
+from stfusion.methods import Method, get_method
+from stfusion.models import AUTOENCODER
+from stfusion.predict import predict_split
+from stfusion.tiling import predict_scene
+from stfusion.train.config import TrainConfig
+from stfusion.train.fit import finish, train_model
+from stfusion.train.weights import export_weights
+
+
+def deep_predictor(model: torch.nn.Module, *, tile: int, device: str | None = None):
+    """A ``predict(fine_ref, coarse_ref, coarse_target, *, valid, ratio)`` over tiled inference."""
+
+    def predict(fine_ref: np.ndarray, coarse_ref: np.ndarray, coarse_target: np.ndarray, *, valid=None,
+                ratio=None) -> np.ndarray:
+        return predict_scene(model, fine_ref, coarse_ref, coarse_target, tile=tile, device=device)
+
+    return predict
+
+
+def _train_options(options: dict[str, Any] | None) -> dict[str, Any]:
+    options = dict(options or {})
+    return {k: options[k] for k in ("accelerator", "devices", "strategy", "num_workers", "progress") if k in options}
+
+
+def run_method(name: str, cube: xr.Dataset, splits: Splits, out_dir: str | os.PathLike, *, seed: int,
+               config: TrainConfig | None = None, checkpoint_dir: str | os.PathLike | None = None,
+               feature_encoder_path: str | os.PathLike | None = None, scale: str | None = None,
+               train_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``name`` if it learns, then write its test predictions to ``out_dir``; return run.json."""
+    method = get_method(name)
+    if not method.trainable:
+        return predict_split(method, cube, splits, out_dir, extra={"seed": seed})
+    if config is None or checkpoint_dir is None:
+        raise ValueError(f"{name} is trained: pass its TrainConfig and a checkpoint_dir")
+    result = train_model(name, cube, splits, config, seed=seed, checkpoint_dir=checkpoint_dir,
+                         feature_encoder_path=feature_encoder_path, **_train_options(train_options))
+    if not result.is_global_zero:  # other DDP ranks: rank 0 writes everything
+        return result.record
+    trained = dataclasses.replace(method, predict=deep_predictor(result.model, tile=config.tile),
+                                  parameters=result.record["parameters"])
+    extra = {**{k: v for k, v in result.record.items() if k != "parameters"}, "scale": scale, "tile": config.tile,
+             "feature_encoder": str(feature_encoder_path) if feature_encoder_path else None}
+    with tempfile.TemporaryDirectory(prefix="stfusion-train-") as staging:
+        weights = export_weights(Path(staging) / "model.pt", name, result.model, config.arch,
+                                 standardize=result.record["standardize"],
+                                 dataset=splits.dataset, seed=seed, scale=scale, best_epoch=result.record["best_epoch"])
+        history = Path(staging) / "history.csv"
+        result.history.to_csv(history, index=False)
+        record = predict_split(trained, cube, splits, out_dir, extra=extra, attach=(weights, history))
+    finish(checkpoint_dir)
+    return record
+
+
+def run_autoencoder(cube: xr.Dataset, splits: Splits, out_dir: str | os.PathLike, *, seed: int,
+                    config: TrainConfig, checkpoint_dir: str | os.PathLike, scale: str | None = None,
+                    train_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train the feature autoencoder on training-date fine images; write ``out_dir/autoencoder.pt``."""
+    result = train_model(AUTOENCODER, cube, splits, config, seed=seed, checkpoint_dir=checkpoint_dir,
+                         **_train_options(train_options))
+    if not result.is_global_zero:
+        return result.record
+    record = {**result.record, "dataset": splits.dataset, "scale": scale, "train_dates": list(splits.train_dates)}
+    with atomic_dir(out_dir) as tmp:
+        export_weights(Path(tmp) / "autoencoder.pt", AUTOENCODER, result.model, config.arch,
+                       dataset=splits.dataset, seed=seed, scale=scale, train_dates=list(splits.train_dates))
+        result.history.to_csv(Path(tmp) / "history.csv", index=False)
+        write_json(Path(tmp) / "run.json", record)
+    finish(checkpoint_dir)
+    return record

@@ -1,0 +1,208 @@
+"""Lightning tasks: how each kind of model is optimised (torchgeo style, one task per objective).
+
+- :class:`RegressionTask`: the CNNs. DCSTFN minimises MSE; EDCSTFN the compound loss
+  ``MSE + feature MSE + 0.85 (1 - MS-SSIM)`` with a frozen, pipeline-trained feature encoder.
+- :class:`AdversarialTask`: GAN-STFM (and later GANs), manual optimisation: per batch one
+  discriminator step on the detached prediction, then one generator step on the same prediction
+  (as the public code). Generator loss = feature MSE + (1 - cosine of the features) +
+  (1 - MS-SSIM) + 1e-3 LSGAN, with no pixel term unless ``pixel_weight`` > 0.
+- :class:`AutoencoderTask`: the feature autoencoder, smooth L1 + 0.84 (1 - MS-SSIM) on fine
+  images of training dates.
+
+Every task logs, per epoch, ``train_loss`` and ``val_loss`` (the training objective) and
+``train_rmse`` / ``val_rmse`` (reflectance RMSE over valid pixels). Checkpoints are selected on
+``val_rmse``: validation dates only, never test dates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torchmetrics import MeanMetric
+
+from stfusion.losses import (cosine_loss, feature_mse, float32_losses, lsgan_discriminator_loss,
+                             lsgan_generator_loss, masked_l1, masked_mse, ms_ssim_loss)
+from stfusion.train.config import TrainConfig
+
+
+def _inputs(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return batch["fine_ref"], batch["coarse_ref"], batch["coarse_target"]
+
+
+class FusionTask(L.LightningModule):
+    """Shared parts: optimiser, epoch hooks for the sampler, RMSE bookkeeping."""
+
+    def __init__(self, generator: torch.nn.Module, config: TrainConfig,
+                 feature_encoder: torch.nn.Module | None = None):
+        super().__init__()
+        self.generator, self.config = generator, config
+        self.feature_encoder = feature_encoder
+        if feature_encoder is not None:
+            feature_encoder.requires_grad_(False).eval()
+        self.squared_error = {"train": MeanMetric(), "val": MeanMetric()}
+        self.loss_mean = {"train": MeanMetric(), "val": MeanMetric()}
+        for split in ("train", "val"):  # register so they move with the module and sync under DDP
+            self.add_module(f"{split}_squared_error", self.squared_error[split])
+            self.add_module(f"{split}_loss_mean", self.loss_mean[split])
+
+    def forward(self, fine_ref, coarse_ref, coarse_target):
+        return self.generator(fine_ref, coarse_ref, coarse_target)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.feature_encoder is not None:
+            self.feature_encoder.eval()  # frozen: never update its statistics
+        return self
+
+    def on_train_epoch_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "set_epoch"):
+            datamodule.set_epoch(self.current_epoch)
+
+    def _track(self, split: str, pred: torch.Tensor, batch: dict, loss: torch.Tensor) -> None:
+        with torch.no_grad():
+            valid = batch["valid"].float().expand_as(pred)
+            count = valid.sum()
+            if count > 0:
+                error = ((pred.float() - batch["fine_target"].float()) ** 2 * valid).sum() / count
+                self.squared_error[split].update(error, weight=count)
+            self.loss_mean[split].update(loss.detach().float(), weight=pred.shape[0])
+
+    def _log_epoch(self, split: str) -> None:
+        self.log(f"{split}_rmse", self.squared_error[split].compute().sqrt(), prog_bar=split == "val", sync_dist=False)
+        self.log(f"{split}_loss", self.loss_mean[split].compute(), prog_bar=split == "train", sync_dist=False)
+        self.squared_error[split].reset()
+        self.loss_mean[split].reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def reconstruction_loss(self, pred: torch.Tensor, batch: dict) -> torch.Tensor:
+        raise NotImplementedError  # each task defines its objective
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        pred = self(*_inputs(batch))
+        self._track("val", pred, batch, self.reconstruction_loss(pred, batch))
+
+    def _adam(self, params, lr: float) -> torch.optim.Adam:
+        return torch.optim.Adam(params, lr=lr, weight_decay=self.config.weight_decay)
+
+    def _with_schedule(self, optimizer: torch.optim.Optimizer) -> Any:
+        """The optimiser, with a per-step cosine annealing when ``schedule`` is cosine."""
+        if self.config.schedule == "constant":
+            return optimizer
+        total = self.config.epochs * self.config.steps_per_epoch
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class RegressionTask(FusionTask):
+    def reconstruction_loss(self, pred: torch.Tensor, batch: dict) -> torch.Tensor:
+        target, valid, c = batch["fine_target"], batch["valid"], self.config
+        with float32_losses(pred):
+            loss = c.pixel_weight * masked_mse(pred, target, valid)
+            if self.feature_encoder is not None and c.feature_weight:
+                loss = loss + c.feature_weight * feature_mse(self.feature_encoder, pred, target, valid)[0]
+            if c.msssim_weight:
+                loss = loss + c.msssim_weight * ms_ssim_loss(pred, target, valid, scales=c.msssim_scales)
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        pred = self(*_inputs(batch))
+        loss = self.reconstruction_loss(pred, batch)
+        self._track("train", pred, batch, loss)
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        return self._with_schedule(self._adam(self.generator.parameters(), self.config.lr))
+
+
+class AdversarialTask(FusionTask):
+    def __init__(self, generator: torch.nn.Module, discriminator: torch.nn.Module, config: TrainConfig,
+                 feature_encoder: torch.nn.Module | None = None):
+        super().__init__(generator, config, feature_encoder)
+        self.discriminator = discriminator
+        self.automatic_optimization = False
+
+    def reconstruction_loss(self, pred: torch.Tensor, batch: dict) -> torch.Tensor:
+        target, valid, c = batch["fine_target"], batch["valid"], self.config
+        with float32_losses(pred):
+            loss = pred.new_zeros((), dtype=torch.float32)
+            if c.pixel_weight:
+                loss = loss + c.pixel_weight * masked_l1(pred, target, valid)
+            if self.feature_encoder is not None and (c.feature_weight or c.cosine_weight):
+                feature_loss, pred_features, target_features = feature_mse(self.feature_encoder, pred, target, valid)
+                loss = loss + c.feature_weight * feature_loss + c.cosine_weight * cosine_loss(pred_features, target_features)
+            if c.msssim_weight:
+                loss = loss + c.msssim_weight * ms_ssim_loss(pred, target, valid, scales=c.msssim_scales)
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        g_opt, d_opt = self.optimizers()
+        target, condition = batch["fine_target"], batch["coarse_target"]
+        pred = self(*_inputs(batch))
+
+        d_real = self.discriminator(target, condition)
+        d_fake = self.discriminator(pred.detach(), condition)
+        with float32_losses(pred):
+            d_loss = lsgan_discriminator_loss(d_real, d_fake)
+        d_opt.zero_grad(set_to_none=True)
+        self.manual_backward(d_loss)
+        d_opt.step()
+
+        with float32_losses(pred):
+            adversarial = lsgan_generator_loss(self.discriminator(pred, condition))
+        g_loss = self.reconstruction_loss(pred, batch) + self.config.adversarial_weight * adversarial
+        g_opt.zero_grad(set_to_none=True)
+        self.manual_backward(g_loss)
+        g_opt.step()
+        for scheduler in self._schedulers():  # manual optimisation steps its schedulers itself
+            scheduler.step()
+
+        self._track("train", pred, batch, g_loss)
+        self.log("train_d_loss", d_loss.detach(), on_step=False, on_epoch=True)
+        self.log("train_adversarial", adversarial.detach(), on_step=False, on_epoch=True)
+
+    def _schedulers(self) -> list:
+        schedulers = self.lr_schedulers()
+        return [] if schedulers is None else schedulers if isinstance(schedulers, list) else [schedulers]
+
+    def configure_optimizers(self) -> Any:
+        c = self.config
+        return [self._with_schedule(self._adam(self.generator.parameters(), c.lr)),
+                self._with_schedule(self._adam(self.discriminator.parameters(), c.lr_discriminator or c.lr))]
+
+
+class AutoencoderTask(FusionTask):
+    """Reconstructs the target fine image from itself (pairs are (date, date))."""
+
+    def forward(self, fine_ref, coarse_ref=None, coarse_target=None):
+        return self.generator(fine_ref)
+
+    def reconstruction_loss(self, pred: torch.Tensor, batch: dict) -> torch.Tensor:
+        target, valid, c = batch["fine_target"], batch["valid"], self.config
+        with float32_losses(pred):
+            pixel = torch.nn.functional.smooth_l1_loss(pred.float(), target.float(), reduction="none")
+            weight = valid.float().expand_as(pixel)
+            loss = c.pixel_weight * (pixel * weight).sum() / weight.sum().clamp_min(1.0)
+            if c.msssim_weight:
+                loss = loss + c.msssim_weight * ms_ssim_loss(pred, target, valid, scales=c.msssim_scales)
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        pred = self(batch["fine_target"])
+        loss = self.reconstruction_loss(pred, batch)
+        self._track("train", pred, batch, loss)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        pred = self(batch["fine_target"])
+        self._track("val", pred, batch, self.reconstruction_loss(pred, batch))
+
+    def configure_optimizers(self) -> Any:
+        return self._adam(self.generator.parameters(), self.config.lr)

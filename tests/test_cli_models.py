@@ -1,0 +1,42 @@
+"""`stfusion info models`: every model, both scales, and paper-scale counts that match the papers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from stfusion.cli import model_table
+
+# Published sizes (models.md section 0; DCSTFN from MCBAM-GAN Table 5, 6 bands jointly here).
+PAPER = {("dcstfn", "parameters"): 710_000, ("edcstfn", "parameters"): 284_134,
+         ("gan-stfm", "parameters"): 578_130, ("gan-stfm", "discriminator_parameters"): 3_665_959,
+         ("autoencoder", "parameters"): 217_990}
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return model_table()
+
+
+@pytest.mark.parametrize("model, field", list(PAPER))
+def test_paper_scale_counts_match_the_papers_within_ten_percent(rows, model, field):
+    row = next(r for r in rows if r["model"] == model and r["scale"] == "paper")
+    assert row[field] == pytest.approx(PAPER[model, field], rel=0.10)
+
+
+def test_every_model_has_both_scales_and_quick_is_not_larger(rows):
+    for model in ("dcstfn", "edcstfn", "gan-stfm", "autoencoder"):
+        scales = {r["scale"]: r for r in rows if r["model"] == model}
+        assert set(scales) == {"quick", "paper"}
+        assert scales["quick"]["parameters"] <= scales["paper"]["parameters"]
+
+
+def test_json_output_lists_family_scale_and_count():
+    out = subprocess.run([sys.executable, "-m", "stfusion.cli", "info", "models", "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    table = json.loads(out)
+    assert {(r["model"], r["family"]) for r in table} >= {("dcstfn", "cnn"), ("edcstfn", "cnn"), ("gan-stfm", "gan")}
+    assert all(r["parameters"] > 0 for r in table)

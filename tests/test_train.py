@@ -1,0 +1,185 @@
+"""The training framework: settings, determinism, resume, checkpoint selection, exported weights."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from stfusion.data.splits import Splits
+from stfusion.errors import ConfigError, InputError
+from stfusion.train.config import scale_settings, train_config
+from stfusion.train.datamodule import FusionDataModule, training_pairs
+from stfusion.train.fit import train_model
+from stfusion.train.weights import export_weights, load_feature_encoder, load_model
+
+TINY = {"epochs": 2, "steps_per_epoch": 3, "batch_size": 2, "patch_size": 32, "lr": 1e-3,
+        "msssim_weight": 0.0, "val_patches": 4}
+
+
+def tiny_config(**changes):
+    return train_config({**TINY, "arch": {"channels": [8, 8, 16]}, **changes}, key="test")
+
+
+def fit(tiny_processed, tmp_path, name="dcstfn", config=None, **kwargs):
+    _, cube, splits = tiny_processed
+    return train_model(name, cube, splits, config or tiny_config(), seed=7, checkpoint_dir=tmp_path / "ckpt",
+                       progress=False, **kwargs)
+
+
+def state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+def test_train_config_names_the_bad_setting():
+    with pytest.raises(ConfigError, match=r"test\.lr"):
+        train_config({**TINY, "lr": -1}, key="test")
+    with pytest.raises(ConfigError, match=r"test\.epoch: unknown setting"):
+        train_config({**TINY, "epoch": 3}, key="test")
+    with pytest.raises(ConfigError, match=r"test\.batch_size"):
+        train_config({**TINY, "batch_size": 0}, key="test")
+    missing = dict(TINY)
+    del missing["patch_size"]
+    with pytest.raises(ConfigError, match=r"test\.patch_size: required"):
+        train_config(missing, key="test")
+
+
+def test_scale_settings_require_both_scales():
+    with pytest.raises(ConfigError, match=r"models\.dcstfn\.paper: missing"):
+        scale_settings({"dcstfn": {"quick": TINY}}, "dcstfn", "paper")
+    with pytest.raises(ConfigError, match="train.scale"):
+        scale_settings({"dcstfn": {"quick": TINY}}, "dcstfn", "huge")
+
+
+def test_invalid_hyper_parameter_is_a_config_error(tiny_processed, tmp_path):
+    with pytest.raises(ConfigError, match=r"models\.dcstfn\.arch\.depth"):
+        fit(tiny_processed, tmp_path, config=train_config({**TINY, "arch": {"depth": 3}}, key="test"))
+
+
+def test_unknown_model_is_a_config_error(tiny_processed, tmp_path):
+    with pytest.raises(ConfigError, match="unknown model 'resnet'"):
+        fit(tiny_processed, tmp_path, name="resnet")
+
+
+def test_feature_loss_needs_the_autoencoder(tiny_processed, tmp_path):
+    with pytest.raises(ConfigError, match="autoencoder"):
+        fit(tiny_processed, tmp_path, name="edcstfn")
+
+
+# --- data: test dates never reach training or validation -------------------------------------------
+
+def test_training_and_validation_never_see_test_dates(tiny_processed):
+    _, cube, splits = tiny_processed
+    for references in ("pairs", "random", "self"):
+        data = FusionDataModule(cube, splits, tiny_config(), references=references)
+        dates = {str(d)[:10] for d in cube["time"].values}
+        index = {i: d for i, d in enumerate(sorted(dates))}
+        seen = set()
+        for dataset in (data.train_set, data.val_set):
+            seen |= {index[i] for pair in dataset.pairs for i in pair}
+        assert not seen & splits.test_targets
+
+
+def test_random_references_exclude_the_target_and_non_training_dates(tiny_processed):
+    _, _, splits = tiny_processed
+    pairs = training_pairs(splits, "random")
+    assert all(ref != target for ref, target in pairs)
+    assert {d for pair in pairs for d in pair} == set(splits.train_dates)
+
+
+# --- training ------------------------------------------------------------------------------------
+
+def test_same_seed_same_weights_on_cpu(tiny_processed, tmp_path):
+    first = state(fit(tiny_processed, tmp_path / "a").model)
+    second = state(fit(tiny_processed, tmp_path / "b").model)
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+
+
+def test_history_and_record(tiny_processed, tmp_path):
+    result = fit(tiny_processed, tmp_path)
+    history = result.history
+    assert set(history["split"]) == {"train", "val"}
+    assert {"loss", "rmse"} <= set(history["metric"])
+    assert sorted(history["epoch"].unique()) == [0, 1]
+    assert np.isfinite(history["value"]).all()
+    record = result.record
+    assert record["parameters"] == sum(p.numel() for p in result.model.parameters())
+    assert record["train_seconds"] > 0
+    val = history[(history["split"] == "val") & (history["metric"] == "rmse")]
+    assert record["best_epoch"] == int(val.loc[val["value"].idxmin(), "epoch"])
+    assert record["best_val_rmse"] == pytest.approx(val["value"].min(), rel=1e-5)
+
+
+class Interrupt(Callback):
+    """Kill the run at the start of epoch ``at`` (after the previous epoch's checkpoint)."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.at:
+            raise RuntimeError("killed")
+
+
+def test_resume_continues_an_interrupted_run(tiny_processed, tmp_path):
+    config = tiny_config(epochs=3)
+    straight = fit(tiny_processed, tmp_path / "straight", config=config)
+    with pytest.raises(RuntimeError, match="killed"):
+        fit(tiny_processed, tmp_path / "killed", config=config, callbacks=[Interrupt(2)])
+    assert (tmp_path / "killed" / "ckpt" / "last.ckpt").is_file()
+    resumed = fit(tiny_processed, tmp_path / "killed", config=config)
+    assert resumed.record["resumed"] is True
+    assert sorted(resumed.history["epoch"].unique()) == [0, 1, 2]
+    for key, value in state(straight.model).items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def test_a_stale_checkpoint_of_other_settings_is_not_resumed(tiny_processed, tmp_path):
+    with pytest.raises(RuntimeError, match="killed"):
+        fit(tiny_processed, tmp_path, config=tiny_config(epochs=3), callbacks=[Interrupt(1)])
+    result = fit(tiny_processed, tmp_path, config=tiny_config(epochs=3, lr=2e-3))
+    assert result.record["resumed"] is False
+
+
+# --- exported weights ----------------------------------------------------------------------------
+
+def test_weights_round_trip_and_refuse_other_models(tiny_processed, tmp_path):
+    result = fit(tiny_processed, tmp_path)
+    path = export_weights(tmp_path / "model.pt", "dcstfn", result.model, {"channels": [8, 8, 16]})
+    model, payload = load_model(path, expected="dcstfn")
+    for key, value in result.model.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value)
+    with pytest.raises(InputError, match="not of 'edcstfn'"):
+        load_model(path, expected="edcstfn")
+    with pytest.raises(InputError, match="autoencoder"):
+        load_feature_encoder(path)
+
+
+def test_weights_of_another_width_fail_strictly(tmp_path):
+    from stfusion.models import build_model
+
+    model = build_model("edcstfn", {"channels": [8, 8, 16]})
+    path = export_weights(tmp_path / "model.pt", "edcstfn", model, {"channels": [8, 8, 16]})
+    payload = torch.load(path, weights_only=True)
+    payload["arch"] = {"channels": [8, 16, 16]}
+    torch.save(payload, path)
+    with pytest.raises(InputError, match="do not fit edcstfn"):
+        load_model(path)
+
+
+def test_foreign_files_are_refused(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="junk.pt"):
+        load_model(tmp_path / "junk.pt")
+    torch.save({"state_dict": {}}, tmp_path / "plain.pt")
+    with pytest.raises(InputError, match="not an stfusion weights file"):
+        load_model(tmp_path / "plain.pt")
+    with pytest.raises(InputError, match="not found"):
+        load_model(tmp_path / "missing.pt")

@@ -1,0 +1,107 @@
+"""Per deep model: training throughput at both scales, full-scene inference time and peak memory.
+
+    python benchmarks/bench_models.py [--repeats 5] [--height 2040 --width 1720] [--models dcstfn ...]
+
+Training throughput is patches per second of full optimiser steps (forward, loss, backward, Adam;
+GANs: discriminator and generator steps) at each scale's batch and patch size, median over
+``--repeats`` steps after one warm-up step, with the scale's real loss (a random frozen feature
+encoder stands in for the trained one: same cost). Inference is ``stfusion.tiling.predict_scene``
+on a synthetic CIA-size scene (2040 x 1720, 6 bands) with the scale's tile; peak memory is the
+process's peak RSS on CPU (``resource``), or ``torch.cuda.max_memory_allocated`` on CUDA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from stfusion.config import load_params
+from stfusion.models import AUTOENCODER, MODELS, build_autoencoder
+from stfusion.tiling import predict_scene
+from stfusion.train.config import scale_settings
+from stfusion.train.fit import build_task
+from stfusion.train.weights import export_weights
+
+
+def batch(config, device):
+    g = torch.Generator().manual_seed(0)
+    size = (config.batch_size, 6, config.patch_size, config.patch_size)
+    fine = 0.05 + 0.3 * torch.rand(size, generator=g)
+    return {"fine_ref": fine, "coarse_ref": fine.clone(), "coarse_target": fine + 0.01, "fine_target": fine + 0.01,
+            "valid": torch.ones(size[0], 1, *size[2:])}
+
+
+def training_rate(name, config, encoder, repeats, device) -> float:
+    statistics_ = {"mean": [0.15] * 6, "std": [0.07] * 6}
+    task = build_task(name, config, feature_encoder_path=encoder, statistics=statistics_)
+    timings = []
+
+    class Clock(L.Callback):
+        def on_train_batch_start(self, *args):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, *args):
+            timings.append(time.perf_counter() - self.start)
+
+    trainer = L.Trainer(max_steps=repeats + 1, accelerator="gpu" if device == "cuda" else "cpu", devices=1,
+                        precision="bf16-mixed" if device == "cuda" else "32-true", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[Clock()])
+    data = [batch(config, device)] * (repeats + 1)
+    trainer.fit(task, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=None))
+    return config.batch_size / statistics.median(timings[1:])
+
+
+def inference(name, config, height, width, device):
+    from stfusion.models import build_model
+
+    model = build_model(name, config.arch)
+    rng = np.random.default_rng(0)
+    scene = [(0.05 + 0.3 * rng.random((6, height, width))).astype(np.float32) for _ in range(3)]
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    predict_scene(model, *scene, tile=config.tile, device=device)
+    seconds = time.perf_counter() - start
+    if device == "cuda":
+        return seconds, torch.cuda.max_memory_allocated() / 2**30
+    return seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--height", type=int, default=2040)
+    parser.add_argument("--width", type=int, default=1720)
+    parser.add_argument("--models", nargs="*", default=list(MODELS))
+    parser.add_argument("--skip-paper-training", action="store_true", help="paper-scale steps are slow on CPU")
+    args = parser.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    params = load_params()
+    print(f"device {device}, torch threads {torch.get_num_threads()}, scene {args.height} x {args.width}")
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(0)
+        ae_arch = params["models"][AUTOENCODER]["paper"]["arch"]
+        encoder = export_weights(Path(tmp) / "ae.pt", AUTOENCODER, build_autoencoder(ae_arch), ae_arch)
+        print(f"{'model':10s} {'scale':6s} {'batch x patch':>14s} {'train patches/s':>16s} {'tile':>5s} "
+              f"{'inference s':>12s} {'peak GiB':>9s}")
+        for name in args.models:
+            for scale in ("quick", "paper"):
+                config = scale_settings(params["models"], name, scale)
+                rate = (float("nan") if scale == "paper" and args.skip_paper_training
+                        else training_rate(name, config, encoder, args.repeats, device))
+                seconds, peak = inference(name, config, args.height, args.width, device)
+                print(f"{name:10s} {scale:6s} {config.batch_size:>6d} x {config.patch_size:<5d} {rate:>16.2f} "
+                      f"{config.tile:>5d} {seconds:>12.1f} {peak:>9.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

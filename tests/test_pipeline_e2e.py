@@ -21,8 +21,9 @@ from stfusion.paths import find_root
 pytestmark = pytest.mark.e2e
 ROOT = find_root()
 DATASETS = ("cia-sim", "lgc-sim")
-METHODS = ("persistence", "temporal-difference", "starfm", "fsdaf")
-FIGURES = ("boxplots", "change", "scatter", "scene", "crop")  # "training" only once models train
+METHODS = ("persistence", "temporal-difference", "starfm", "fsdaf", "dcstfn", "edcstfn", "gan-stfm")
+DEEP = ("dcstfn", "edcstfn", "gan-stfm")
+FIGURES = ("boxplots", "change", "scatter", "scene", "crop", "training")
 
 
 def _run(args, cwd, env):
@@ -101,6 +102,19 @@ def test_plots_show_renders_the_figures(smoke_study):
     log = _run(["dvc", "plots", "show", "-o", "plots-html"], repo, env)
     assert "failed" not in log.lower()
     assert len(list((repo / "plots-html" / "static").glob("*.png"))) == len(DATASETS) * len(FIGURES)
+
+
+def test_deep_models_leave_weights_history_and_curves(smoke_study):
+    repo = smoke_study[0]
+    for dataset in DATASETS:
+        assert (repo / "data" / "autoencoders" / dataset / "autoencoder.pt").is_file()
+        for method in DEEP:
+            folder = repo / "data" / "predictions" / dataset / method
+            assert {"model.pt", "history.csv", "run.json"} <= {p.name for p in folder.iterdir()}
+            run = json.loads((folder / "run.json").read_text())
+            assert run["parameters"] > 0 and run["train_seconds"] > 0 and run["best_epoch"] is not None
+            assert (repo / "reports" / "tables" / "training" / f"{dataset}_{method}.csv").is_file()
+        assert not (repo / "data" / "checkpoints" / dataset).exists() or not any((repo / "data" / "checkpoints" / dataset).iterdir())
 
 
 def test_dag_shows_every_stage(smoke_study):

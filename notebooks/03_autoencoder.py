@@ -21,21 +21,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from stfusion.config import load_params
 from stfusion.data.datacube import open_cube, reflectance
 from stfusion.data.splits import Splits
 from stfusion.models import AUTOENCODER
 from stfusion.paths import Workspace
 from stfusion.plots import true_colour
-from stfusion.train import scale_settings, train_config
+from stfusion.train import resolve_settings
 from stfusion.train.run import run_autoencoder
 from stfusion.train.weights import load_model
 
 ws = Workspace.resolve(workspace)
 cube = open_cube(ws.cube(dataset))
 split = Splits.load(ws.splits(dataset))
-config = (train_config(settings, key=f"models.{AUTOENCODER}.{scale}") if settings is not None
-          else scale_settings(load_params()["models"], AUTOENCODER, scale))
+config = resolve_settings(AUTOENCODER, scale, settings)
 print(f"training dates: {', '.join(split.train_dates)}; validation: {', '.join(t for _, t in split.val)}")
 
 # %%

@@ -27,7 +27,6 @@ workspace = None
 import matplotlib.pyplot as plt
 import numpy as np
 
-from stfusion.config import load_params
 from stfusion.data.datacube import open_cube
 from stfusion.data.raster import read_geotiff
 from stfusion.data.splits import Splits
@@ -36,7 +35,7 @@ from stfusion.models import get_model_spec
 from stfusion.paths import Workspace
 from stfusion.plots import true_colour
 from stfusion.predict import prediction_name
-from stfusion.train import scale_settings, train_config
+from stfusion.train import resolve_settings
 from stfusion.train.run import run_method
 
 ws = Workspace.resolve(workspace)
@@ -46,8 +45,7 @@ chosen = get_method(method)
 print(f"{chosen.name} ({chosen.family}): {chosen.description}")
 config = None
 if chosen.trainable:
-    config = (train_config(settings, key=f"models.{method}.{scale}") if settings is not None
-              else scale_settings(load_params()["models"], method, scale))
+    config = resolve_settings(method, scale, settings)
     print(f"scale {scale}: {config.epochs} epochs × {config.steps_per_epoch} steps of {config.batch_size} "
           f"patches of {config.patch_size} px; architecture {config.arch}")
 

@@ -59,21 +59,22 @@ def _fill_invalid(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor 
     return pred if valid is None else torch.where(valid.bool(), pred, target)
 
 
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean squared error over valid pixels (``valid``: (N, 1, H, W), 1 = valid)."""
-    error = (pred.float() - target.float()) ** 2
+def masked_mean(error: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of a per-pixel ``error`` (N, band, H, W) over valid pixels (``valid``: (N, 1, H, W), 1 = valid)."""
     if valid is None:
         return error.mean()
     weight = valid.float().expand_as(error)
     return (error * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error over valid pixels."""
+    return masked_mean((pred.float() - target.float()) ** 2, valid)
 
 
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    error = (pred.float() - target.float()).abs()
-    if valid is None:
-        return error.mean()
-    weight = valid.float().expand_as(error)
-    return (error * weight).sum() / weight.sum().clamp_min(1.0)
+    """Mean absolute error over valid pixels."""
+    return masked_mean((pred.float() - target.float()).abs(), valid)
 
 
 def ms_ssim_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None, *,

@@ -8,6 +8,6 @@
 - :mod:`stfusion.train.run`: train and predict a method; train the feature autoencoder.
 """
 
-from stfusion.train.config import SCALES, TrainConfig, scale_settings, train_config
+from stfusion.train.config import SCALES, TrainConfig, resolve_settings, scale_settings, train_config
 
-__all__ = ["SCALES", "TrainConfig", "scale_settings", "train_config"]
+__all__ = ["SCALES", "TrainConfig", "resolve_settings", "scale_settings", "train_config"]

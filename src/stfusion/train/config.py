@@ -102,3 +102,12 @@ def scale_settings(models: Any, name: str, scale: str, *, key: str = "models") -
     if not isinstance(entry, dict) or scale not in entry:
         raise ConfigError(f"{key}.{name}.{scale}: missing; every model needs both scales {list(SCALES)}")
     return train_config(entry[scale], key=f"{key}.{name}.{scale}")
+
+
+def resolve_settings(name: str, scale: str, settings: dict[str, Any] | None) -> TrainConfig:
+    """A notebook's settings: the mapping DVC passed (``settings``), else read from params.yaml."""
+    if settings is not None:
+        return train_config(settings, key=f"models.{name}.{scale}")
+    from stfusion.config import load_params
+
+    return scale_settings(load_params()["models"], name, scale)

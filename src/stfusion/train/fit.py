@@ -41,6 +41,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressB
 from lightning.pytorch.loggers import CSVLogger
 
 import stfusion
+from stfusion.data.datacube import date_index
 from stfusion.data.splits import Splits
 from stfusion.errors import ConfigError
 from stfusion.io import write_json
@@ -129,8 +130,7 @@ def read_history(log_dir: Path) -> pd.DataFrame:
 
 def training_statistics(cube: xr.Dataset, splits: Splits) -> dict[str, list[float]]:
     """Per-band mean and deviation of the training dates' fine images (never validation or test dates)."""
-    dates = [str(d)[:10] for d in cube["time"].values]
-    index = [dates.index(d) for d in splits.train_dates]
+    index = [date_index(cube, date) for date in splits.train_dates]
     mean, std = band_statistics(cube["fine"].values[index], cube["valid"].values[index], REFLECTANCE_SCALE)
     return {"mean": mean.tolist(), "std": std.tolist()}
 

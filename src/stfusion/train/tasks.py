@@ -23,7 +23,7 @@ import torch
 from torchmetrics import MeanMetric
 
 from stfusion.losses import (cosine_loss, feature_mse, float32_losses, lsgan_discriminator_loss,
-                             lsgan_generator_loss, masked_l1, masked_mse, ms_ssim_loss)
+                             lsgan_generator_loss, masked_l1, masked_mean, masked_mse, ms_ssim_loss)
 from stfusion.train.config import TrainConfig
 
 
@@ -188,8 +188,7 @@ class AutoencoderTask(FusionTask):
         target, valid, c = batch["fine_target"], batch["valid"], self.config
         with float32_losses(pred):
             pixel = torch.nn.functional.smooth_l1_loss(pred.float(), target.float(), reduction="none")
-            weight = valid.float().expand_as(pixel)
-            loss = c.pixel_weight * (pixel * weight).sum() / weight.sum().clamp_min(1.0)
+            loss = c.pixel_weight * masked_mean(pixel, valid)
             if c.msssim_weight:
                 loss = loss + c.msssim_weight * ms_ssim_loss(pred, target, valid, scales=c.msssim_scales)
         return loss

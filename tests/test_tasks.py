@@ -14,7 +14,8 @@ from stfusion.train.weights import export_weights
 
 SETTINGS = {"epochs": 1, "steps_per_epoch": 1, "batch_size": 2, "patch_size": 48, "lr": 3e-3, "msssim_scales": 2}
 ARCH = {"dcstfn": {"channels": [8, 8, 16]}, "edcstfn": {"channels": [8, 8, 16]}, "gan-stfm": {"channels": [4, 8, 8, 16]},
-        "autoencoder": {"channels": [4, 8, 8, 16]}}
+        "mcbam-gan": {"channels": [4, 8, 8], "depth": 3}, "autoencoder": {"channels": [4, 8, 8, 16]}}
+GANS = ("gan-stfm", "mcbam-gan")
 
 
 def fixed_batch(seed=0, size=48):
@@ -34,17 +35,18 @@ def encoder_path(tmp_path_factory):
 
 
 def objective(task, batch):
+    """The reconstruction objective, summed over the scales of a multi-scale generator."""
     task.eval()
     with torch.no_grad():
-        pred = task(batch["fine_ref"], batch["coarse_ref"], batch["coarse_target"]) if task.__class__.__name__ != "AutoencoderTask" \
-            else task(batch["fine_target"])
-        return float(task.reconstruction_loss(pred, batch))
+        if task.__class__.__name__ == "AutoencoderTask":
+            return float(task.reconstruction_loss(task(batch["fine_target"]), batch))
+        return float(task.multiscale_loss(task.predict_scales(batch), batch))
 
 
-@pytest.mark.parametrize("name", ["dcstfn", "edcstfn", "gan-stfm", "autoencoder"])
+@pytest.mark.parametrize("name", ["dcstfn", "edcstfn", "gan-stfm", "mcbam-gan", "autoencoder"])
 def test_objective_falls_and_outputs_are_finite(name, encoder_path):
     torch.manual_seed(0)
-    extra = {"discriminator": {"width_multiplier": 0.125}} if name == "gan-stfm" else {}
+    extra = {"discriminator": {"width_multiplier": 0.125}} if name in GANS else {}
     config = train_config({**SETTINGS, "arch": ARCH[name], **extra}, key="test")
     task = build_task(name, config, feature_encoder_path=encoder_path)
     batch = fixed_batch()

@@ -48,6 +48,15 @@ def min_patch_for_ms_ssim(scales: int, kernel: int = 11) -> int:
     return (kernel - 1) * max(1, 2 ** (scales - 1)) + 1
 
 
+def ms_ssim_scales_for(side: int, requested: int) -> int:
+    """The most scales, at most ``requested``, that a ``side``-pixel image allows (0: too small for one).
+
+    For the coarse outputs of multi-scale generators (MCBAM-GAN), whose 1/4-scale image of a 64 px patch
+    is 16 px: there the vision loss uses as many MS-SSIM scales as fit, and none below 11 px.
+    """
+    return max((k for k in range(1, requested + 1) if min_patch_for_ms_ssim(k) <= side), default=0)
+
+
 def ms_ssim_weights(scales: int) -> tuple[float, ...]:
     if not 1 <= scales <= len(MS_SSIM_WEIGHTS):
         raise ConfigError(f"msssim_scales: expected 1..{len(MS_SSIM_WEIGHTS)}, got {scales!r}")

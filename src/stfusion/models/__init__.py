@@ -51,6 +51,10 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("gan-stfm", "gan", "GAN-STFM (Tan et al. 2022): switchable-norm generator on C2 and any "
                   "fine reference, multi-scale conditional discriminator, LSGAN", "gan_stfm:GANSTFM",
                   discriminator="gan_stfm:MultiScaleDiscriminator", feature_encoder=True, references="random"),
+        ModelSpec("mcbam-gan", "gan", "MCBAM-GAN (Liu et al. 2023): U-Net generator on C2 and any fine reference "
+                  "with CBAM, AFF fusion and multi-scale reconstruction; GAN-STFM's discriminator, LSGAN",
+                  "mcbam_gan:MCBAMGAN", discriminator="gan_stfm:MultiScaleDiscriminator", feature_encoder=True,
+                  references="random"),
     )
 }
 

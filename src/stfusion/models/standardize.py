@@ -31,16 +31,22 @@ class Standardized(nn.Module):
             raise ValueError(f"standardisation needs finite means and positive deviations, got {mean.flatten()}, {std.flatten()}")
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
-        for name in ("receptive_field", "alignment", "input_statistics", "uses_coarse_ref", "name", "family"):
+        for name in ("receptive_field", "alignment", "input_statistics", "uses_coarse_ref", "name", "family",
+                     "reconstruction_scales"):
             if hasattr(model, name):
                 setattr(self, name, getattr(model, name))
 
     def _in(self, x: torch.Tensor | None) -> torch.Tensor | None:
         return None if x is None else (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
-    def forward(self, fine_ref, coarse_ref=None, coarse_target=None):
-        out = self.model(self._in(fine_ref), self._in(coarse_ref), self._in(coarse_target))
-        return out * self.std.to(out.dtype) + self.mean.to(out.dtype)
+    def _out(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self.std.to(y.dtype) + self.mean.to(y.dtype)
+
+    def forward(self, fine_ref, coarse_ref=None, coarse_target=None, **options):
+        """``options`` pass through (MCBAM-GAN's ``all_scales``); a list of outputs is mapped back one by one
+        (the map is per band and constant, so it commutes with the average pooling between scales)."""
+        out = self.model(self._in(fine_ref), self._in(coarse_ref), self._in(coarse_target), **options)
+        return [self._out(y) for y in out] if isinstance(out, (list, tuple)) else self._out(out)
 
 
 def band_statistics(fine: np.ndarray, valid: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:

@@ -2,10 +2,15 @@
 
 - :class:`RegressionTask`: the CNNs. DCSTFN minimises MSE; EDCSTFN the compound loss
   ``MSE + feature MSE + 0.85 (1 - MS-SSIM)`` with a frozen, pipeline-trained feature encoder.
-- :class:`AdversarialTask`: GAN-STFM (and later GANs), manual optimisation: per batch one
+- :class:`AdversarialTask`: GAN-STFM and MCBAM-GAN, manual optimisation: per batch one
   discriminator step on the detached prediction, then one generator step on the same prediction
-  (as the public code). Generator loss = feature MSE + (1 - cosine of the features) +
-  (1 - MS-SSIM) + 1e-3 LSGAN, with no pixel term unless ``pixel_weight`` > 0.
+  (as the public code). Generator loss = pixel L1 (``pixel_weight``) + feature MSE + (1 - cosine of
+  the features) + (1 - MS-SSIM) + 1e-3 LSGAN; each weight comes from the scale's settings.
+
+Multi-scale generators (``reconstruction_scales`` > 1, MCBAM-GAN) return one image per scale when
+called with ``all_scales=True``; the reconstruction loss is then computed at every scale against the
+target average-pooled to that scale, and summed (MCBAM-GAN Section 3.6). The discriminator, already
+multi-scale itself, judges the full-resolution image only, and RMSE is tracked on it.
 - :class:`AutoencoderTask`: the feature autoencoder, smooth L1 + 0.84 (1 - MS-SSIM) on fine
   images of training dates.
 
@@ -20,15 +25,24 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torchmetrics import MeanMetric
 
 from stfusion.losses import (cosine_loss, feature_mse, float32_losses, lsgan_discriminator_loss,
-                             lsgan_generator_loss, masked_l1, masked_mean, masked_mse, ms_ssim_loss)
+                             lsgan_generator_loss, masked_l1, masked_mean, masked_mse, ms_ssim_loss,
+                             ms_ssim_scales_for)
 from stfusion.train.config import TrainConfig
 
 
 def _inputs(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return batch["fine_ref"], batch["coarse_ref"], batch["coarse_target"]
+
+
+def pooled_targets(batch: dict[str, torch.Tensor], factor: int) -> dict[str, torch.Tensor]:
+    """``fine_target`` average-pooled by ``factor`` (partial edge windows averaged over what they cover,
+    matching the generator's rounded-up sizes), valid where every pooled pixel was valid."""
+    pool = lambda x: F.avg_pool2d(x.float(), factor, ceil_mode=True)  # noqa: E731
+    return {"fine_target": pool(batch["fine_target"]), "valid": (pool(batch["valid"]) > 0.999).float()}
 
 
 class FusionTask(L.LightningModule):
@@ -82,12 +96,26 @@ class FusionTask(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
 
-    def reconstruction_loss(self, pred: torch.Tensor, batch: dict) -> torch.Tensor:
+    def reconstruction_loss(self, pred: torch.Tensor, batch: dict, msssim_scales: int | None = None) -> torch.Tensor:
         raise NotImplementedError  # each task defines its objective
 
+    def predict_scales(self, batch: dict) -> list[torch.Tensor]:
+        """The generator's images, full resolution first (one, unless it reconstructs at several scales)."""
+        if getattr(self.generator, "reconstruction_scales", 1) > 1:
+            return list(self.generator(*_inputs(batch), all_scales=True))
+        return [self(*_inputs(batch))]
+
+    def multiscale_loss(self, preds: list[torch.Tensor], batch: dict) -> torch.Tensor:
+        """The reconstruction loss summed over the scales; coarser scales use as many MS-SSIM scales as fit."""
+        loss = self.reconstruction_loss(preds[0], batch)
+        for k, pred in enumerate(preds[1:], start=1):
+            scales = ms_ssim_scales_for(min(pred.shape[-2:]), self.config.msssim_scales)
+            loss = loss + self.reconstruction_loss(pred, pooled_targets(batch, 2**k), msssim_scales=scales)
+        return loss
+
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        pred = self(*_inputs(batch))
-        self._track("val", pred, batch, self.reconstruction_loss(pred, batch))
+        preds = self.predict_scales(batch)
+        self._track("val", preds[0], batch, self.multiscale_loss(preds, batch))
 
     def _adam(self, params, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, weight_decay=self.config.weight_decay)
@@ -102,20 +130,21 @@ class FusionTask(L.LightningModule):
 
 
 class RegressionTask(FusionTask):
-    def reconstruction_loss(self, pred: torch.Tensor, batch: dict) -> torch.Tensor:
+    def reconstruction_loss(self, pred: torch.Tensor, batch: dict, msssim_scales: int | None = None) -> torch.Tensor:
         target, valid, c = batch["fine_target"], batch["valid"], self.config
+        scales = c.msssim_scales if msssim_scales is None else msssim_scales
         with float32_losses(pred):
             loss = c.pixel_weight * masked_mse(pred, target, valid)
             if self.feature_encoder is not None and c.feature_weight:
                 loss = loss + c.feature_weight * feature_mse(self.feature_encoder, pred, target, valid)[0]
-            if c.msssim_weight:
-                loss = loss + c.msssim_weight * ms_ssim_loss(pred, target, valid, scales=c.msssim_scales)
+            if c.msssim_weight and scales:
+                loss = loss + c.msssim_weight * ms_ssim_loss(pred, target, valid, scales=scales)
         return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        pred = self(*_inputs(batch))
-        loss = self.reconstruction_loss(pred, batch)
-        self._track("train", pred, batch, loss)
+        preds = self.predict_scales(batch)
+        loss = self.multiscale_loss(preds, batch)
+        self._track("train", preds[0], batch, loss)
         return loss
 
     def configure_optimizers(self) -> Any:
@@ -129,8 +158,9 @@ class AdversarialTask(FusionTask):
         self.discriminator = discriminator
         self.automatic_optimization = False
 
-    def reconstruction_loss(self, pred: torch.Tensor, batch: dict) -> torch.Tensor:
+    def reconstruction_loss(self, pred: torch.Tensor, batch: dict, msssim_scales: int | None = None) -> torch.Tensor:
         target, valid, c = batch["fine_target"], batch["valid"], self.config
+        scales = c.msssim_scales if msssim_scales is None else msssim_scales
         with float32_losses(pred):
             loss = pred.new_zeros((), dtype=torch.float32)
             if c.pixel_weight:
@@ -138,14 +168,15 @@ class AdversarialTask(FusionTask):
             if self.feature_encoder is not None and (c.feature_weight or c.cosine_weight):
                 feature_loss, pred_features, target_features = feature_mse(self.feature_encoder, pred, target, valid)
                 loss = loss + c.feature_weight * feature_loss + c.cosine_weight * cosine_loss(pred_features, target_features)
-            if c.msssim_weight:
-                loss = loss + c.msssim_weight * ms_ssim_loss(pred, target, valid, scales=c.msssim_scales)
+            if c.msssim_weight and scales:
+                loss = loss + c.msssim_weight * ms_ssim_loss(pred, target, valid, scales=scales)
         return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         g_opt, d_opt = self.optimizers()
         target, condition = batch["fine_target"], batch["coarse_target"]
-        pred = self(*_inputs(batch))
+        preds = self.predict_scales(batch)
+        pred = preds[0]
 
         d_real = self.discriminator(target, condition)
         d_fake = self.discriminator(pred.detach(), condition)
@@ -157,7 +188,7 @@ class AdversarialTask(FusionTask):
 
         with float32_losses(pred):
             adversarial = lsgan_generator_loss(self.discriminator(pred, condition))
-        g_loss = self.reconstruction_loss(pred, batch) + self.config.adversarial_weight * adversarial
+        g_loss = self.multiscale_loss(preds, batch) + self.config.adversarial_weight * adversarial
         g_opt.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
         g_opt.step()
@@ -184,7 +215,7 @@ class AutoencoderTask(FusionTask):
     def forward(self, fine_ref, coarse_ref=None, coarse_target=None):
         return self.generator(fine_ref)
 
-    def reconstruction_loss(self, pred: torch.Tensor, batch: dict) -> torch.Tensor:
+    def reconstruction_loss(self, pred: torch.Tensor, batch: dict, msssim_scales: int | None = None) -> torch.Tensor:
         target, valid, c = batch["fine_target"], batch["valid"], self.config
         with float32_losses(pred):
             pixel = torch.nn.functional.smooth_l1_loss(pred.float(), target.float(), reduction="none")

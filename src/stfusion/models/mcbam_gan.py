@@ -1,0 +1,298 @@
+"""MCBAM-GAN (Liu, Yang, Deng, Qian, Fan; Remote Sensing 2023, 15(6):1583): a U-Net GAN with CBAM
+attention, attentional feature fusion (AFF) and multi-scale reconstruction.
+
+No public code exists, so this file is the study's reference implementation, built from Section 3 of
+the paper (shared/papers/004_ff90e0c94262a87e.txt). Like GAN-STFM, the generator takes the coarse
+image of the prediction date and one fine image of *any* reference date (Figure 1); its discriminator
+is GAN-STFM's multi-scale conditional discriminator (Section 3.4: "refers to the GAN-STFM model"), so
+this file holds the generator and its two attention modules only.
+
+Where the paper is silent or contradicts itself, the choice made here (each is also a row of the
+README's deviations table):
+
+1. **"Three encoders"** are read as three encoder *stages* (Section 3.3: "In the first phase, gencoder
+   does not perform downsampling ... In the second and third stages, gencoder then downsampling"), each
+   with a main (fine) and a horizontal (coarse) branch (Figure 5a). So features live at scales 1, 1/2
+   and 1/4, and inputs are padded to multiples of 4 (see 8).
+2. **Encoder stage** (Figure 5a). Main branch, on the fused features of the previous stage (F_ref for
+   the first): SwitchNorm, LeakyReLU, 3x3 conv (stride 2 in stages 2 and 3), SwitchNorm, LeakyReLU,
+   3x3 conv ("switchable normalisation and LeakyReLU with two cycles, a stride-2 3x3 convolution in the
+   middle"). Horizontal branch, on the coarse features of the previous stage (C2 for the first): two 3x3
+   convolutions (the first strided like the main branch's), each followed by LeakyReLU, then CBAM. The
+   two branches are fused by AFF (Formula 4) or, with ``aff=False``, by channel concatenation and a 1x1
+   convolution ("AFF ... replaces the previous channel cascade method").
+3. **Decoder** (Formulas 5 to 7, Figure 5b). At each level i, from the bottom: A = SwitchNorm(main
+   features of stage i) (Formula 5); B = PixelShuffle(3x3 conv(decoder output of level i + 1)), the 2x
+   up-sampling of Formula 6; D = concatenation block(cat(A, B, AFF_i)) (Formula 7), where the
+   concatenation block is a residual block whose trunk is two 3x3 convolutions and whose horizontal
+   branch is the 1x1 convolution of Figure 5b. The bottom level has no B. Formula 6's trailing
+   "x Conv(A)" is not implemented: its operands and shapes are not defined in the text, and A already
+   enters through the concatenation.
+4. **Multi-scale reconstruction**, ``depth`` in {1, 2, 3} (Table 2): an image head (3x3 conv to the finest
+   width c1, LeakyReLU, 1x1 conv to the bands; no CBAM after it, as Section 3.5 says) on the ``depth`` finest decoder levels.
+   Heads are progressive: a level's image is its head's output plus the bilinear 2x up-sampling of the
+   coarser level's image, so the coarse scales carry the low frequencies and each finer head adds detail.
+   ``forward(..., all_scales=True)`` returns every scale's image (finest first) for the per-scale loss
+   of Section 3.6; the default returns the full-resolution image only. ``depth = 1`` is the plain U-Net.
+   The ablation's "multi-scale" module is ``depth = 3``; without it, ``depth = 1``.
+5. **CBAM** (Section 3.5, Woo et al. 2018): channel attention sigmoid(MLP(avg) + MLP(max)) with a shared
+   MLP C -> max(1, C / 16) -> C, then spatial attention sigmoid(7x7 conv([mean; max] over channels)),
+   zero-padded as in CBAM. It sits at the end of the horizontal branch of each encoder stage.
+   ``cbam=False`` removes it.
+6. **AFF** (Formula 4, Dai et al. 2021): M = sigmoid(L(X + Y) + G(X + Y)), with L and G the local
+   (per-pixel) and global (average-pooled) bottleneck 1x1 conv, BN, ReLU, 1x1 conv, BN stacks,
+   reduction 4; output M * coarse + (1 - M) * fine, the paper's form (the open-aff port's
+   2 M X + 2 (1 - M) Y is not used), so two equal inputs come out unchanged.
+7. **Widths.** The paper gives no channel widths. ``channels = (96, 192, 384)`` makes the *generator*
+   match Table 2's Para (M) column to within 10% for every variant (the discriminator, 3.67 M at paper
+   scale, is reported separately); see ``stfusion info models --params``.
+8. **Any input size.** H and W are replicate-padded at the bottom and right to multiples of 4 (two
+   stride-2 stages) and the output is cropped back, so any size >= 1 works (``alignment = 4``).
+9. **Normalisation and tiling.** SwitchNorm's instance and layer statistics, CBAM's channel pooling and
+   AFF's global context all depend on the whole input (``input_statistics = True``), so, as for GAN-STFM,
+   a scene is predicted whole when it fits one tile and otherwise in large blended tiles.
+   ``receptive_field`` is the reach of the convolution stack alone (those statistics frozen), an upper
+   bound computed from the layer list.
+
+``coarse_ref`` is accepted for the shared interface and ignored (``uses_coarse_ref = False``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stfusion.errors import ConfigError
+from stfusion.models.layers import SwitchNorm2d, check_channels, check_positive_int, conv3x3_rep, crop, pad_to_multiple
+
+__all__ = ["AFF", "CBAM", "MCBAMGAN"]
+
+SLOPE = 0.01  # LeakyReLU slope, as GAN-STFM (the paper gives none)
+STAGES = 3  # encoder stages at scales 1, 1/2, 1/4 (choice 1)
+
+
+def _lrelu() -> nn.LeakyReLU:
+    return nn.LeakyReLU(SLOPE, inplace=True)
+
+
+# --------------------------------------------------------------------------- attention modules
+
+
+class ChannelAttention(nn.Module):
+    """Mc(F) = sigmoid(MLP(avgpool F) + MLP(maxpool F)), shape (N, C, 1, 1)."""
+
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(self.mlp(x.mean((2, 3), keepdim=True)) + self.mlp(x.amax((2, 3), keepdim=True)))
+
+
+class SpatialAttention(nn.Module):
+    """Ms(F) = sigmoid(conv7x7([mean over channels; max over channels])), shape (N, 1, H, W)."""
+
+    def __init__(self, kernel_size: int = 7):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(self.conv(torch.cat((x.mean(1, keepdim=True), x.amax(1, keepdim=True)), 1)))
+
+
+class CBAM(nn.Module):
+    """Convolutional block attention: F' = Mc(F) F (Formula 8), F'' = Ms(F') F' (Formula 9)."""
+
+    def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7):
+        super().__init__()
+        self.channel = ChannelAttention(channels, reduction)
+        self.spatial = SpatialAttention(kernel_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.channel(x) * x
+        return self.spatial(x) * x
+
+
+def _bottleneck(channels: int, hidden: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
+                         nn.Conv2d(hidden, channels, 1), nn.BatchNorm2d(channels))
+
+
+class AFF(nn.Module):
+    """Attentional feature fusion, Formula 4: M(f + c) * c + (1 - M(f + c)) * f."""
+
+    def __init__(self, channels: int, reduction: int = 4):
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.local_context = _bottleneck(channels, hidden)
+        self.global_context = nn.Sequential(nn.AdaptiveAvgPool2d(1), _bottleneck(channels, hidden))
+
+    def weights(self, fine: Tensor, coarse: Tensor) -> Tensor:
+        """M, in (0, 1), shape (N, C, H, W)."""
+        mixed = fine + coarse
+        return torch.sigmoid(self.local_context(mixed) + self.global_context(mixed))
+
+    def forward(self, fine: Tensor, coarse: Tensor) -> Tensor:
+        m = self.weights(fine, coarse)
+        return m * coarse + (1 - m) * fine
+
+
+class ConcatFusion(nn.Module):
+    """The channel cascade AFF replaces: 1x1 conv over cat(fine, coarse)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(2 * channels, channels, 1)
+
+    def forward(self, fine: Tensor, coarse: Tensor) -> Tensor:
+        return self.conv(torch.cat((fine, coarse), 1))
+
+
+# --------------------------------------------------------------------------- generator blocks
+
+
+class EncoderStage(nn.Module):
+    """Figure 5a: main (fine) branch with switchable norm, horizontal (coarse) branch with CBAM, fusion."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, cbam: bool, aff: bool):
+        super().__init__()
+        self.main = nn.Sequential(
+            SwitchNorm2d(in_channels), _lrelu(), conv3x3_rep(in_channels, out_channels, stride),
+            SwitchNorm2d(out_channels), _lrelu(), conv3x3_rep(out_channels, out_channels),
+        )  # fmt: skip
+        self.horizontal = nn.Sequential(
+            conv3x3_rep(in_channels, out_channels, stride), _lrelu(),
+            conv3x3_rep(out_channels, out_channels), _lrelu(),
+            *([CBAM(out_channels)] if cbam else []),
+        )  # fmt: skip
+        self.fusion = AFF(out_channels) if aff else ConcatFusion(out_channels)
+
+    def forward(self, fine: Tensor, coarse: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(main features, coarse features, fused features)."""
+        main, coarse = self.main(fine), self.horizontal(coarse)
+        return main, coarse, self.fusion(main, coarse)
+
+
+class ConcatBlock(nn.Module):
+    """Figure 5b: trunk 3x3 conv, LeakyReLU, 3x3 conv; horizontal 1x1 conv; summed."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.trunk = nn.Sequential(conv3x3_rep(in_channels, out_channels), _lrelu(), conv3x3_rep(out_channels, out_channels))
+        self.horizontal = nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.trunk(x) + self.horizontal(x)
+
+
+class Upsample(nn.Module):
+    """Formula 6's PixelShuffle: 3x3 conv to 4 C channels, then a 2x pixel shuffle to C channels."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = conv3x3_rep(in_channels, 4 * out_channels)
+        self.shuffle = nn.PixelShuffle(2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.shuffle(self.conv(x))
+
+
+def _image_head(in_channels: int, out_channels: int, bands: int) -> nn.Sequential:
+    return nn.Sequential(conv3x3_rep(in_channels, out_channels), _lrelu(), nn.Conv2d(out_channels, bands, 1))
+
+
+class MCBAMGAN(nn.Module):
+    """MCBAM-GAN generator; see the module docstring for the layout and every choice.
+
+    ``channels = (c1, c2, c3)``: widths at scales 1, 1/2, 1/4 (paper scale (96, 192, 384)).
+    ``depth``: number of reconstruction scales, 1 to 3 (Table 2). ``cbam``/``aff``: the ablation
+    switches of Tables 3 and 4.
+    """
+
+    family = "gan"
+    name = "mcbam-gan"
+
+    def __init__(self, bands: int = 6, channels: tuple[int, int, int] = (96, 192, 384), depth: int = 3,
+                 cbam: bool = True, aff: bool = True):
+        super().__init__()
+        bands = check_positive_int("bands", bands)
+        channels = check_channels("channels", channels, STAGES)
+        depth = check_positive_int("depth", depth)
+        if depth > STAGES:
+            raise ConfigError(f"depth must be 1, 2 or 3 (reconstruction scales), got {depth!r}")
+        for flag, value in (("cbam", cbam), ("aff", aff)):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{flag} must be true or false, got {value!r}")
+        self.bands, self.channels, self.depth, self.cbam, self.aff = bands, channels, depth, cbam, aff
+
+        widths = (bands, *channels)
+        self.encoder = nn.ModuleList(
+            EncoderStage(widths[i], widths[i + 1], 1 if i == 0 else 2, cbam, aff) for i in range(STAGES)
+        )
+        self.skip_norms = nn.ModuleList(SwitchNorm2d(c) for c in channels)  # Formula 5
+        self.upsample = nn.ModuleList(Upsample(channels[i + 1], channels[i]) for i in range(STAGES - 1))
+        # Level i concatenates A_i, AFF_i and (below the bottom) B_i, each c_i wide.
+        self.concat = nn.ModuleList(
+            ConcatBlock((2 if i == STAGES - 1 else 3) * c, c) for i, c in enumerate(channels)
+        )
+        self.heads = nn.ModuleList(_image_head(channels[i], channels[0], bands) for i in range(depth))
+
+        self.receptive_field = self._receptive_field()
+        self.alignment = 2 ** (STAGES - 1)
+        self.input_statistics = True
+        self.uses_coarse_ref = False
+        self.reconstruction_scales = depth
+
+    def _receptive_field(self) -> int:
+        """Upper bound of the convolution stack's reach, in full-resolution pixels (choice 9).
+
+        A k x k convolution at scale s reaches (k // 2) s pixels further; a stride-2 convolution is
+        applied at its input's scale; the 2x up-samplings (pixel shuffle, bilinear) add one coarse pixel
+        of slack each. The two streams are followed separately until they are fused.
+        """
+        main = coarse = 0
+        fused = []
+        for i in range(STAGES):
+            s_in, s = (1, 1) if i == 0 else (2 ** (i - 1), 2**i)
+            main = (fused[-1] if fused else 0) + s_in + s
+            coarse = coarse + s_in + s + (3 * s if self.cbam else 0)
+            fused.append(max(main, coarse))
+        x = fused[-1] + 2 * 2 ** (STAGES - 1)  # bottom concatenation block: two 3x3 convs
+        level_reach = {STAGES - 1: x}
+        for i in reversed(range(STAGES - 1)):
+            s = 2**i
+            up = x + 2 * s + 2 * s  # 3x3 conv at scale 2s, then one coarse pixel of shuffle slack
+            x = max(up, fused[i]) + 2 * s
+            level_reach[i] = x
+        image = 0
+        for i in reversed(range(self.depth)):
+            s = 2**i
+            head = level_reach[i] + s
+            image = max(head, image + 2 * s if image else 0)  # bilinear up-sampling of the coarser image
+        return int(image)
+
+    def forward(self, fine_ref: Tensor, coarse_ref: Tensor | None, coarse_target: Tensor, *,
+                all_scales: bool = False) -> Tensor | list[Tensor]:
+        fine, size = pad_to_multiple(fine_ref, self.alignment)
+        coarse, _ = pad_to_multiple(coarse_target, self.alignment)
+        skips = []
+        for stage, norm in zip(self.encoder, self.skip_norms):
+            main, coarse, fine = stage(fine, coarse)
+            skips.append((norm(main), fine))  # (A_i, AFF_i); the fused features feed the next main branch
+
+        levels = [self.concat[-1](torch.cat(skips[-1], 1))]
+        for i in reversed(range(STAGES - 1)):
+            below = self.upsample[i](levels[0])
+            levels.insert(0, self.concat[i](torch.cat((*skips[i], below), 1)))
+
+        images: list[Tensor] = []
+        for i in reversed(range(self.depth)):
+            image = self.heads[i](levels[i])
+            if images:
+                image = image + F.interpolate(images[0], scale_factor=2, mode="bilinear", align_corners=False)
+            images.insert(0, image)
+        if not all_scales:
+            return crop(images[0], size)
+        return [crop(image, (-(-size[0] // 2**i), -(-size[1] // 2**i))) for i, image in enumerate(images)]

@@ -1,18 +1,25 @@
 """Per deep model: training throughput at both scales, full-scene inference time and peak memory.
 
-    python benchmarks/bench_models.py [--repeats 5] [--height 2040 --width 1720] [--models dcstfn ...]
+    python benchmarks/bench_models.py [--repeats 5] [--paper-repeats 2] [--paper-batch 2]
+                                      [--height 2040 --width 1720] [--models dcstfn ...]
 
 Training throughput is patches per second of full optimiser steps (forward, loss, backward, Adam;
 GANs: discriminator and generator steps) at each scale's batch and patch size, median over
-``--repeats`` steps after one warm-up step, with the scale's real loss (a random frozen feature
-encoder stands in for the trained one: same cost). Inference is ``stfusion.tiling.predict_scene``
+``--repeats`` steps (``--paper-repeats`` at paper scale) after one warm-up step, with the scale's real loss (a random frozen feature
+encoder stands in for the trained one: same cost). A paper-scale step at the paper's batch takes
+minutes on a CPU (DCSTFN: 12 x 256 px, about 100 s on 2 cores), so on CPU the paper scale is
+measured at ``--paper-batch`` patches per step (the printed batch); patches per second hardly
+depends on the batch once a batch fills the cores. Inference is ``stfusion.tiling.predict_scene``
 on a synthetic CIA-size scene (2040 x 1720, 6 bands) with the scale's tile; peak memory is the
-process's peak RSS on CPU (``resource``), or ``torch.cuda.max_memory_allocated`` on CUDA.
+peak RSS of a fresh process on CPU (``resource``; the RSS
+before prediction, inputs and model included, is printed beside it), or ``torch.cuda.max_memory_allocated`` on CUDA.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import multiprocessing
 import resource
 import statistics
 import tempfile
@@ -60,25 +67,42 @@ def training_rate(name, config, encoder, repeats, device) -> float:
     return config.batch_size / statistics.median(timings[1:])
 
 
-def inference(name, config, height, width, device):
+def _inference_worker(name, config, height, width, device, queue) -> None:
     from stfusion.models import build_model
 
+    torch.manual_seed(0)
     model = build_model(name, config.arch)
     rng = np.random.default_rng(0)
     scene = [(0.05 + 0.3 * rng.random((6, height, width))).astype(np.float32) for _ in range(3)]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     predict_scene(model, *scene, tile=config.tile, device=device)
     seconds = time.perf_counter() - start
     if device == "cuda":
-        return seconds, torch.cuda.max_memory_allocated() / 2**30
-    return seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        queue.put((seconds, torch.cuda.max_memory_allocated() / 2**30, 0.0))
+    else:
+        queue.put((seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, before))
+
+
+def inference(name, config, height, width, device) -> tuple[float, float, float]:
+    """(seconds, peak GiB, GiB before prediction), measured in a fresh process so that earlier models and
+    the training measurements do not inflate the peak (ru_maxrss never goes down)."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    worker = context.Process(target=_inference_worker, args=(name, config, height, width, device, queue))
+    worker.start()
+    result = queue.get()
+    worker.join()
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--paper-repeats", type=int, default=2)
+    parser.add_argument("--paper-batch", type=int, default=2, help="CPU only: batch of the paper-scale steps")
     parser.add_argument("--height", type=int, default=2040)
     parser.add_argument("--width", type=int, default=1720)
     parser.add_argument("--models", nargs="*", default=list(MODELS))
@@ -92,15 +116,20 @@ def main() -> None:
         ae_arch = params["models"][AUTOENCODER]["paper"]["arch"]
         encoder = export_weights(Path(tmp) / "ae.pt", AUTOENCODER, build_autoencoder(ae_arch), ae_arch)
         print(f"{'model':10s} {'scale':6s} {'batch x patch':>14s} {'train patches/s':>16s} {'tile':>5s} "
-              f"{'inference s':>12s} {'peak GiB':>9s}")
+              f"{'inference s':>12s} {'peak GiB':>9s} {'before GiB':>10s}")
         for name in args.models:
             for scale in ("quick", "paper"):
                 config = scale_settings(params["models"], name, scale)
+                repeats = args.repeats
+                if scale == "paper":
+                    repeats = args.paper_repeats
+                    if device == "cpu":
+                        config = dataclasses.replace(config, batch_size=min(config.batch_size, args.paper_batch))
                 rate = (float("nan") if scale == "paper" and args.skip_paper_training
-                        else training_rate(name, config, encoder, args.repeats, device))
-                seconds, peak = inference(name, config, args.height, args.width, device)
+                        else training_rate(name, config, encoder, repeats, device))
+                seconds, peak, before = inference(name, config, args.height, args.width, device)
                 print(f"{name:10s} {scale:6s} {config.batch_size:>6d} x {config.patch_size:<5d} {rate:>16.2f} "
-                      f"{config.tile:>5d} {seconds:>12.1f} {peak:>9.2f}", flush=True)
+                      f"{config.tile:>5d} {seconds:>12.1f} {peak:>9.2f} {before:>10.2f}", flush=True)
 
 
 if __name__ == "__main__":

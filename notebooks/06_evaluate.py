@@ -19,10 +19,9 @@
 # %% tags=["parameters"]
 datasets = ["cia-sim"]
 methods = ["temporal-difference"]  # what 04_train produces with its defaults
-variants = [
-    {"name": "without-coarse-change", "method": "persistence"},
-    {"name": "with-coarse-change", "method": "temporal-difference"},
-]
+variants = []  # ablation.variants: MCBAM-GAN variants trained by the ablation stage
+ablation_model = "mcbam-gan"
+full_model_rows = []  # ablation rows filled by the ablation model's own train-stage run
 profile = "smoke"
 settings = {"change_threshold": 0.05, "ergas_ratio": None}
 workspace = None
@@ -34,7 +33,8 @@ from stfusion.evaluate import evaluate_study
 from stfusion.paths import Workspace
 
 ws = Workspace.resolve(workspace)
-results = evaluate_study(ws, datasets, methods, variants, profile, settings)
+results = evaluate_study(ws, datasets, methods, variants, profile, settings, ablation_model=ablation_model,
+                         full_model_rows=full_model_rows)
 print(f"scored {results['scores'].groupby(['dataset', 'method', 'target_date']).ngroups} predictions "
       f"in {results['seconds']:.1f} s")
 for text in results["markdown"].values():

@@ -9,7 +9,9 @@
 # - `scatter`: predicted against observed reflectance per band (the MCBAM-GAN paper's Figures 10, 13);
 # - `scene` and `crop`: true colour, NIR false colour, difference and NDVI maps of every method,
 #   full scene and zoomed (Figures 8, 9, 11, 12);
-# - `training`: loss curves, for methods that train.
+# - `training`: loss curves, for methods that train;
+# - `ablation`: the MCBAM-GAN ablation, each metric of the paper's Tables 2-4 against configuration,
+#   this study's test pairs beside the published values (when the ablation stage ran).
 
 # %% tags=["parameters"]
 datasets = ["cia-sim"]

@@ -13,7 +13,8 @@ from stfusion.cli import model_table
 # Published sizes (models.md section 0; DCSTFN from MCBAM-GAN Table 5, 6 bands jointly here).
 PAPER = {("dcstfn", "parameters"): 710_000, ("edcstfn", "parameters"): 284_134,
          ("gan-stfm", "parameters"): 578_130, ("gan-stfm", "discriminator_parameters"): 3_665_959,
-         ("autoencoder", "parameters"): 217_990}
+         ("autoencoder", "parameters"): 217_990, ("mcbam-gan", "parameters"): 14_875_000,
+         ("mcbam-gan", "discriminator_parameters"): 3_665_959}
 
 
 @pytest.fixture(scope="module")
@@ -23,13 +24,13 @@ def rows():
 
 @pytest.mark.parametrize("model, field", list(PAPER))
 def test_paper_scale_counts_match_the_papers_within_ten_percent(rows, model, field):
-    row = next(r for r in rows if r["model"] == model and r["scale"] == "paper")
+    row = next(r for r in rows if r["model"] == model and r["scale"] == "paper" and r["variant"] is None)
     assert row[field] == pytest.approx(PAPER[model, field], rel=0.10)
 
 
 def test_every_model_has_both_scales_and_quick_is_not_larger(rows):
-    for model in ("dcstfn", "edcstfn", "gan-stfm", "autoencoder"):
-        scales = {r["scale"]: r for r in rows if r["model"] == model}
+    for model in ("dcstfn", "edcstfn", "gan-stfm", "mcbam-gan", "autoencoder"):
+        scales = {r["scale"]: r for r in rows if r["model"] == model and r["variant"] is None}
         assert set(scales) == {"quick", "paper"}
         assert scales["quick"]["parameters"] <= scales["paper"]["parameters"]
 
@@ -40,3 +41,12 @@ def test_json_output_lists_family_scale_and_count():
     table = json.loads(out)
     assert {(r["model"], r["family"]) for r in table} >= {("dcstfn", "cnn"), ("edcstfn", "cnn"), ("gan-stfm", "gan")}
     assert all(r["parameters"] > 0 for r in table)
+
+
+def test_every_ablation_variant_is_listed_at_both_scales(rows):
+    variants = {(r["variant"], r["scale"]) for r in rows if r["variant"] is not None}
+    assert {v for v, _ in variants} == {"depth-1", "depth-2", "multi-scale", "cbam", "multi-scale+cbam",
+                                        "multi-scale+aff", "multi-scale+cbam+aff"}
+    assert all((v, s) in variants for v, _ in variants for s in ("quick", "paper"))
+    depth = {r["variant"]: r["parameters"] for r in rows if r["scale"] == "paper" and r["variant"]}
+    assert depth["depth-1"] < depth["depth-2"]  # each reconstruction scale adds a head

@@ -47,9 +47,10 @@ def test_predictions_are_georeferenced_float_and_scored(tmp_path, tiny_processed
     assert {"all", "unchanged"} <= set(scores["region"]) <= {"all", "changed", "unchanged"}  # cia-sim: no class change
     assert set(scores["metric"]) == {"rmse", "mae", "bias", "psnr", "ssim", "sam", "ergas", "cc", "uiqi"}
     assert np.isfinite(scores["value"]).all()
-    variants = [{"name": "a", "method": "persistence"}]
     predict_split(get_method("persistence"), cube, splits, ws.ablation("cia-sim") / "a")
-    results = evaluate_study(ws, ["cia-sim"], ["persistence", "temporal-difference"], variants, "test")
+    # "a": a variant's own folder; "full": a row filled by the ablation model's train-stage run
+    results = evaluate_study(ws, ["cia-sim"], ["persistence", "temporal-difference"], ["a"], "test",
+                             ablation_model="temporal-difference", full_model_rows=["full"])
     metrics = results["metrics"]["cia-sim"]
     # On the synthetic scene, adding the coarse temporal change must help, most where cover changed.
     assert metrics["temporal-difference"]["all"]["rmse"] < metrics["persistence"]["all"]["rmse"]
@@ -58,7 +59,13 @@ def test_predictions_are_georeferenced_float_and_scored(tmp_path, tiny_processed
     assert (ws.metrics / "cia-sim.json").is_file() and list((ws.tables / "paper").glob("*.tex"))
     assert "not comparable to the published numbers" in (ws.tables / "metrics_cia-sim.md").read_text()
     runs = results["runs"].set_index("method")
-    assert set(runs.index) == {"persistence", "temporal-difference", "a"}
+    assert set(runs.index) == {"persistence", "temporal-difference", "a", "full"}
+    ablation = results["ablation"]
+    assert set(ablation["method"]) == {"a", "full"}
+    full = ablation[ablation["method"] == "full"].set_index(["band", "region", "metric", "target_date"])["value"]
+    td = results["scores"][results["scores"]["method"] == "temporal-difference"]
+    np.testing.assert_allclose(full.sort_index().values,
+                               td.set_index(["band", "region", "metric", "target_date"])["value"].sort_index().values)
     assert (runs["predict_seconds_median"] > 0).all() and (runs["parameters"] == 0).all()
 
 
@@ -91,7 +98,7 @@ def test_evaluate_without_predictions_writes_nothing(tmp_path, tiny_processed):
 
     ws = _study(tmp_path, tiny_processed)
     with pytest.raises(InputError, match="run.json"):
-        evaluate_study(ws, ["cia-sim"], ["persistence"], [{"name": "a", "method": "persistence"}], "test")
+        evaluate_study(ws, ["cia-sim"], ["persistence"], ["a"], "test")
     assert not ws.tables.exists() and not ws.metrics.exists()
 
 

@@ -19,9 +19,22 @@ ROOT = find_root()
 @pytest.mark.parametrize("name", list(STAGES))
 def test_every_stage_parameter_is_declared_by_its_notebook(name, tmp_path):
     params = load_params(ROOT / "params.yaml")
-    values = stage_parameters(name, params, dataset=params["datasets"][0], method=params["methods"][0])
+    values = stage_parameters(name, params, dataset=params["datasets"][0], method=params["methods"][0],
+                              variant=params["ablation"]["variants"][0])
     declared = write_template(ROOT / "notebooks" / STAGES[name].notebook, tmp_path / "template.ipynb")
     assert set(values) <= set(declared), f"{STAGES[name].notebook} lacks {set(values) - set(declared)}"
+
+
+def test_ablation_stage_gets_the_merged_settings_of_its_variant():
+    params = load_params(ROOT / "params.yaml")
+    values = stage_parameters("ablation", params, dataset="cia-sim", variant="cbam")
+    base = params["models"]["mcbam-gan"][params["train"]["scale"]]
+    assert values["model"] == "mcbam-gan" and values["variant"] == "cbam"
+    assert values["settings"]["arch"] == {**base["arch"], "depth": 1, "aff": False}  # merged key by key
+    assert values["settings"]["feature_weight"] == 0.0 and values["settings"]["epochs"] == base["epochs"]
+    assert executed_name("ablation", "cia-sim", None, "cbam") == "ablation-cia-sim-cbam.ipynb"
+    with pytest.raises(ConfigError, match="--variant"):
+        stage_parameters("ablation", params, dataset="cia-sim", variant="depth-9")
 
 
 def test_types_survive_from_params_to_notebook_source():

@@ -1,6 +1,6 @@
 """The ``stfusion`` command line.
 
-- ``stfusion stage NAME [--dataset D] [--method M]``: run one pipeline stage (what DVC calls).
+- ``stfusion stage NAME [--dataset D] [--method M] [--variant V]``: run one pipeline stage (what DVC calls).
 - ``stfusion info datasets|methods|stages``: what the study knows.
 - ``stfusion info models [--json]``: every deep model with its family, both scales and their
   parameter counts (generator, and discriminator for GANs), built from params.yaml.
@@ -42,30 +42,40 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def model_table(params_path: str | None = None) -> list[dict]:
-    """One row per model and scale: family, parameter counts, settings' source."""
+    """One row per model (and ablation variant, ``variant`` set) and scale: family, parameter counts."""
     from stfusion.config import load_params
-    from stfusion.models import AUTOENCODER, MODELS, build_autoencoder, build_model, construct, count_parameters
-    from stfusion.train.config import SCALES, scale_settings
+    from stfusion.models import AUTOENCODER, MODELS
+    from stfusion.train.config import SCALES, scale_settings, train_config, variant_settings
 
     params = load_params(params_path)
+    selected = params["train"]["scale"]
     rows = []
     for name in [*MODELS, AUTOENCODER]:
-        if name not in params["models"]:
-            continue
-        for scale in SCALES:
-            config = scale_settings(params["models"], name, scale)
-            if name == AUTOENCODER:
-                model, family, discriminator = build_autoencoder(config.arch), "feature encoder", 0
-            else:
-                spec = MODELS[name]
-                model, family = build_model(name, config.arch), spec.family
-                discriminator = (count_parameters(construct(spec.discriminator_class(), dict(config.discriminator),
-                                                            key=f"models.{name}.{scale}.discriminator"))
-                                 if spec.discriminator else 0)
-            rows.append({"model": name, "family": family, "scale": scale, "parameters": count_parameters(model),
-                         "discriminator_parameters": discriminator, "arch": config.arch,
-                         "selected": scale == params["train"]["scale"]})
+        if name in params["models"]:
+            rows += [_model_row(name, None, scale, scale_settings(params["models"], name, scale), selected)
+                     for scale in SCALES]
+    ablation = params["ablation"]
+    if ablation["model"] in params["models"]:
+        for variant in ablation["settings"]:
+            rows += [_model_row(ablation["model"], variant, scale, train_config(
+                variant_settings(params, variant, scale), key=f"ablation.settings.{variant}"), selected)
+                for scale in SCALES]
     return rows
+
+
+def _model_row(name: str, variant: str | None, scale: str, config, selected: str) -> dict:
+    from stfusion.models import AUTOENCODER, MODELS, build_autoencoder, build_model, construct, count_parameters
+
+    if name == AUTOENCODER:
+        model, family, discriminator = build_autoencoder(config.arch), "feature encoder", 0
+    else:
+        spec = MODELS[name]
+        model, family = build_model(name, config.arch), spec.family
+        discriminator = (count_parameters(construct(spec.discriminator_class(), dict(config.discriminator),
+                                                    key=f"models.{name}.{scale}.discriminator"))
+                         if spec.discriminator else 0)
+    return {"model": name, "variant": variant, "family": family, "scale": scale, "parameters": count_parameters(model),
+            "discriminator_parameters": discriminator, "arch": config.arch, "selected": scale == selected}
 
 
 def _info_models(as_json: bool, params_path: str | None) -> None:
@@ -75,10 +85,11 @@ def _info_models(as_json: bool, params_path: str | None) -> None:
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    print(f"{'model':12s} {'family':16s} {'scale':6s} {'generator':>11s} {'discriminator':>14s}")
+    print(f"{'model':34s} {'family':16s} {'scale':6s} {'generator':>11s} {'discriminator':>14s}")
     for r in rows:
         mark = " *" if r["selected"] else ""
-        print(f"{r['model']:12s} {r['family']:16s} {r['scale']:6s} {r['parameters']:>11,d} "
+        label = r["model"] if r["variant"] is None else f"{r['model']} [{r['variant']}]"
+        print(f"{label:34s} {r['family']:16s} {r['scale']:6s} {r['parameters']:>11,d} "
               f"{format(r['discriminator_parameters'], ',d') if r['discriminator_parameters'] else '':>14s}{mark}")
     print("* = the scale params.yaml's train.scale selects")
 
@@ -86,7 +97,7 @@ def _info_models(as_json: bool, params_path: str | None) -> None:
 def _stage(args: argparse.Namespace) -> None:
     from stfusion.stages import run_stage
 
-    path = run_stage(args.name, dataset=args.dataset, method=args.method, params_path=args.params)
+    path = run_stage(args.name, dataset=args.dataset, method=args.method, variant=args.variant, params_path=args.params)
     print(f"executed notebook: {path}")
 
 
@@ -148,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     stage.add_argument("name")
     stage.add_argument("--dataset")
     stage.add_argument("--method")
+    stage.add_argument("--variant", help="ablation variant (ablation.variants in params.yaml)")
     stage.add_argument("--params", help="parameter file (default: params.yaml of the project)")
     stage.set_defaults(run=_stage)
     info = commands.add_parser("info", help="list datasets, methods, models or stages")

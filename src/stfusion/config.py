@@ -70,9 +70,10 @@ def validate_params(params: Any, *, source: str = "params.yaml") -> None:
     _check_list(params, "methods", lambda name, key: get_method(name, key=key))
     _check_download(params["download"])
     _check_preprocess(params["preprocess"])
-    _check_ablation(params["ablation"])
+    _check_ablation(params["ablation"], params["methods"])
     _check_train(params["train"])
     _check_models(params["models"], trained_methods(params))
+    _check_variant_settings(params)
     _check_evaluate(params["evaluate"])
     _check_figures(params["figures"])
 
@@ -110,28 +111,42 @@ def _check_preprocess(section: Any) -> None:
                      f"{key}.{dates}", "null or a list of 'YYYY-MM-DD' strings", value)
 
 
-def _check_ablation(section: Any) -> None:
+ABLATION_KEYS = ("model", "variants", "settings", "full_model_rows")
+
+
+def _check_ablation(section: Any, methods: list[str]) -> None:
+    """The ablation's model, the variants to run and each variant's settings (checked with the models)."""
     from stfusion.methods import get_method
 
     _require(isinstance(section, dict), "ablation", "a mapping", section)
+    _check_keys(section, "ablation", ABLATION_KEYS)
+    model = section.get("model")
+    method = get_method(model, key="ablation.model")
+    _require(method.trainable, "ablation.model", "a deep model (one that trains)", model)
+    settings = section.get("settings")
+    _require(isinstance(settings, dict) and all(isinstance(v, dict) for v in settings.values()),
+             "ablation.settings", "a mapping of variant name to its setting overrides", settings)
     variants = section.get("variants")
-    _require(isinstance(variants, list) and variants, "ablation.variants", "a non-empty list", variants)
-    names = []
-    for i, variant in enumerate(variants):
-        key = f"ablation.variants[{i}]"
-        _require(isinstance(variant, dict) and {"name", "method"} <= set(variant), key, "a mapping with 'name' and 'method'", variant)
-        get_method(variant["method"], key=f"{key}.method")
-        names.append(variant["name"])
-    _require(len(set(names)) == len(names), "ablation.variants", "unique variant names", names)
+    _require(isinstance(variants, list), "ablation.variants", "a list of variant names (may be empty)", variants)
+    _require(len(set(variants)) == len(variants), "ablation.variants", "unique variant names", variants)
+    for i, name in enumerate(variants):
+        _require(name in settings, f"ablation.variants[{i}]", f"a variant defined in ablation.settings {sorted(settings)}", name)
+    rows = section.get("full_model_rows", [])
+    _require(isinstance(rows, list) and all(isinstance(r, str) for r in rows), "ablation.full_model_rows",
+             "a list of table rows that the full model fills", rows)
+    _require(not rows or model in methods, "ablation.full_model_rows",
+             f"{model!r} in 'methods' (its train-stage run is the full model)", methods)
+    _require(not set(rows) & set(variants), "ablation.full_model_rows", "names that are not also variants", rows)
 
 
 def trained_methods(params: dict) -> list[str]:
-    """The deep models the study trains (methods and ablation variants), plus the feature autoencoder
+    """The deep models the study trains (methods and the ablation's model), plus the feature autoencoder
     when one of them needs it."""
     from stfusion.methods import get_method
     from stfusion.models import AUTOENCODER, MODELS
 
-    names = [*params["methods"], *(v["method"] for v in params["ablation"]["variants"])]
+    ablation = params["ablation"]
+    names = [*params["methods"], *([ablation["model"]] if ablation["variants"] else [])]
     trained = list(dict.fromkeys(name for name in names if get_method(name).trainable))
     if any(MODELS[name].feature_encoder for name in trained):
         trained.append(AUTOENCODER)
@@ -158,8 +173,7 @@ def _check_train(section: Any) -> None:
 
 def _check_models(section: Any, trained: list[str]) -> None:
     """Both scales of every model the study trains: settings valid and the architecture buildable."""
-    from stfusion.losses import min_patch_for_ms_ssim
-    from stfusion.models import AUTOENCODER, build_autoencoder, build_model, construct, get_model_spec
+    from stfusion.models import AUTOENCODER, get_model_spec
     from stfusion.train.config import SCALES, scale_settings
 
     _require(isinstance(section, dict), "models", "a mapping of model name to its scales", section)
@@ -168,19 +182,36 @@ def _check_models(section: Any, trained: list[str]) -> None:
             get_model_spec(name, key=f"models.{name}")
     for name in trained:
         for scale in SCALES:
-            key = f"models.{name}.{scale}"
-            config = scale_settings(section, name, scale)
-            if name == AUTOENCODER:
-                build_autoencoder(config.arch, key=f"{key}.arch")
-            else:
-                build_model(name, config.arch, key=f"{key}.arch")
-                spec = get_model_spec(name)
-                if spec.discriminator:
-                    construct(spec.discriminator_class(), dict(config.discriminator), key=f"{key}.discriminator")
-            if config.msssim_weight:
-                smallest = min_patch_for_ms_ssim(config.msssim_scales)
-                _require(config.patch_size >= smallest, f"{key}.patch_size",
-                         f"at least {smallest} px for msssim_scales {config.msssim_scales}", config.patch_size)
+            _check_scale(name, scale_settings(section, name, scale), key=f"models.{name}.{scale}")
+
+
+def _check_variant_settings(params: dict) -> None:
+    """Every variant defined under ablation.settings, merged over its model's scales, valid and buildable."""
+    from stfusion.train.config import SCALES, train_config, variant_settings
+
+    model = params["ablation"]["model"]
+    for variant in params["ablation"]["settings"]:
+        for scale in SCALES:
+            key = f"ablation.settings.{variant} (over models.{model}.{scale})"
+            _check_scale(model, train_config(variant_settings(params, variant, scale), key=key), key=key)
+
+
+def _check_scale(name: str, config, *, key: str) -> None:
+    """One model's scale: the architecture (and discriminator) build; MS-SSIM fits in the patches."""
+    from stfusion.losses import min_patch_for_ms_ssim
+    from stfusion.models import AUTOENCODER, build_autoencoder, build_model, construct, get_model_spec
+
+    if name == AUTOENCODER:
+        build_autoencoder(config.arch, key=f"{key}.arch")
+    else:
+        build_model(name, config.arch, key=f"{key}.arch")
+        spec = get_model_spec(name)
+        if spec.discriminator:
+            construct(spec.discriminator_class(), dict(config.discriminator), key=f"{key}.discriminator")
+    if config.msssim_weight:
+        smallest = min_patch_for_ms_ssim(config.msssim_scales)
+        _require(config.patch_size >= smallest, f"{key}.patch_size",
+                 f"at least {smallest} px for msssim_scales {config.msssim_scales}", config.patch_size)
 
 
 def _check_keys(section: dict, key: str, allowed: tuple[str, ...]) -> None:

@@ -30,6 +30,9 @@ from stfusion.predict import prediction_name
 
 COLUMNS = ["dataset", "method", "family", "reference_date", "target_date", "band", "region", "metric", "value"]
 REGIONS = ("all", "changed", "unchanged")
+ABLATION_NOTE = ("\nAt the quick scale (the default study) every variant trains for a few hundred CPU steps: differences "
+                 "between variants are not significant (compare them with the spread over test pairs in the "
+                 "`ablation` figure). The paper scale on a GPU is the one to compare with the published tables.\n")
 
 
 def read_run(pred_dir: str | os.PathLike) -> dict:
@@ -124,7 +127,16 @@ def change_table(scores: pd.DataFrame, metric: str = "rmse") -> pd.DataFrame:
     return table[[r for r in REGIONS if r in table.columns]].sort_values("all")
 
 
-def _dataset_results(workspace, dataset: str, methods: list[str], variants: list[dict], settings: dict) -> dict:
+def ablation_folders(workspace, dataset: str, variants: list[str], model: str | None = None,
+                     full_model_rows: list[str] = ()) -> dict[str, Path]:
+    """Ablation row label -> prediction folder: each variant's own run, and the ablation model's train-stage
+    run for each row the full model fills (MCBAM-GAN's depth-3 and full-module rows)."""
+    folders = {v: workspace.ablation(dataset) / v for v in variants}
+    folders.update({row: workspace.predictions(dataset, model) for row in full_model_rows})
+    return folders
+
+
+def _dataset_results(workspace, dataset: str, methods: list[str], ablation: dict[str, Path], settings: dict) -> dict:
     """Scores, ablation scores, run records and change-mask source of one dataset."""
     from stfusion.data.datacube import open_cube
 
@@ -134,14 +146,14 @@ def _dataset_results(workspace, dataset: str, methods: list[str], variants: list
     threshold = settings.get("change_threshold", DEFAULT_CHANGE_THRESHOLD)
     kwargs = {"conventions": conventions, "change_threshold": threshold}
     folders = [workspace.predictions(dataset, m) for m in methods]
-    variant_folders = [workspace.ablation(dataset) / v["name"] for v in variants]
     scores = pd.concat([score_predictions(cube, splits, f, **kwargs)
                         for f in tqdm(folders, desc=f"scoring {dataset}", leave=False)], ignore_index=True)
-    ablation = pd.concat([score_predictions(cube, splits, f, label=v["name"], **kwargs)
-                          for f, v in zip(variant_folders, variants)], ignore_index=True)
+    ablation_scores = [score_predictions(cube, splits, f, label=label, **kwargs)
+                       for label, f in tqdm(ablation.items(), desc=f"scoring {dataset} ablation", leave=False)]
+    ablation_scores = pd.concat(ablation_scores, ignore_index=True) if ablation_scores else pd.DataFrame(columns=COLUMNS)
     return {
-        "scores": scores, "ablation": ablation,
-        "runs": run_table(folders + variant_folders, [None] * len(folders) + [v["name"] for v in variants]),
+        "scores": scores, "ablation": ablation_scores,
+        "runs": run_table(folders + list(ablation.values()), [None] * len(folders) + list(ablation)),
         "conventions": {**conventions.as_dict(), "change_mask": change_regions(cube, splits.test[0], threshold)[1],
                         "test_pairs": [list(p) for p in splits.test]},
     }
@@ -166,11 +178,13 @@ def write_training_curves(workspace, datasets: list[str], methods: list[str], fo
     return written
 
 
-def evaluate_study(workspace, datasets: list[str], methods: list[str], variants: list[dict], profile: str,
-                   settings: dict | None = None) -> dict:
+def evaluate_study(workspace, datasets: list[str], methods: list[str], variants: list[str], profile: str,
+                   settings: dict | None = None, *, ablation_model: str | None = None,
+                   full_model_rows: list[str] = ()) -> dict:
     """Score every method and ablation variant on every dataset; write the tables and DVC metrics.
 
-    ``settings`` is the ``evaluate`` section of params.yaml (``change_threshold``, ``ergas_ratio``).
+    ``settings`` is the ``evaluate`` section of params.yaml (``change_threshold``, ``ergas_ratio``);
+    ``variants``, ``ablation_model`` and ``full_model_rows`` come from its ``ablation`` section.
     ``reports/tables`` and ``reports/metrics`` are replaced together, atomically, only after every
     score has been computed, so a failure leaves the previous results whole.
     """
@@ -179,7 +193,9 @@ def evaluate_study(workspace, datasets: list[str], methods: list[str], variants:
     from stfusion.tables import write_paper_tables
 
     start = time.perf_counter()
-    results = {d: _dataset_results(workspace, d, methods, variants, settings or {}) for d in datasets}
+    results = {d: _dataset_results(workspace, d, methods,
+                                   ablation_folders(workspace, d, variants, ablation_model, list(full_model_rows)),
+                                   settings or {}) for d in datasets}
     scores = pd.concat([r["scores"] for r in results.values()], ignore_index=True)
     ablation = pd.concat([r["ablation"] for r in results.values()], ignore_index=True)
     runs = pd.concat([r["runs"] for r in results.values()], ignore_index=True)
@@ -190,8 +206,10 @@ def evaluate_study(workspace, datasets: list[str], methods: list[str], variants:
             markdown(metric_table(r["scores"]), title=f"Mean scores over the test pairs, {dataset}", label=label)
             + "\n" + markdown(change_table(r["scores"]), title=f"RMSE over changed and unchanged pixels, {dataset}", label=label)
         )
-        markdowns[f"ablation_{dataset}"] = markdown(metric_table(r["ablation"]).rename_axis(index=["family", "variant"]),
-                                                    title=f"Ablation: mean scores over the test pairs, {dataset}", label=label)
+        title = f"Ablation: mean scores over the test pairs, {dataset}"
+        markdowns[f"ablation_{dataset}"] = (
+            markdown(metric_table(r["ablation"]).rename_axis(index=["family", "variant"]), title=title, label=label)
+            + ABLATION_NOTE if not r["ablation"].empty else f"### {title}\n\nNo ablation variant was run ({label}).\n")
     with atomic_dir(workspace.tables) as tables, atomic_dir(workspace.metrics) as metric_dir:
         scores.to_csv(tables / "scores.csv", index=False, float_format="%.8g")
         ablation.to_csv(tables / "ablation_scores.csv", index=False, float_format="%.8g")

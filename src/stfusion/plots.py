@@ -83,6 +83,16 @@ FIGURE_GUIDE = {
         "true-colour scene with the window outlined. Stretches and the NDVI scale are those of the scene "
         "figure; the difference scale is set from this window."
     ),
+    "ablation": (
+        "The MCBAM-GAN paper's ablation: one row per metric of its Tables 2 to 4, one column for this study's "
+        "runs and one for the published values of the matching paper dataset (real CIA or LGC, paper scale). "
+        "The x-axis lists the configurations in the paper's order: Table 2's depths (reconstruction scales), "
+        "then Tables 3 and 4's module sets (MS = multi-scale, CBAM, AFF fusion, ML = multi-loss); depth 3 "
+        "and the full module set are the same model. This study's points are single test pairs and the "
+        "bar marks their mean, so the spread shows how much of a difference between two configurations "
+        "is noise; at the quick scale the differences are not significant. The y-axis label gives the "
+        "better direction."
+    ),
     "training": (
         "Loss (and any other logged metric) per epoch of each trainable method: solid line training, "
         "dashed line validation (held-out dates, never test dates). A training curve that keeps falling "
@@ -606,6 +616,74 @@ def _history_panel(ax: plt.Axes, history: pd.DataFrame, style: Style, metric: st
     ax.set(xlabel="epoch", ylabel=METRICS[metric].axis_label if metric in METRICS else f"{metric} (unitless)")
 
 
+# --- 7. ablation -------------------------------------------------------------------------------------
+
+ABLATION_METRICS = ("psnr", "sam", "ssim", "ergas", "cc", "rmse")  # the paper tables' order
+ABLATION_ORDER = ("depth-1", "depth-2", "depth-3", "multi-scale", "cbam", "multi-scale+cbam", "multi-scale+aff",
+                  "multi-scale+cbam+aff", "multi-scale+cbam+aff+multi-loss")
+ABLATION_TICKS = {"multi-scale": "MS", "cbam": "CBAM", "aff": "AFF", "multi-loss": "ML"}
+
+
+def _ablation_tick(variant: str) -> str:
+    if variant.startswith("depth-"):
+        return f"depth {variant.removeprefix('depth-')}"
+    return "+".join(ABLATION_TICKS.get(part, part) for part in variant.split("+"))
+
+
+def ablation_figure(ablation_scores: pd.DataFrame, published: pd.DataFrame, dataset: str, label: str) -> plt.Figure:
+    """Rows = the paper tables' metrics; columns = this study (points per test pair, bar = mean) and published."""
+    from stfusion.tables import PAPER_DATASET, PAPER_DATASET_NAMES
+
+    ours = ablation_scores[(ablation_scores["dataset"] == dataset) & (ablation_scores["band"] == "all")
+                           & (ablation_scores["region"] == "all")]
+    paper_dataset = PAPER_DATASET.get(dataset, dataset)
+    theirs = published[(published["source"] == "mcbam-gan") & (published["dataset"] == paper_dataset)
+                       & published["table"].isin(["table2", "table3", "table4"])]
+    order = [v for v in ABLATION_ORDER if v in set(ours["method"]) | set(theirs["method"])]
+    order += sorted(set(ours["method"]) - set(order))  # variants of the user's own, after the paper's
+    colour = FAMILY_COLOURS["gan"]
+    fig, axes = plt.subplots(len(ABLATION_METRICS), 2, figsize=(12, 2.3 * len(ABLATION_METRICS) + 1.2),
+                             sharex=True, squeeze=False, constrained_layout=True)
+    x = {v: i for i, v in enumerate(order)}
+    for row, metric in enumerate(ABLATION_METRICS):
+        info = METRICS[metric]
+        mine, paper = ours[ours["metric"] == metric], theirs[theirs["metric"] == metric].drop_duplicates("method")
+        ax = axes[row, 0]
+        ax.scatter(mine["method"].map(x), mine["value"], color=colour, edgecolor="black", linewidth=0.5, s=22, zorder=3)
+        means = mine.groupby("method")["value"].mean()
+        ax.scatter(means.index.map(x), means.values, marker="_", s=500, color="black", linewidth=2, zorder=4)
+        axes[row, 1].scatter(paper["method"].map(x), paper["value"], marker="D", color=colour, edgecolor="black", s=30)
+        for j, axis in enumerate(axes[row]):
+            axis.set_ylabel(info.axis_label if j == 0 else f"{info.label} ({info.unit})", fontsize=8)
+            axis.axvline(2.5, color="0.6", lw=0.8, ls=":")  # Table 2 | Tables 3 and 4
+            axis.grid(axis="y", color="0.9")
+    axes[0, 0].set_title(f"this study: {dataset} (points = test pairs, bar = mean)", fontsize=10)
+    axes[0, 1].set_title(f"published: {PAPER_DATASET_NAMES.get(paper_dataset, paper_dataset)} (paper scale)", fontsize=10)
+    for ax in axes[-1]:
+        ax.set_xticks(range(len(order)), [_ablation_tick(v) for v in order], rotation=35, ha="right", fontsize=8)
+        ax.set_xlabel("configuration (Table 2: depth | Tables 3-4: modules)")
+    fig.suptitle(f"{dataset}: MCBAM-GAN ablation, each metric against configuration\n{label}", fontsize=11)
+    return fig
+
+
+def ablation_figures(workspace, datasets: list[str], profile: str, *, dpi: int = 150) -> list[Path]:
+    """``ablation_<dataset>`` for every dataset with ablation scores; stale ones removed otherwise."""
+    from stfusion.published import load_published
+    from stfusion.report import study_label
+
+    path = workspace.tables / "ablation_scores.csv"
+    scores = read_scores(path) if path.is_file() else pd.DataFrame(columns=SCORES_COLUMNS)
+    published, paths = load_published(), []
+    for dataset in datasets:
+        if (scores["dataset"] == dataset).any():
+            fig = ablation_figure(scores, published, dataset, study_label(dataset, profile))
+            paths += _save(fig, workspace.figures, f"ablation_{dataset}", dpi)
+        else:
+            for suffix in ("png", "pdf"):
+                (workspace.figures / suffix / f"ablation_{dataset}.{suffix}").unlink(missing_ok=True)
+    return paths
+
+
 # --- entry point ------------------------------------------------------------------------------------
 
 def figures_study(workspace, datasets: list[str], methods: list[str], profile: str, *, dpi: int = 150,
@@ -627,7 +705,7 @@ def figures_study(workspace, datasets: list[str], methods: list[str], profile: s
     for dataset, (splits, pair, window) in plans.items():
         paths += _dataset_figures(workspace, dataset, splits, pair, window, styles, scores, study_label(dataset, profile),
                                   difference_band, dpi)
-    return paths
+    return paths + ablation_figures(workspace, datasets, profile, dpi=dpi)
 
 
 def _plan(workspace, dataset: str, region, pair, scores: pd.DataFrame, methods: list[str]):

@@ -53,8 +53,7 @@ MODELS: dict[str, ModelSpec] = {
                   discriminator="gan_stfm:MultiScaleDiscriminator", feature_encoder=True, references="random"),
         ModelSpec("mcbam-gan", "gan", "MCBAM-GAN (Liu et al. 2023): U-Net generator on C2 and any fine reference "
                   "with CBAM, AFF fusion and multi-scale reconstruction; GAN-STFM's discriminator, LSGAN",
-                  "mcbam_gan:MCBAMGAN", discriminator="gan_stfm:MultiScaleDiscriminator", feature_encoder=True,
-                  references="random"),
+                  "mcbam_gan:MCBAMGAN", discriminator="gan_stfm:MultiScaleDiscriminator", feature_encoder=True),
     )
 }
 

@@ -111,3 +111,24 @@ def resolve_settings(name: str, scale: str, settings: dict[str, Any] | None) -> 
     from stfusion.config import load_params
 
     return scale_settings(load_params()["models"], name, scale)
+
+
+def merge_settings(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` over ``base``; the nested ``arch`` and ``discriminator`` mappings merge key by key."""
+    merged = {**base, **overrides}
+    for nested in ("arch", "discriminator"):
+        if isinstance(overrides.get(nested), dict) and isinstance(base.get(nested, {}), dict):
+            merged[nested] = {**base.get(nested, {}), **overrides[nested]}
+    return merged
+
+
+def variant_settings(params: dict[str, Any], variant: str, scale: str) -> dict[str, Any]:
+    """An ablation variant's settings: its overrides (``ablation.settings``) over the ablation model's scale."""
+    ablation = params["ablation"]
+    model, settings = ablation["model"], ablation["settings"]
+    if variant not in settings:
+        raise ConfigError(f"ablation.settings: no variant {variant!r}; defined variants are {sorted(settings)}")
+    base = params["models"].get(model, {}).get(scale)
+    if not isinstance(base, dict):
+        raise ConfigError(f"models.{model}.{scale}: missing; the ablation's variants are built on it")
+    return merge_settings(base, settings[variant])

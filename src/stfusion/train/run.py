@@ -50,11 +50,12 @@ def _train_options(options: dict[str, Any] | None) -> dict[str, Any]:
 def run_method(name: str, cube: xr.Dataset, splits: Splits, out_dir: str | os.PathLike, *, seed: int,
                config: TrainConfig | None = None, checkpoint_dir: str | os.PathLike | None = None,
                feature_encoder_path: str | os.PathLike | None = None, scale: str | None = None,
-               train_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train ``name`` if it learns, then write its test predictions to ``out_dir``; return run.json."""
+               train_options: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``name`` if it learns, then write its test predictions to ``out_dir``; return run.json
+    (``extra`` adds entries, such as the ablation variant)."""
     method = get_method(name)
     if not method.trainable:
-        return predict_split(method, cube, splits, out_dir, extra={"seed": seed})
+        return predict_split(method, cube, splits, out_dir, extra={"seed": seed, **(extra or {})})
     if config is None or checkpoint_dir is None:
         raise ValueError(f"{name} is trained: pass its TrainConfig and a checkpoint_dir")
     result = train_model(name, cube, splits, config, seed=seed, checkpoint_dir=checkpoint_dir,
@@ -64,7 +65,7 @@ def run_method(name: str, cube: xr.Dataset, splits: Splits, out_dir: str | os.Pa
     trained = dataclasses.replace(method, predict=deep_predictor(result.model, tile=config.tile),
                                   parameters=result.record["parameters"])
     extra = {**{k: v for k, v in result.record.items() if k != "parameters"}, "scale": scale, "tile": config.tile,
-             "feature_encoder": str(feature_encoder_path) if feature_encoder_path else None}
+             "feature_encoder": str(feature_encoder_path) if feature_encoder_path else None, **(extra or {})}
     with tempfile.TemporaryDirectory(prefix="stfusion-train-") as staging:
         weights = export_weights(Path(staging) / "model.pt", name, result.model, config.arch,
                                  standardize=result.record["standardize"],

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from stfusion.paths import find_root
@@ -21,9 +22,10 @@ from stfusion.paths import find_root
 pytestmark = pytest.mark.e2e
 ROOT = find_root()
 DATASETS = ("cia-sim", "lgc-sim")
-METHODS = ("persistence", "temporal-difference", "starfm", "fsdaf", "dcstfn", "edcstfn", "gan-stfm")
-DEEP = ("dcstfn", "edcstfn", "gan-stfm")
-FIGURES = ("boxplots", "change", "scatter", "scene", "crop", "training")
+METHODS = ("persistence", "temporal-difference", "starfm", "fsdaf", "dcstfn", "edcstfn", "gan-stfm", "mcbam-gan")
+DEEP = ("dcstfn", "edcstfn", "gan-stfm", "mcbam-gan")
+VARIANTS = ("depth-1", "cbam")  # profiles/smoke.yaml: two of the MCBAM-GAN ablation's variants
+FIGURES = ("boxplots", "change", "scatter", "scene", "crop", "training", "ablation")
 
 
 def _run(args, cwd, env):
@@ -63,8 +65,12 @@ def test_repro_writes_every_report(smoke_study):
             assert (repo / "reports" / "figures" / "pdf" / f"{kind}_{dataset}.pdf").is_file(), kind
         assert (repo / "reports" / "tables" / f"metrics_{dataset}.md").is_file()
         assert (repo / "reports" / "tables" / f"ablation_{dataset}.md").is_file()
-        for stage in ("download", "preprocess", "ablation"):
+        for stage in ("download", "preprocess"):
             assert (repo / "reports" / "notebooks" / f"{stage}-{dataset}.ipynb").is_file()
+        for variant in VARIANTS:
+            assert (repo / "reports" / "notebooks" / f"ablation-{dataset}-{variant}.ipynb").is_file()
+            run = json.loads((repo / "data" / "ablation" / dataset / variant / "run.json").read_text())
+            assert run["variant"] == variant and run["method"] == "mcbam-gan" and run["parameters"] > 0
         for method in METHODS:
             assert (repo / "reports" / "notebooks" / f"train-{dataset}-{method}.ipynb").is_file()
     assert (repo / "reports" / "tables" / "scores.csv").is_file()
@@ -72,6 +78,11 @@ def test_repro_writes_every_report(smoke_study):
     report = (repo / "reports" / "README.md").read_text()
     assert "## Headline numbers" in report and "figures/png/scene_cia-sim.png" in report
     assert "smoke profile" in report
+    # Tables 2-4: this study's rows for the variants run and for the full model (train stage)
+    table2 = (repo / "reports" / "tables" / "paper" / "mcbam-gan-table2.md").read_text()
+    assert "this study" in table2
+    ablation = pd.read_csv(repo / "reports" / "tables" / "ablation_scores.csv")
+    assert set(ablation["method"]) == {*VARIANTS, "depth-3", "multi-scale+cbam+aff+multi-loss"}
     assert not list((repo / "data").rglob("*.tmp")) and not list((repo / "reports").rglob("*.tmp"))
 
 
@@ -120,5 +131,5 @@ def test_deep_models_leave_weights_history_and_curves(smoke_study):
 def test_dag_shows_every_stage(smoke_study):
     repo, env, _, _ = smoke_study
     dag = _run(["dvc", "dag", "--md"], repo, env)
-    for stage in ("download@cia-sim", "preprocess@lgc-sim", "train@cia-sim-persistence", "ablation@lgc-sim", "evaluate", "figures", "report"):
+    for stage in ("download@cia-sim", "preprocess@lgc-sim", "train@cia-sim-persistence", "ablation@lgc-sim-cbam", "evaluate", "figures", "report"):
         assert stage in dag

@@ -54,7 +54,7 @@ def test_every_figure_is_written_and_no_training_figure_without_history(tmp_path
     assert set(paths) == figure_files(ws, KINDS)
     assert all(p.stat().st_size > 1000 for p in paths)
     assert not list(ws.figures.rglob("training_*"))
-    assert set(FIGURE_GUIDE) == {*KINDS, "training"} and all(len(t) > 100 for t in FIGURE_GUIDE.values())
+    assert set(FIGURE_GUIDE) == {*KINDS, "training", "ablation"} and all(len(t) > 100 for t in FIGURE_GUIDE.values())
 
 
 def test_training_figure_from_history(tmp_path, tiny_processed):
@@ -166,3 +166,20 @@ def test_methods_of_one_family_share_a_colour_and_differ_in_marker():
     first, second = styles.values()
     assert first.colour == second.colour == get_method("persistence").colour
     assert first.marker != second.marker and first.hatch != second.hatch
+
+
+def test_ablation_figure_puts_every_metric_against_configuration():
+    from stfusion.plots import ABLATION_METRICS, ablation_figure
+    from stfusion.published import load_published
+
+    rows = [{"dataset": "cia-sim", "method": variant, "family": "gan", "reference_date": "2001-01-01",
+             "target_date": target, "band": "all", "region": "all", "metric": metric, "value": 0.5 + i / 10}
+            for i, variant in enumerate(("depth-1", "cbam", "depth-3")) for target in ("2001-02-01", "2001-03-01")
+            for metric in ABLATION_METRICS]
+    fig = ablation_figure(pd.DataFrame(rows), load_published(), "cia-sim", "synthetic cia-sim, test profile")
+    axes = fig.axes
+    assert len(axes) == 2 * len(ABLATION_METRICS)
+    ticks = [t.get_text() for t in axes[-1].get_xticklabels()]
+    assert ticks[:3] == ["depth 1", "depth 2", "depth 3"] and "MS+CBAM+AFF+ML" in ticks  # the paper's order
+    assert all(ax.get_ylabel() for ax in axes)
+    fig.clf()

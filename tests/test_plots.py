@@ -182,4 +182,6 @@ def test_ablation_figure_puts_every_metric_against_configuration():
     ticks = [t.get_text() for t in axes[-1].get_xticklabels()]
     assert ticks[:3] == ["depth 1", "depth 2", "depth 3"] and "MS+CBAM+AFF+ML" in ticks  # the paper's order
     assert all(ax.get_ylabel() for ax in axes)
-    fig.clf()
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

@@ -291,7 +291,8 @@ class MCBAMGAN(nn.Module):
 
     def forward(self, fine_ref: Tensor, coarse_ref: Tensor | None, coarse_target: Tensor, *,
                 all_scales: bool = False) -> Tensor | list[Tensor]:
-        fine, size = pad_to_multiple(fine_ref, self.alignment)
+        reference, size = pad_to_multiple(fine_ref, self.alignment)
+        fine = reference
         coarse, _ = pad_to_multiple(coarse_target, self.alignment)
         skips = []
         for stage, norm in zip(self.encoder, self.skip_norms):
@@ -310,7 +311,6 @@ class MCBAMGAN(nn.Module):
                 image = image + F.interpolate(images[0], scale_factor=2, mode="bilinear", align_corners=False)
             images.insert(0, image)
         if self.reference_skip:
-            reference, _ = pad_to_multiple(fine_ref, self.alignment)
             images = [image + (F.avg_pool2d(reference, 2**i) if i else reference) for i, image in enumerate(images)]
         if not all_scales:
             return crop(images[0], size)

@@ -86,6 +86,15 @@ def masked_l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | No
     return masked_mean((pred.float() - target.float()).abs(), valid)
 
 
+def masked_charbonnier(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None,
+                       eps: float = 1e-3) -> torch.Tensor:
+    """Charbonnier loss sqrt((pred - target)^2 + eps^2) over valid pixels (SwinSTFM: eps = 1e-3)."""
+    return masked_mean(((pred.float() - target.float()) ** 2 + eps**2).sqrt(), valid)
+
+
+PIXEL_LOSSES = {"mse": masked_mse, "l1": masked_l1, "charbonnier": masked_charbonnier}
+
+
 def ms_ssim_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None, *,
                  scales: int = 5) -> torch.Tensor:
     """1 - MS-SSIM with the first ``scales`` weights (see the module docstring)."""

@@ -14,7 +14,10 @@ from stfusion.train.weights import export_weights
 
 SETTINGS = {"epochs": 1, "steps_per_epoch": 1, "batch_size": 2, "patch_size": 48, "lr": 3e-3, "msssim_scales": 2}
 ARCH = {"dcstfn": {"channels": [8, 8, 16]}, "edcstfn": {"channels": [8, 8, 16]}, "gan-stfm": {"channels": [4, 8, 8, 16]},
-        "mcbam-gan": {"channels": [4, 8, 8], "depth": 3}, "autoencoder": {"channels": [4, 8, 8, 16]}}
+        "mcbam-gan": {"channels": [4, 8, 8], "depth": 3}, "autoencoder": {"channels": [4, 8, 8, 16]},
+        "swinstfm": {"embed_dim": 8, "depths": [1, 1, 1, 1], "decoder_depths": [1, 1, 1, 1], "head_dim": 4},
+        "stfdiff": {"dim": 8, "dim_mults": [1, 2, 2], "sample_steps": 2}}
+EXTRA = {"swinstfm": {"pixel_loss": "charbonnier"}, "stfdiff": {"ema_decay": 0.9, "gradient_clip": 1.0}}
 GANS = ("gan-stfm", "mcbam-gan")
 
 
@@ -35,18 +38,25 @@ def encoder_path(tmp_path_factory):
 
 
 def objective(task, batch):
-    """The reconstruction objective, summed over the scales of a multi-scale generator."""
+    """The reconstruction objective, summed over the scales of a multi-scale generator; for diffusion the
+    denoising loss averaged over the same fixed draws of t and noise."""
     task.eval()
     with torch.no_grad():
+        if task.__class__.__name__ == "DiffusionTask":
+            state = torch.get_rng_state()
+            torch.manual_seed(123)
+            loss = sum(float(task.denoising_loss(batch)[0]) for _ in range(8)) / 8
+            torch.set_rng_state(state)
+            return loss
         if task.__class__.__name__ == "AutoencoderTask":
             return float(task.reconstruction_loss(task(batch["fine_target"]), batch))
         return float(task.multiscale_loss(task.predict_scales(batch), batch))
 
 
-@pytest.mark.parametrize("name", ["dcstfn", "edcstfn", "gan-stfm", "mcbam-gan", "autoencoder"])
+@pytest.mark.parametrize("name", ["dcstfn", "edcstfn", "gan-stfm", "mcbam-gan", "swinstfm", "stfdiff", "autoencoder"])
 def test_objective_falls_and_outputs_are_finite(name, encoder_path):
     torch.manual_seed(0)
-    extra = {"discriminator": {"width_multiplier": 0.125}} if name in GANS else {}
+    extra = {"discriminator": {"width_multiplier": 0.125}} if name in GANS else EXTRA.get(name, {})
     config = train_config({**SETTINGS, "arch": ARCH[name], **extra}, key="test")
     task = build_task(name, config, feature_encoder_path=encoder_path)
     batch = fixed_batch()
@@ -65,3 +75,21 @@ def test_objective_falls_and_outputs_are_finite(name, encoder_path):
             else task(batch["fine_target"])
     assert pred.shape == batch["fine_target"].shape
     assert torch.isfinite(pred).all()
+
+
+def test_diffusion_ema_follows_the_online_weights():
+    torch.manual_seed(0)
+    config = train_config({**SETTINGS, "arch": ARCH["stfdiff"], "ema_decay": 0.99}, key="test")
+    task = build_task("stfdiff", config, feature_encoder_path=None)
+    initial = [p.detach().clone() for p in task.generator.parameters()]
+    assert not any(p.requires_grad for p in task.generator.parameters())  # DDP: no unused trainable params
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        num_sanity_val_steps=0)
+    trainer.fit(task, train_dataloaders=DataLoader([fixed_batch()] * 5, batch_size=None))
+    ema, online = list(task.generator.parameters()), list(task.online.parameters())
+    moved = sum(float((e - i).abs().sum()) for e, i in zip(ema, initial))
+    assert moved > 0 and int(task.ema_steps) == 5
+    # With the warm-up (decay <= 1 - 2^(-2/3) at the first step) the EMA sits between init and online.
+    gap = sum(float((e - o).abs().sum()) for e, o in zip(ema, online))
+    assert gap < sum(float((i - o).abs().sum()) for i, o in zip(initial, online))

@@ -9,11 +9,14 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from stfusion.data.raster import read_geotiff
 from stfusion.data.splits import Splits
 from stfusion.errors import ConfigError, InputError
+from stfusion.predict import prediction_name, uncertainty_name
 from stfusion.train.config import scale_settings, train_config
 from stfusion.train.datamodule import FusionDataModule, training_pairs
-from stfusion.train.fit import train_model
+from stfusion.train.fit import build_task, train_model
+from stfusion.train.run import run_method
 from stfusion.train.weights import export_weights, load_feature_encoder, load_model
 
 TINY = {"epochs": 2, "steps_per_epoch": 3, "batch_size": 2, "patch_size": 32, "lr": 1e-3,
@@ -183,3 +186,37 @@ def test_foreign_files_are_refused(tmp_path):
         load_model(tmp_path / "plain.pt")
     with pytest.raises(InputError, match="not found"):
         load_model(tmp_path / "missing.pt")
+
+
+# --- the Transformer and diffusion settings ------------------------------------------------------------
+
+DIFFUSION = {"dim": 8, "dim_mults": [1, 2, 2], "sample_steps": 2, "residual": True, "gain": 1.5, "shift": 0.0,
+             "clip": None}
+
+
+def test_new_settings_are_checked():
+    for changes, key in (({"pixel_loss": "huber"}, "pixel_loss"), ({"ema_decay": 1.0}, "ema_decay"),
+                         ({"uncertainty_samples": 1}, "uncertainty_samples"), ({"gradient_clip": -1}, "gradient_clip")):
+        with pytest.raises(ConfigError, match=rf"test\.{key}"):
+            train_config({**TINY, **changes}, key="test")
+    config = train_config({**TINY, "gradient_clip": 1.0, "arch": {"channels": [4, 4, 8, 8]}}, key="test")
+    with pytest.raises(ConfigError, match="gradient_clip"):
+        build_task("gan-stfm", config, feature_encoder_path=None)
+
+
+def test_stfdiff_same_seed_same_weights_and_samples_with_uncertainty(tiny_processed, tmp_path):
+    _, cube, splits = tiny_processed
+    config = tiny_config(arch=DIFFUSION, ema_decay=0.9, gradient_clip=1.0, standardize=True, uncertainty_samples=2)
+    first = fit(tiny_processed, tmp_path / "a", name="stfdiff", config=config)
+    second = fit(tiny_processed, tmp_path / "b", name="stfdiff", config=config)
+    for key, value in state(first.model).items():
+        assert torch.equal(value, state(second.model)[key]), key
+    record = run_method("stfdiff", cube, splits, tmp_path / "out", seed=7, config=config,
+                        checkpoint_dir=tmp_path / "ckpt", train_options={"progress": False})
+    assert record["sampling"] == {"steps": 2, "eta": 0.0, "samples": 2}
+    for pair in splits.test:
+        std = read_geotiff(tmp_path / "out" / uncertainty_name(pair)).data
+        mean = read_geotiff(tmp_path / "out" / prediction_name(pair)).data
+        assert std.shape == mean.shape and np.isfinite(mean).any()
+        finite = np.isfinite(std)
+        assert (np.isfinite(mean) == finite).all() and (std[finite] >= 0).all() and std[finite].max() > 0

@@ -2,7 +2,9 @@
 
 Predictions stay float32 reflectance (no int16 cast), so metrics see exactly what the method
 produced; pixels outside the valid mask of the inputs are written as NaN (the nodata value).
-Each method's folder also holds ``run.json`` with measured timings, read by the evaluate stage.
+Each method's folder also holds ``run.json`` with measured timings, read by the evaluate stage, and,
+for a diffusion model that draws several samples, ``<reference>_<target>_std.tif``: the per-pixel
+standard deviation of its samples beside their mean (the prediction).
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ def prediction_name(pair: Pair) -> str:
     return f"{pair[0]}_{pair[1]}.tif"
 
 
+def uncertainty_name(pair: Pair) -> str:
+    """File name of a stochastic model's per-pixel standard deviation over its samples for ``pair``."""
+    return f"{pair[0]}_{pair[1]}_std.tif"
+
+
 def pair_inputs(cube: xr.Dataset, pair: Pair) -> dict[str, np.ndarray]:
     """Float reflectance inputs of ``pair`` and the valid mask of the inputs."""
     ref, target = date_index(cube, pair[0]), date_index(cube, pair[1])
@@ -40,14 +47,17 @@ def pair_inputs(cube: xr.Dataset, pair: Pair) -> dict[str, np.ndarray]:
     }
 
 
-def predict_pair(method: Method, cube: xr.Dataset, pair: Pair) -> np.ndarray:
-    """Predict the fine image of ``pair``'s target date with a method that needs no training."""
+def predict_pair(method: Method, cube: xr.Dataset, pair: Pair) -> dict[str, np.ndarray]:
+    """Predict the fine image of ``pair``'s target date: ``{"prediction": ...}``, plus ``"uncertainty"``
+    (per-pixel standard deviation) when the method draws several samples. NaN outside the valid mask."""
     inputs = pair_inputs(cube, pair)
-    prediction = method.predict(inputs["fine_ref"], inputs["coarse_ref"], inputs["coarse_target"],
-                                valid=inputs["valid"], ratio=int(cube.attrs.get("ratio", 20)))
-    prediction = prediction.astype(np.float32, copy=False)
-    prediction[:, ~inputs["valid"]] = np.nan
-    return prediction
+    result = method.predict(inputs["fine_ref"], inputs["coarse_ref"], inputs["coarse_target"],
+                            valid=inputs["valid"], ratio=int(cube.attrs.get("ratio", 20)))
+    outputs = dict(result) if isinstance(result, dict) else {"prediction": result}
+    for name, array in outputs.items():
+        outputs[name] = array = array.astype(np.float32, copy=False)
+        array[:, ~inputs["valid"]] = np.nan
+    return outputs
 
 
 def predict_split(method: Method, cube: xr.Dataset, splits: Splits, out_dir: str | os.PathLike,
@@ -63,10 +73,12 @@ def predict_split(method: Method, cube: xr.Dataset, splits: Splits, out_dir: str
     with atomic_dir(out_dir) as tmp:
         for pair in tqdm(splits.pairs(split), desc=f"{method.name} on {splits.dataset}"):
             start = time.perf_counter()
-            prediction = predict_pair(method, cube, pair)
+            outputs = predict_pair(method, cube, pair)
             seconds[f"{pair[0]}_{pair[1]}"] = time.perf_counter() - start
-            write_geotiff(Path(tmp) / prediction_name(pair), prediction, grid, nodata=float("nan"),
-                          band_names=tuple(str(b) for b in cube["band"].values))
+            names = {"prediction": prediction_name(pair), "uncertainty": uncertainty_name(pair)}
+            for key, array in outputs.items():
+                write_geotiff(Path(tmp) / names[key], array, grid, nodata=float("nan"),
+                              band_names=tuple(str(b) for b in cube["band"].values))
         record = {
             "dataset": splits.dataset, "method": method.name, "family": method.family, "split": split,
             "parameters": method.parameters, "train_seconds": 0.0, "predict_seconds": seconds,

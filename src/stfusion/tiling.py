@@ -253,10 +253,11 @@ def _batch_tensor(arrays: Sequence[np.ndarray], windows: Sequence[Window], devic
     return tensors
 
 
-def _forward(model: nn.Module, inputs: list[torch.Tensor], use_amp: bool) -> np.ndarray:
+def _forward(model: nn.Module, inputs: list[torch.Tensor], use_amp: bool,
+             extra: dict[str, torch.Tensor] | None = None) -> np.ndarray:
     device_type = inputs[0].device.type
     with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=use_amp):
-        output = model(*inputs)
+        output = model(*inputs, **(extra or {}))
     if output.ndim != 4 or output.shape[0] != inputs[0].shape[0] or output.shape[2:] != inputs[0].shape[2:]:
         raise ConfigError(f"model {type(model).__name__} returned shape {tuple(output.shape)} for inputs of shape "
                           f"{tuple(inputs[0].shape)}; expected (N, bands, H, W) with the inputs' N, H and W")
@@ -279,14 +280,22 @@ def _batches(windows: list[Window], batch_size: int) -> Iterator[list[Window]]:
 
 def predict_scene(model: nn.Module, fine_ref: np.ndarray, coarse_ref: np.ndarray, coarse_target: np.ndarray, *,
                   tile: int = 256, margin: int | None = None, blend: int = 16, batch_size: int = 4, device=None,
-                  autocast: bool = True, progress: bool = False) -> np.ndarray:
+                  autocast: bool = True, progress: bool = False,
+                  extra_inputs: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """Predict a whole scene window by window; float32 (bands_out, H, W). See the module docstring.
 
     Inputs are float reflectance (bands, H, W) on one fine grid, NaN for nodata (set to 0 for the model;
     mask the output afterwards). ``margin`` defaults to ``model.receptive_field`` and may not be smaller.
+    ``extra_inputs``: more (channels, H, W) arrays on the same grid, cut like the inputs and passed to the
+    model as keyword arguments (a diffusion model's noise field, so that tiles share one per scene).
     """
     arrays = (fine_ref, coarse_ref, coarse_target)
     _, height, width = _check_inputs(arrays)
+    extra_inputs = dict(extra_inputs or {})
+    for name, array in extra_inputs.items():
+        if not isinstance(array, np.ndarray) or array.ndim != 3 or array.shape[1:] != (height, width):
+            raise InputError(f"extra input {name!r} must be a (channels, {height}, {width}) array on the inputs' "
+                             f"grid; got {getattr(array, 'shape', type(array).__name__)}")
     receptive_field, alignment = _model_geometry(model)
     margin = receptive_field if margin is None else _check_int("margin", margin, 0)
     if margin < receptive_field:
@@ -301,18 +310,20 @@ def predict_scene(model: nn.Module, fine_ref: np.ndarray, coarse_ref: np.ndarray
     if on_cuda:  # only then: channels_last on the CPU would just reorder the caller's weights for nothing
         model.to(memory_format=memory_format)
     return _run(model, arrays, windows, blend=blend, batch_size=batch_size, device=device,
-                memory_format=memory_format, use_amp=on_cuda and autocast, progress=progress)
+                memory_format=memory_format, use_amp=on_cuda and autocast, progress=progress, extra=extra_inputs)
 
 
 def _run(model: nn.Module, arrays, windows: list[Window], *, blend: int, batch_size: int, device: torch.device,
-         memory_format: torch.memory_format, use_amp: bool, progress: bool) -> np.ndarray:
+         memory_format: torch.memory_format, use_amp: bool, progress: bool,
+         extra: dict[str, np.ndarray]) -> np.ndarray:
     """The window loop: forward passes in batches, weighted accumulation, normalisation."""
     height, width = arrays[0].shape[1:]
     total = weight_sum = None
     with _eval_mode(model), torch.inference_mode(), tqdm(total=len(windows), disable=not progress,
                                                          unit="window", desc="predict_scene") as bar:
         for group in _batches(windows, batch_size):
-            predictions = _forward(model, _batch_tensor(arrays, group, device, memory_format), use_amp)
+            extra_batch = dict(zip(extra, _batch_tensor(list(extra.values()), group, device, memory_format)))
+            predictions = _forward(model, _batch_tensor(arrays, group, device, memory_format), use_amp, extra_batch)
             if total is None:  # the output band count is known only now
                 total = np.zeros((predictions.shape[1], height, width), dtype=np.float32)
                 weight_sum = np.zeros((height, width), dtype=np.float64)

@@ -30,6 +30,7 @@ class ModelSpec:
     discriminator: str | None = None
     feature_encoder: bool = False  # the loss uses the pipeline's feature autoencoder
     references: str = "pairs"  # "pairs": the split's training pairs; "random": any other training date
+    diffusion: bool = False  # trained as a denoiser (stfusion.train.tasks.DiffusionTask), predicts by sampling
 
     def generator_class(self) -> type[torch.nn.Module]:
         return _load(self.generator)
@@ -54,6 +55,12 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("mcbam-gan", "gan", "MCBAM-GAN (Liu et al. 2023): U-Net generator on C2 and any fine reference "
                   "with CBAM, AFF fusion and multi-scale reconstruction; GAN-STFM's discriminator, LSGAN",
                   "mcbam_gan:MCBAMGAN", discriminator="gan_stfm:MultiScaleDiscriminator", feature_encoder=True),
+        ModelSpec("swinstfm", "transformer", "SwinSTFM (Chen et al. 2022): Swin Transformer encoders for C1/C2 and "
+                  "F1, window cross-attention decoder applying the coarse change, Charbonnier + (1 - MS-SSIM)",
+                  "swinstfm:SwinSTFM"),
+        ModelSpec("stfdiff", "diffusion", "STFDiff (Huang et al. 2024): conditional diffusion, dual-stream U-Net "
+                  "predicting x0 from C1, C2, F1; cosine schedule T = 100, L1, EMA; DDIM sampling",
+                  "stfdiff:STFDiff", diffusion=True),
     )
 }
 

@@ -32,7 +32,7 @@ class Standardized(nn.Module):
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
         for name in ("receptive_field", "alignment", "input_statistics", "uses_coarse_ref", "name", "family",
-                     "reconstruction_scales"):
+                     "reconstruction_scales", "stochastic", "sample_steps", "eta", "noise_channels"):
             if hasattr(model, name):
                 setattr(self, name, getattr(model, name))
 
@@ -43,7 +43,7 @@ class Standardized(nn.Module):
         return y * self.std.to(y.dtype) + self.mean.to(y.dtype)
 
     def forward(self, fine_ref, coarse_ref=None, coarse_target=None, **options):
-        """``options`` pass through (MCBAM-GAN's ``all_scales``); a list of outputs is mapped back one by one
+        """``options`` pass through (MCBAM-GAN's ``all_scales``, STFDiff's ``noise``); a list of outputs is mapped back one by one
         (the map is per band and constant, so it commutes with the average pooling between scales)."""
         out = self.model(self._in(fine_ref), self._in(coarse_ref), self._in(coarse_target), **options)
         return [self._out(y) for y in out] if isinstance(out, (list, tuple)) else self._out(out)

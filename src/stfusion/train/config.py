@@ -37,6 +37,10 @@ class TrainConfig:
     cosine_weight: float = 1.0
     adversarial_weight: float = 1e-3
     pixel_weight: float = 1.0  # weight of the pixel loss (MSE for the CNNs, smooth L1 for the autoencoder)
+    pixel_loss: str = "mse"  # the CNNs' and SwinSTFM's pixel loss: mse | l1 | charbonnier
+    gradient_clip: float = 0.0  # gradient-norm clipping (0: none); automatically optimised models only
+    ema_decay: float = 0.0  # diffusion: decay of the EMA weights used for validation and prediction (0: no EMA)
+    uncertainty_samples: int = 0  # diffusion: >= 2 draws N samples, predicts their mean and writes their std
     tile: int = 256  # inference tile side (pixels)
     schedule: str = "constant"  # learning rate: constant (the papers) or cosine (annealed to 0 over the run)
     standardize: bool = False  # per-band standardisation of inputs and output (stfusion.models.standardize)
@@ -50,7 +54,8 @@ class TrainConfig:
 _REQUIRED = ("epochs", "steps_per_epoch", "batch_size", "patch_size", "lr")
 _INTS = ("epochs", "steps_per_epoch", "batch_size", "patch_size", "val_patches", "msssim_scales", "tile")
 _FLOATS = ("lr", "weight_decay", "lr_discriminator", "msssim_weight", "feature_weight", "cosine_weight",
-           "adversarial_weight", "pixel_weight")
+           "adversarial_weight", "pixel_weight", "gradient_clip", "ema_decay")
+PIXEL_LOSSES = ("mse", "l1", "charbonnier")
 
 
 def _number(value: Any) -> bool:
@@ -84,6 +89,13 @@ def train_config(settings: Any, *, key: str) -> TrainConfig:
             raise ConfigError(f"{key}.{name}: expected a positive learning rate, got {settings[name]!r}")
     if settings.get("schedule", "constant") not in ("constant", "cosine"):
         raise ConfigError(f"{key}.schedule: expected 'constant' or 'cosine', got {settings['schedule']!r}")
+    if settings.get("pixel_loss", "mse") not in PIXEL_LOSSES:
+        raise ConfigError(f"{key}.pixel_loss: expected one of {list(PIXEL_LOSSES)}, got {settings['pixel_loss']!r}")
+    if not settings.get("ema_decay", 0.0) < 1:
+        raise ConfigError(f"{key}.ema_decay: expected a number in [0, 1), got {settings['ema_decay']!r}")
+    samples = settings.get("uncertainty_samples", 0)
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0 or samples == 1:
+        raise ConfigError(f"{key}.uncertainty_samples: expected 0 (off) or an integer >= 2, got {samples!r}")
     if not isinstance(settings.get("standardize", False), bool):
         raise ConfigError(f"{key}.standardize: expected true or false, got {settings['standardize']!r}")
     for name in ("arch", "discriminator"):

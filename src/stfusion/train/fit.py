@@ -50,7 +50,7 @@ from stfusion.models.standardize import Standardized, band_statistics
 from stfusion.models import AUTOENCODER, build_autoencoder, build_model, construct, count_parameters, get_model_spec
 from stfusion.train.config import TrainConfig
 from stfusion.train.datamodule import FusionDataModule
-from stfusion.train.tasks import AdversarialTask, AutoencoderTask, FusionTask, RegressionTask
+from stfusion.train.tasks import AdversarialTask, AutoencoderTask, DiffusionTask, FusionTask, RegressionTask
 from stfusion.train.weights import load_feature_encoder
 
 HISTORY_COLUMNS = ("epoch", "split", "metric", "value")
@@ -141,11 +141,15 @@ def build_task(name: str, config: TrainConfig, *, feature_encoder_path: str | os
     if name == AUTOENCODER:
         return AutoencoderTask(build_autoencoder(config.arch), config)
     spec = get_model_spec(name)
+    if spec.discriminator and config.gradient_clip:
+        raise ConfigError(f"models.{name}.gradient_clip: not supported for GANs (manual optimisation); use 0")
     generator = build_model(name, config.arch)
     if config.standardize:
         if statistics is None:
             raise ConfigError(f"models.{name}: standardize needs the training dates' band statistics")
         generator = Standardized(generator, statistics["mean"], statistics["std"])
+    if spec.diffusion:
+        return DiffusionTask(generator, config)
     encoder = None
     if spec.feature_encoder and (config.feature_weight or config.cosine_weight):
         if feature_encoder_path is None:
@@ -170,6 +174,7 @@ def make_trainer(config: TrainConfig, checkpoint_dir: Path, *, accelerator: str,
         strategy=strategy, precision="bf16-mixed" if cuda else "32-true", deterministic=not cuda,
         callbacks=[best, *bar, *callbacks], logger=CSVLogger(checkpoint_dir, name="logs"),
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+        gradient_clip_val=config.gradient_clip or None,
         log_every_n_steps=max(1, config.steps_per_epoch), default_root_dir=checkpoint_dir,
     )
 
@@ -207,7 +212,8 @@ def train_model(name: str, cube: xr.Dataset, splits: Splits, config: TrainConfig
     val_rmse = history[(history["split"] == "val") & (history["metric"] == "rmse")]
     best_epoch = int(val_rmse.loc[val_rmse["value"].idxmin(), "epoch"]) if not val_rmse.empty else None
     record = {
-        "model": name, "parameters": count_parameters(model), "train_seconds": seconds, "seed": seed,
+        # Every parameter of the exported model (an EMA copy is not trainable itself).
+        "model": name, "parameters": sum(p.numel() for p in model.parameters()), "train_seconds": seconds, "seed": seed,
         "best_epoch": best_epoch, "best_val_rmse": float(checkpoint.best_model_score or float("nan")),
         "epochs": config.epochs, "resumed": resume is not None, "device": "cuda" if use_cuda(accelerator) else "cpu",
         "settings": config.to_dict(), "standardize": statistics,

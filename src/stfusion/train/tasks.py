@@ -1,7 +1,8 @@
 """Lightning tasks: how each kind of model is optimised (torchgeo style, one task per objective).
 
-- :class:`RegressionTask`: the CNNs. DCSTFN minimises MSE; EDCSTFN the compound loss
-  ``MSE + feature MSE + 0.85 (1 - MS-SSIM)`` with a frozen, pipeline-trained feature encoder.
+- :class:`RegressionTask`: the CNNs and SwinSTFM. DCSTFN minimises MSE; EDCSTFN the compound loss
+  ``MSE + feature MSE + 0.85 (1 - MS-SSIM)`` with a frozen, pipeline-trained feature encoder;
+  SwinSTFM ``Charbonnier + (1 - MS-SSIM)`` (``pixel_loss`` picks the pixel term).
 - :class:`AdversarialTask`: GAN-STFM and MCBAM-GAN, manual optimisation: per batch one
   discriminator step on the detached prediction, then one generator step on the same prediction
   (as the public code). Generator loss = pixel L1 (``pixel_weight``) + feature MSE + (1 - cosine of
@@ -11,6 +12,10 @@ Multi-scale generators (``reconstruction_scales`` > 1, MCBAM-GAN) return one ima
 called with ``all_scales=True``; the reconstruction loss is then computed at every scale against the
 target average-pooled to that scale, and summed (MCBAM-GAN Section 3.6). The discriminator, already
 multi-scale itself, judges the full-resolution image only, and RMSE is tracked on it.
+- :class:`DiffusionTask`: STFDiff. Each step draws t ~ U{0..T-1} and Gaussian noise per sample, noises
+  the target (what the chain generates, :meth:`STFDiff.target_to_x0`) and minimises the L1 error of the
+  denoiser's x0 estimate. The trained network is ``online``; ``generator`` holds its EMA weights, which
+  validation (full DDIM sampling) and prediction use, so the checkpoint is selected on what is exported.
 - :class:`AutoencoderTask`: the feature autoencoder, smooth L1 + 0.84 (1 - MS-SSIM) on fine
   images of training dates.
 
@@ -21,6 +26,7 @@ Every task logs, per epoch, ``train_loss`` and ``val_loss`` (the training object
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import lightning as L
@@ -28,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric
 
-from stfusion.losses import (cosine_loss, feature_mse, float32_losses, lsgan_discriminator_loss,
-                             lsgan_generator_loss, masked_l1, masked_mean, masked_mse, ms_ssim_loss,
-                             ms_ssim_scales_for)
+from stfusion.losses import (PIXEL_LOSSES, cosine_loss, feature_mse, float32_losses, lsgan_discriminator_loss,
+                             lsgan_generator_loss, masked_l1, masked_mean, ms_ssim_loss, ms_ssim_scales_for)
+from stfusion.models.standardize import Standardized
 from stfusion.train.config import TrainConfig
 
 
@@ -134,7 +140,7 @@ class RegressionTask(FusionTask):
         target, valid, c = batch["fine_target"], batch["valid"], self.config
         scales = c.msssim_scales if msssim_scales is None else msssim_scales
         with float32_losses(pred):
-            loss = c.pixel_weight * masked_mse(pred, target, valid)
+            loss = c.pixel_weight * PIXEL_LOSSES[c.pixel_loss](pred, target, valid)
             if self.feature_encoder is not None and c.feature_weight:
                 loss = loss + c.feature_weight * feature_mse(self.feature_encoder, pred, target, valid)[0]
             if c.msssim_weight and scales:
@@ -207,6 +213,65 @@ class AdversarialTask(FusionTask):
         c = self.config
         return [self._with_schedule(self._adam(self.generator.parameters(), c.lr)),
                 self._with_schedule(self._adam(self.discriminator.parameters(), c.lr_discriminator or c.lr))]
+
+
+class DiffusionTask(FusionTask):
+    """Denoiser training with EMA weights; see the module docstring.
+
+    EMA decay at optimiser step k: ``min(ema_decay, 1 - (1 + k)^(-2/3))``, the warm-up of ema_pytorch's
+    defaults (power 2/3), so that a short run is not dominated by its random initial weights.
+    """
+
+    def __init__(self, generator: torch.nn.Module, config: TrainConfig):
+        online = generator
+        super().__init__(copy.deepcopy(online).requires_grad_(False), config)
+        self.online = online
+        self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
+
+    @staticmethod
+    def _parts(model: torch.nn.Module):
+        """(the STFDiff inside, the map from reflectance to its input space)."""
+        if isinstance(model, Standardized):
+            return model.model, model._in
+        return model, lambda x: x
+
+    def _to_target(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return model._out(x) if isinstance(model, Standardized) else x
+
+    def denoising_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """L1 between the x0 estimate and x0 at random steps; also the estimate as a fine image."""
+        diffusion, to_space = self._parts(self.online)
+        fine_ref, coarse_ref, coarse_target = (to_space(x) for x in _inputs(batch))
+        x0 = diffusion.target_to_x0(to_space(batch["fine_target"]), fine_ref)
+        t = torch.randint(0, diffusion.schedule.timesteps, (x0.shape[0],), device=x0.device)
+        x_t = diffusion.schedule.add_noise(x0, t, torch.randn_like(x0))
+        estimate = diffusion.denoise(x_t, t, fine_ref, coarse_ref, coarse_target)
+        with float32_losses(estimate):
+            loss = masked_l1(estimate, x0, batch["valid"])
+        return loss, self._to_target(self.online, diffusion.x0_to_target(estimate, fine_ref)).detach()
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, estimate = self.denoising_loss(batch)
+        self._track("train", estimate, batch, loss)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self.ema_steps += 1
+        decay = self.config.ema_decay and min(self.config.ema_decay, 1 - (1 + self.ema_steps.item()) ** (-2 / 3))
+        with torch.no_grad():
+            for ema, online in zip(self.generator.parameters(), self.online.parameters(), strict=True):
+                ema.lerp_(online.detach(), 1 - decay)
+            for ema, online in zip(self.generator.buffers(), self.online.buffers(), strict=True):
+                ema.copy_(online)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """RMSE of the EMA model's sample (the exported model); the loss is the online denoising loss."""
+        sample = self(*_inputs(batch))
+        loss, _ = self.denoising_loss(batch)
+        self._track("val", sample, batch, loss)
+
+    def configure_optimizers(self) -> Any:
+        return self._with_schedule(self._adam(self.online.parameters(), self.config.lr))
 
 
 class AutoencoderTask(FusionTask):

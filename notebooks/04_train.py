@@ -8,11 +8,13 @@
 # - The reference predictors need no training: `persistence` (F2 = F1) and `temporal-difference`
 #   (F2 = F1 + C2 − C1) are the trivial baselines every fusion model must beat; STARFM and FSDAF
 #   are the traditional methods.
-# - The deep models (`dcstfn`, `edcstfn`, `gan-stfm`) are trained with Lightning on patches of the
-#   training pairs, at the scale `train.scale` of params.yaml (`quick` on a CPU, `paper` for the
-#   full reproduction). The checkpoint with the lowest RMSE on the **validation** pairs is kept
-#   (test pairs are never seen), exported as `model.pt`, and run over each test scene in
-#   overlapping tiles.
+# - The deep models (CNN: `dcstfn`, `edcstfn`; GAN: `gan-stfm`, `mcbam-gan`; Transformer: `swinstfm`;
+#   diffusion: `stfdiff`) are trained with Lightning on patches of the training pairs, at the scale
+#   `train.scale` of params.yaml (`quick` on a CPU, `paper` for the full reproduction). The
+#   checkpoint with the lowest RMSE on the **validation** pairs is kept (test pairs are never seen),
+#   exported as `model.pt`, and run over each test scene in overlapping tiles. STFDiff predicts by
+#   DDIM sampling from one noise field per scene; with `uncertainty_samples` it writes the mean of
+#   its samples and, beside it, their per-pixel standard deviation (`*_std.tif`).
 
 # %% tags=["parameters"]
 dataset = "cia-sim"

@@ -10,6 +10,7 @@
 # - `scene` and `crop`: true colour, NIR false colour, difference and NDVI maps of every method,
 #   full scene and zoomed (Figures 8, 9, 11, 12);
 # - `training`: loss curves, for methods that train;
+# - `uncertainty`: STFDiff's sample spread against its actual error, by decile (when it drew samples);
 # - `ablation`: the MCBAM-GAN ablation, each metric of the paper's Tables 2-4 against configuration,
 #   this study's test pairs beside the published values (when the ablation stage ran).
 

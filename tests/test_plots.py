@@ -54,7 +54,7 @@ def test_every_figure_is_written_and_no_training_figure_without_history(tmp_path
     assert set(paths) == figure_files(ws, KINDS)
     assert all(p.stat().st_size > 1000 for p in paths)
     assert not list(ws.figures.rglob("training_*"))
-    assert set(FIGURE_GUIDE) == {*KINDS, "training", "ablation"} and all(len(t) > 100 for t in FIGURE_GUIDE.values())
+    assert set(FIGURE_GUIDE) == {*KINDS, "training", "ablation", "uncertainty"} and all(len(t) > 100 for t in FIGURE_GUIDE.values())
 
 
 def test_training_figure_from_history(tmp_path, tiny_processed):
@@ -182,6 +182,26 @@ def test_ablation_figure_puts_every_metric_against_configuration():
     ticks = [t.get_text() for t in axes[-1].get_xticklabels()]
     assert ticks[:3] == ["depth 1", "depth 2", "depth 3"] and "MS+CBAM+AFF+ML" in ticks  # the paper's order
     assert all(ax.get_ylabel() for ax in axes)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_uncertainty_figure_draws_deciles_and_maps():
+    from stfusion.evaluate import uncertainty_deciles
+    from stfusion.plots import uncertainty_figure
+
+    rng = np.random.default_rng(0)
+    std = rng.uniform(0.001, 0.05, (6, 40, 30))
+    error = rng.normal(0, std)
+    deciles = uncertainty_deciles(std, error).assign(dataset="cia-sim", method="stfdiff",
+                                                       reference_date="2001-01-01", target_date="2001-02-01")
+    fig = uncertainty_figure(deciles, "stfdiff", "cia-sim", "synthetic cia-sim, test profile", std[3], error[3],
+                             "nir", ("2001-01-01", "2001-02-01"))
+    curves = fig.axes[0]
+    assert curves.get_xlabel().startswith("predicted std") and "reflectance" in curves.get_ylabel()
+    assert len(curves.lines) == 3  # RMSE, MAE and the calibration line
+    assert all(ax.get_title() for ax in fig.axes[:3])
     import matplotlib.pyplot as plt
 
     plt.close(fig)

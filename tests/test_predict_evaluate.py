@@ -151,3 +151,23 @@ def test_git_commit_ignores_the_runs_own_outputs(tmp_path):
     assert "uncommitted" not in git_commit(tmp_path)
     (tmp_path / "params.yaml").write_text("b")
     assert git_commit(tmp_path).endswith("(with uncommitted changes)")
+
+
+def test_uncertainty_deciles_of_a_calibrated_std():
+    from stfusion.errors import InputError
+    from stfusion.evaluate import uncertainty_deciles
+
+    rng = np.random.default_rng(1)
+    std = rng.uniform(0.001, 0.05, 200_000)
+    table = uncertainty_deciles(std, rng.normal(0, std))
+    assert list(table["decile"]) == list(range(1, 11)) and table["pixels"].sum() == 200_000
+    assert table["std_mean"].is_monotonic_increasing and table["rmse"].is_monotonic_increasing
+    # Errors drawn with the predicted std: RMSE in each decile ~ the decile's std (a little above its mean
+    # std, since RMSE averages std^2; most in the widest, first decile).
+    np.testing.assert_allclose(table["rmse"], table["std_mean"], rtol=0.10)
+    assert (table["rmse"] >= table["std_mean"] * 0.98).all()
+    nan_std = std.copy()
+    nan_std[:100] = np.nan  # NaN (nodata) pixels are left out
+    assert uncertainty_deciles(nan_std, rng.normal(0, std))["pixels"].sum() == 200_000 - 100
+    with pytest.raises(InputError, match="at least 10"):
+        uncertainty_deciles(np.ones(5), np.ones(5))

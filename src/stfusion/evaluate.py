@@ -26,7 +26,7 @@ from stfusion.data.raster import as_reflectance, read_geotiff, read_raster
 from stfusion.data.splits import Pair, Splits
 from stfusion.errors import InputError
 from stfusion.metrics import DEFAULT_CHANGE_THRESHOLD, METRICS, Conventions, compute_metrics, observed_change, score_table
-from stfusion.predict import prediction_name
+from stfusion.predict import prediction_name, uncertainty_name
 
 COLUMNS = ["dataset", "method", "family", "reference_date", "target_date", "band", "region", "metric", "value"]
 REGIONS = ("all", "changed", "unchanged")
@@ -100,7 +100,8 @@ def summary_metrics(scores: pd.DataFrame) -> dict[str, dict[str, dict[str, float
 
 
 def run_table(pred_dirs: list[Path], labels: list[str | None] | None = None) -> pd.DataFrame:
-    """Per prediction folder: learnable parameters, training time and median full-scene inference time."""
+    """Per prediction folder: learnable parameters, training time, median full-scene inference time, and
+    for a sampling model its DDIM steps, eta and number of samples (blank for the others)."""
     rows = []
     for folder, label in zip(pred_dirs, labels or [None] * len(pred_dirs)):
         run = read_run(folder)
@@ -109,6 +110,7 @@ def run_table(pred_dirs: list[Path], labels: list[str | None] | None = None) -> 
             "dataset": run["dataset"], "method": label or run["method"], "family": run["family"],
             "parameters": run["parameters"], "train_seconds": run["train_seconds"],
             "predict_seconds_median": float(np.median(seconds)), "scene": f"{run['height']}x{run['width']}",
+            **{f"sampling_{key}": value for key, value in (run.get("sampling") or {}).items()},
         })
     return pd.DataFrame(rows)
 
@@ -136,6 +138,44 @@ def ablation_folders(workspace, dataset: str, variants: list[str], model: str | 
     return folders
 
 
+UNCERTAINTY_COLUMNS = ["dataset", "method", "reference_date", "target_date", "decile", "std_mean", "rmse", "mae",
+                       "pixels"]
+
+
+def uncertainty_deciles(std: np.ndarray, error: np.ndarray, bins: int = 10) -> pd.DataFrame:
+    """Calibration of a per-pixel uncertainty: band-pixels sorted by predicted standard deviation into
+    ``bins`` equal-count bins; per bin the mean predicted std and the RMSE and MAE of the actual error.
+    A calibrated model has RMSE close to its std in every bin, and error that grows with the std."""
+    keep = np.isfinite(std) & np.isfinite(error)
+    std, error = std[keep].astype(np.float64), error[keep].astype(np.float64)
+    if std.size < bins:
+        raise InputError(f"uncertainty calibration needs at least {bins} valid values, got {std.size}")
+    order = np.argsort(std, kind="stable")
+    rows = []
+    for k, chunk in enumerate(np.array_split(order, bins), start=1):
+        e = error[chunk]
+        rows.append({"decile": k, "std_mean": float(std[chunk].mean()), "rmse": float(np.sqrt(np.mean(e**2))),
+                     "mae": float(np.mean(np.abs(e))), "pixels": int(chunk.size)})
+    return pd.DataFrame(rows)
+
+
+def uncertainty_table(cube: xr.Dataset, splits: Splits, pred_dir: str | os.PathLike) -> pd.DataFrame:
+    """Calibration deciles of every test pair of a folder holding ``*_std.tif`` maps (else empty)."""
+    run, frames = read_run(pred_dir), []
+    for pair in splits.test:
+        path = Path(pred_dir) / uncertainty_name(pair)
+        if not path.is_file():
+            continue
+        std = read_geotiff(path, bands=cube.sizes["band"]).data
+        prediction = read_geotiff(Path(pred_dir) / prediction_name(pair), bands=cube.sizes["band"]).data
+        target = date_index(cube, pair[1])
+        observed = reflectance(cube["fine"][target].values)
+        observed[:, ~cube["valid"][target].values.astype(bool)] = np.nan
+        frames.append(uncertainty_deciles(std, prediction - observed).assign(
+            dataset=splits.dataset, method=run["method"], reference_date=pair[0], target_date=pair[1]))
+    return pd.concat(frames, ignore_index=True)[UNCERTAINTY_COLUMNS] if frames else pd.DataFrame(columns=UNCERTAINTY_COLUMNS)
+
+
 def _dataset_results(workspace, dataset: str, methods: list[str], ablation: dict[str, Path], settings: dict) -> dict:
     """Scores, ablation scores, run records and change-mask source of one dataset."""
     from stfusion.data.datacube import open_cube
@@ -151,8 +191,9 @@ def _dataset_results(workspace, dataset: str, methods: list[str], ablation: dict
     ablation_scores = [score_predictions(cube, splits, f, label=label, **kwargs)
                        for label, f in tqdm(ablation.items(), desc=f"scoring {dataset} ablation", leave=False)]
     ablation_scores = pd.concat(ablation_scores, ignore_index=True) if ablation_scores else pd.DataFrame(columns=COLUMNS)
+    uncertainty = pd.concat([uncertainty_table(cube, splits, f) for f in folders], ignore_index=True)
     return {
-        "scores": scores, "ablation": ablation_scores,
+        "scores": scores, "ablation": ablation_scores, "uncertainty": uncertainty,
         "runs": run_table(folders + list(ablation.values()), [None] * len(folders) + list(ablation)),
         "conventions": {**conventions.as_dict(), "change_mask": change_regions(cube, splits.test[0], threshold)[1],
                         "test_pairs": [list(p) for p in splits.test]},
@@ -199,6 +240,7 @@ def evaluate_study(workspace, datasets: list[str], methods: list[str], variants:
     scores = pd.concat([r["scores"] for r in results.values()], ignore_index=True)
     ablation = pd.concat([r["ablation"] for r in results.values()], ignore_index=True)
     runs = pd.concat([r["runs"] for r in results.values()], ignore_index=True)
+    uncertainty = pd.concat([r["uncertainty"] for r in results.values()], ignore_index=True)
     markdowns = {}
     for dataset, r in results.items():
         label = study_label(dataset, profile)
@@ -214,6 +256,7 @@ def evaluate_study(workspace, datasets: list[str], methods: list[str], variants:
         scores.to_csv(tables / "scores.csv", index=False, float_format="%.8g")
         ablation.to_csv(tables / "ablation_scores.csv", index=False, float_format="%.8g")
         runs.to_csv(tables / "runs.csv", index=False, float_format="%.6g")
+        uncertainty.to_csv(tables / "uncertainty.csv", index=False, float_format="%.6g")
         for name, text in markdowns.items():
             write_text(tables / f"{name}.md", text)
         write_paper_tables(scores, ablation, runs, datasets, profile, tables / "paper")

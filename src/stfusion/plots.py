@@ -39,7 +39,7 @@ from stfusion.evaluate import COLUMNS as SCORES_COLUMNS
 from stfusion.evaluate import REGIONS, change_regions
 from stfusion.io import atomic_path
 from stfusion.methods import FAMILY_COLOURS, get_method
-from stfusion.predict import prediction_name
+from stfusion.predict import prediction_name, uncertainty_name
 
 FIGURE_GUIDE = {
     "boxplots": (
@@ -92,6 +92,15 @@ FIGURE_GUIDE = {
         "bar marks their mean, so the spread shows how much of a difference between two configurations "
         "is noise; at the quick scale the differences are not significant. The y-axis label gives the "
         "better direction."
+    ),
+    "uncertainty": (
+        "How well the spread of a diffusion model's samples predicts its error. STFDiff draws several samples "
+        "from different noise; the prediction is their mean and the uncertainty their per-pixel standard "
+        "deviation. Left: band-pixels of each test pair sorted into ten equal-count bins (deciles) by that "
+        "std; per bin the actual RMSE (solid) and MAE (dashed) of the prediction against the mean std. A "
+        "useful uncertainty rises from left to right; a calibrated one lies on the dotted line (RMSE = std), "
+        "below it the model is under-confident, above it over-confident. Right: the std and the absolute "
+        "error of the showcase pair in one band, on one colour scale, to see whether they pick out the same places."
     ),
     "training": (
         "Loss (and any other logged metric) per epoch of each trainable method: solid line training, "
@@ -684,6 +693,59 @@ def ablation_figures(workspace, datasets: list[str], profile: str, *, dpi: int =
     return paths
 
 
+# --- 8. uncertainty of a sampling model ---------------------------------------------------------------
+
+
+def uncertainty_figure(deciles: pd.DataFrame, method: str, dataset: str, label: str, std_map: np.ndarray,
+                       error_map: np.ndarray, band: str, pair: Pair) -> plt.Figure:
+    """Left: actual error against predicted std per decile of the std (a line per test pair); right: the
+    std and |error| maps of the showcase pair in one band, on one colour scale."""
+    colour = FAMILY_COLOURS[get_method(method).family]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.4), constrained_layout=True,
+                             gridspec_kw={"width_ratios": [1.2, 1, 1]})
+    ax = axes[0]
+    markers = ["o", "s", "^", "D", "v", "P"]
+    for k, ((ref, target), rows) in enumerate(deciles.groupby(["reference_date", "target_date"], sort=True)):
+        rows = rows.sort_values("decile")
+        ax.plot(rows["std_mean"], rows["rmse"], marker=markers[k % len(markers)], color=colour, lw=1.2,
+                label=f"RMSE, {ref} → {target}")
+        ax.plot(rows["std_mean"], rows["mae"], marker=markers[k % len(markers)], color=colour, lw=0.8, ls="--",
+                alpha=0.6, label=f"MAE, {ref} → {target}")
+    top = float(np.nanmax(deciles[["std_mean", "rmse"]].to_numpy())) * 1.05
+    ax.plot([0, top], [0, top], color="0.4", ls=":", lw=1, label="error = std (calibrated)")
+    ax.set(xlim=(0, top), ylim=(0, top), xlabel="predicted std of the samples, per decile (reflectance, 0-1)",
+           ylabel="actual error in the decile (reflectance, 0-1)")
+    ax.set_title("error against uncertainty, by decile of the std", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    vmax = float(np.nanpercentile(np.concatenate([std_map[np.isfinite(std_map)], np.abs(error_map[np.isfinite(error_map)])]),
+                                  DIFFERENCE_PERCENTILE)) or 0.01
+    for ax, image, title in ((axes[1], std_map, f"predicted std, {band}"), (axes[2], np.abs(error_map), f"|error|, {band}")):
+        shown = _image(ax, image, cmap="magma", vmin=0, vmax=vmax)
+        ax.set_title(f"{title} ({pair[0]} → {pair[1]})", fontsize=10)
+    fig.colorbar(shown, ax=axes[1:], shrink=0.8, label=f"{band} reflectance (0-1)")
+    fig.suptitle(f"{dataset}: {method} uncertainty from its samples against its actual error\n{label}", fontsize=11)
+    return fig
+
+
+def uncertainty_figures(workspace, dataset: str, methods: list[str], cube: xr.Dataset, pair: Pair, band: str,
+                        label: str, dpi: int) -> list[Path]:
+    """``uncertainty_<dataset>`` for the first method with uncertainty deciles; a stale one is removed otherwise."""
+    path = workspace.tables / "uncertainty.csv"
+    table = pd.read_csv(path, dtype={"reference_date": str, "target_date": str}) if path.is_file() else pd.DataFrame()
+    rows = table[(table["dataset"] == dataset) & table["method"].isin(methods)] if not table.empty else table
+    if rows.empty:
+        for suffix in ("png", "pdf"):
+            (workspace.figures / suffix / f"uncertainty_{dataset}.{suffix}").unlink(missing_ok=True)
+        return []
+    method = rows["method"].iloc[0]
+    folder = workspace.predictions(dataset, method)
+    b = band_index(BANDS, band)
+    std_map = read_geotiff(folder / uncertainty_name(pair), bands=cube.sizes["band"]).data[b]
+    error_map = read_geotiff(folder / prediction_name(pair), bands=cube.sizes["band"]).data[b] - _observed(cube, pair[1])[b]
+    fig = uncertainty_figure(rows[rows["method"] == method], method, dataset, label, std_map, error_map, band, pair)
+    return _save(fig, workspace.figures, f"uncertainty_{dataset}", dpi)
+
+
 # --- entry point ------------------------------------------------------------------------------------
 
 def figures_study(workspace, datasets: list[str], methods: list[str], profile: str, *, dpi: int = 150,
@@ -734,6 +796,7 @@ def _dataset_figures(workspace, dataset, splits, pair, window, styles, scores, l
     paths += _save(scatter_figure(scene, styles), folder, f"scatter_{dataset}", dpi)
     paths += _save(scene_figure(scene, styles, band), folder, f"scene_{dataset}", dpi)
     paths += _save(crop_figure(scene, styles, window, band), folder, f"crop_{dataset}", dpi)
+    paths += uncertainty_figures(workspace, dataset, list(styles), cube, pair, band, label, dpi)
     histories = {m: h for m in styles if (h := read_history(workspace.predictions(dataset, m) / "history.csv")) is not None}
     if histories:
         paths += _save(training_figure(histories, {m: styles[m] for m in histories}, dataset, label), folder,

@@ -94,7 +94,7 @@ def build_report(workspace, datasets: list[str], methods: list[str], profile: st
                   "### Figures", "", *_section_figures(workspace.figures, dataset, FIGURE_GUIDE)]
     lines += ["## Cost of each method", "",
               "Learnable parameters, training seconds and the median full-scene inference seconds, measured "
-              "on the machine that ran the study.", "", runs.to_markdown(index=False, floatfmt=".3g"), ""]
+              "on the machine that ran the study.", "", runs.fillna("").to_markdown(index=False, floatfmt=".3g"), ""]
     lines += ["## The papers' tables, rebuilt", "",
               "Published values (transcribed in `src/stfusion/resources/published_results.csv`) next to this "
               "study's; LaTeX versions sit beside each Markdown file in [tables/paper/](tables/paper/).", ""]

@@ -10,7 +10,7 @@ encoder stands in for the trained one: same cost). A paper-scale step at the pap
 minutes on a CPU (DCSTFN: 12 x 256 px, about 100 s on 2 cores), so on CPU the paper scale is
 measured at ``--paper-batch`` patches per step (the printed batch); patches per second hardly
 depends on the batch once a batch fills the cores. Inference is ``stfusion.tiling.predict_scene``
-on a synthetic CIA-size scene (2040 x 1720, 6 bands) with the scale's tile; peak memory is the
+(for STFDiff: its DDIM sampling, ``uncertainty_samples`` times) on a synthetic CIA-size scene (2040 x 1720, 6 bands) with the scale's tile; peak memory is the
 peak RSS of a fresh process on CPU (``resource``; the RSS
 before prediction, inputs and model included, is printed beside it), or ``torch.cuda.max_memory_allocated`` on CUDA.
 """
@@ -32,7 +32,7 @@ import torch
 
 from stfusion.config import load_params
 from stfusion.models import AUTOENCODER, MODELS, build_autoencoder
-from stfusion.tiling import predict_scene
+from stfusion.train.run import deep_predictor
 from stfusion.train.config import scale_settings
 from stfusion.train.fit import build_task
 from stfusion.train.weights import export_weights
@@ -78,7 +78,8 @@ def _inference_worker(name, config, height, width, device, queue) -> None:
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    predict_scene(model, *scene, tile=config.tile, device=device)
+    # STFDiff samples (DDIM steps of its scale, mean of uncertainty_samples draws); the rest one pass.
+    deep_predictor(model, tile=config.tile, device=device, samples=config.uncertainty_samples)(*scene)
     seconds = time.perf_counter() - start
     if device == "cuda":
         queue.put((seconds, torch.cuda.max_memory_allocated() / 2**30, 0.0))

@@ -14,7 +14,8 @@ from stfusion.cli import model_table
 PAPER = {("dcstfn", "parameters"): 710_000, ("edcstfn", "parameters"): 284_134,
          ("gan-stfm", "parameters"): 578_130, ("gan-stfm", "discriminator_parameters"): 3_665_959,
          ("autoencoder", "parameters"): 217_990, ("mcbam-gan", "parameters"): 14_875_000,
-         ("mcbam-gan", "discriminator_parameters"): 3_665_959}
+         ("mcbam-gan", "discriminator_parameters"): 3_665_959, ("swinstfm", "parameters"): 37_535_290,
+         ("stfdiff", "parameters"): 7_482_054}
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def test_paper_scale_counts_match_the_papers_within_ten_percent(rows, model, fie
 
 
 def test_every_model_has_both_scales_and_quick_is_not_larger(rows):
-    for model in ("dcstfn", "edcstfn", "gan-stfm", "mcbam-gan", "autoencoder"):
+    for model in ("dcstfn", "edcstfn", "gan-stfm", "mcbam-gan", "swinstfm", "stfdiff", "autoencoder"):
         scales = {r["scale"]: r for r in rows if r["model"] == model and r["variant"] is None}
         assert set(scales) == {"quick", "paper"}
         assert scales["quick"]["parameters"] <= scales["paper"]["parameters"]

@@ -22,8 +22,9 @@ from stfusion.paths import find_root
 pytestmark = pytest.mark.e2e
 ROOT = find_root()
 DATASETS = ("cia-sim", "lgc-sim")
-METHODS = ("persistence", "temporal-difference", "starfm", "fsdaf", "dcstfn", "edcstfn", "gan-stfm", "mcbam-gan")
-DEEP = ("dcstfn", "edcstfn", "gan-stfm", "mcbam-gan")
+METHODS = ("persistence", "temporal-difference", "starfm", "fsdaf", "dcstfn", "edcstfn", "gan-stfm", "mcbam-gan",
+           "swinstfm", "stfdiff")
+DEEP = ("dcstfn", "edcstfn", "gan-stfm", "mcbam-gan", "swinstfm", "stfdiff")
 VARIANTS = ("depth-1", "cbam")  # profiles/smoke.yaml: two of the MCBAM-GAN ablation's variants
 FIGURES = ("boxplots", "change", "scatter", "scene", "crop", "training", "ablation")
 
@@ -126,6 +127,20 @@ def test_deep_models_leave_weights_history_and_curves(smoke_study):
             assert run["parameters"] > 0 and run["train_seconds"] > 0 and run["best_epoch"] is not None
             assert (repo / "reports" / "tables" / "training" / f"{dataset}_{method}.csv").is_file()
         assert not (repo / "data" / "checkpoints" / dataset).exists() or not any((repo / "data" / "checkpoints" / dataset).iterdir())
+
+
+def test_stfdiff_records_sampling_and_writes_uncertainty(smoke_study):
+    repo = smoke_study[0]
+    runs = pd.read_csv(repo / "reports" / "tables" / "runs.csv")
+    stfdiff = runs[runs["method"] == "stfdiff"]
+    assert len(stfdiff) == len(DATASETS)
+    assert (stfdiff[["sampling_steps", "sampling_eta", "sampling_samples"]].to_numpy() == [2, 0.0, 2]).all()
+    deciles = pd.read_csv(repo / "reports" / "tables" / "uncertainty.csv")
+    assert set(deciles["dataset"]) == set(DATASETS) and set(deciles["method"]) == {"stfdiff"}
+    assert (deciles["std_mean"] > 0).all() and (deciles["decile"].between(1, 10)).all()
+    for dataset in DATASETS:
+        assert list((repo / "data" / "predictions" / dataset / "stfdiff").glob("*_std.tif"))
+        assert (repo / "reports" / "figures" / "png" / f"uncertainty_{dataset}.png").stat().st_size > 10_000
 
 
 def test_dag_shows_every_stage(smoke_study):

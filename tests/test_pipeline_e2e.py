@@ -26,7 +26,7 @@ METHODS = ("persistence", "temporal-difference", "starfm", "fsdaf", "dcstfn", "e
            "swinstfm", "stfdiff")
 DEEP = ("dcstfn", "edcstfn", "gan-stfm", "mcbam-gan", "swinstfm", "stfdiff")
 VARIANTS = ("depth-1", "cbam")  # profiles/smoke.yaml: two of the MCBAM-GAN ablation's variants
-FIGURES = ("boxplots", "change", "scatter", "scene", "crop", "training", "ablation")
+FIGURES = ("boxplots", "change", "scatter", "scene", "crop", "training", "ablation", "uncertainty")
 
 
 def _run(args, cwd, env):

@@ -30,7 +30,6 @@ import papermill
 from stfusion.config import check_dataset, load_params
 from stfusion.errors import ConfigError, StfusionError
 from stfusion.io import atomic_path
-from stfusion.methods import get_method
 from stfusion.paths import find_root
 
 ParamBuilder = Callable[..., dict[str, Any]]
@@ -119,6 +118,8 @@ def stage_parameters(name: str, params: dict[str, Any], *, dataset: str | None =
             check_dataset(dataset, key="--dataset")
             raise ConfigError(f"--dataset: {dataset!r} is not in params.yaml 'datasets' {params['datasets']}")
     if stage.needs_method:
+        from stfusion.methods import get_method  # here: the registry imports torch, which the runner needs not
+
         get_method(method, key="--method")
         if method not in params["methods"]:
             raise ConfigError(f"--method: {method!r} is not in params.yaml 'methods' {params['methods']}")

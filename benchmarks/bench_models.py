@@ -59,7 +59,8 @@ def training_rate(name, config, encoder, repeats, device) -> float:
         def on_train_batch_end(self, *args):
             timings.append(time.perf_counter() - self.start)
 
-    trainer = L.Trainer(max_steps=repeats + 1, accelerator="gpu" if device == "cuda" else "cpu", devices=1,
+    # One epoch over repeats + 1 batches (max_steps would count each optimiser of a GAN separately).
+    trainer = L.Trainer(max_epochs=1, accelerator="gpu" if device == "cuda" else "cpu", devices=1,
                         precision="bf16-mixed" if device == "cuda" else "32-true", logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, num_sanity_val_steps=0, callbacks=[Clock()])

@@ -103,3 +103,110 @@ def test_traditional_methods_fuse_with_a_window(tmp_path, method, capsys):
     assert main(["fuse", "--method", method, "--fine-ref", str(paths["f1"]), "--coarse-ref", str(paths["c1"]),
                  "--coarse-target", str(paths["c2"]), "--out", str(tmp_path / "p.tif"), "--window", "9"]) == 0
     np.testing.assert_allclose(read_geotiff(tmp_path / "p.tif").data, (f1 + 100) / 1e4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- trained models (--weights)
+
+from stfusion.models import build_model  # noqa: E402
+from stfusion.tiling import predict_scene  # noqa: E402
+from stfusion.train.weights import export_weights, load_model  # noqa: E402
+
+BANDS6 = ("f1", "c1", "c2")
+
+
+@pytest.fixture
+def six_band_inputs(tmp_path):
+    rng = np.random.default_rng(5)
+    arrays = {name: rng.integers(300, 4000, (6, 40, 60)).astype(np.int16) for name in BANDS6}
+    paths = {}
+    for name, data in arrays.items():
+        paths[name] = tmp_path / f"{name}6.tif"
+        write_geotiff(paths[name], data, GRID)
+    return paths, arrays
+
+
+def exported(tmp_path, name, arch, **metadata):
+    """A freshly built model exported as the train stage does, with standardisation statistics."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = build_model(name, arch)
+    stats = {"mean": [0.1, 0.12, 0.1, 0.3, 0.2, 0.15], "std": [0.03, 0.04, 0.05, 0.08, 0.07, 0.06]}
+    from stfusion.models.standardize import Standardized
+
+    wrapped = Standardized(model, stats["mean"], stats["std"])
+    return export_weights(tmp_path / f"{name}.pt", name, wrapped, arch, standardize=stats, dataset="cia-sim",
+                          **metadata)
+
+
+def fuse_weights(paths, weights, out, *extra, coarse_ref=True):
+    c1 = ["--coarse-ref", str(paths["c1"])] if coarse_ref else []
+    return main(["fuse", "--weights", str(weights), "--fine-ref", str(paths["f1"]), *c1,
+                 "--coarse-target", str(paths["c2"]), "--out", str(out), *extra])
+
+
+def test_trained_model_fuses_as_the_tiled_inference_predicts(tmp_path, six_band_inputs, capsys):
+    paths, arrays = six_band_inputs
+    weights = exported(tmp_path, "dcstfn", {"channels": [4, 6, 8]}, tile=40)
+    assert fuse_weights(paths, weights, tmp_path / "p.tif") == 0
+    assert "dcstfn: wrote" in capsys.readouterr().out
+    model, _ = load_model(weights)
+    f1, c1, c2 = (arrays[name].astype(np.float32) / 1e4 for name in BANDS6)
+    expected = predict_scene(model, f1, c1, c2, tile=40, device="cpu")
+    result = read_geotiff(tmp_path / "p.tif")
+    assert result.grid == GRID and result.data.shape == (6, 40, 60)
+    np.testing.assert_allclose(result.data, expected, atol=1e-6)
+
+
+def test_mcbam_gan_fuses_without_the_reference_coarse_image(tmp_path, six_band_inputs):
+    """Untrained, its reference skip returns F1 exactly; it never needs C1."""
+    paths, arrays = six_band_inputs
+    weights = exported(tmp_path, "mcbam-gan", {"channels": [4, 4, 8]})
+    assert fuse_weights(paths, weights, tmp_path / "p.tif", "--method", "mcbam-gan", coarse_ref=False) == 0
+    np.testing.assert_allclose(read_geotiff(tmp_path / "p.tif").data, arrays["f1"] / 1e4, atol=1e-5)
+
+
+def test_stochastic_model_writes_mean_and_std_and_repeats_for_a_seed(tmp_path, six_band_inputs, capsys):
+    paths, _ = six_band_inputs
+    weights = exported(tmp_path, "stfdiff", {"dim": 4, "sample_steps": 2, "clip": None}, uncertainty_samples=3)
+    assert fuse_weights(paths, weights, tmp_path / "a.tif", "--seed", "4") == 0
+    assert "a_std.tif" in capsys.readouterr().out
+    assert fuse_weights(paths, weights, tmp_path / "b.tif", "--seed", "4") == 0
+    first, second = read_geotiff(tmp_path / "a.tif").data, read_geotiff(tmp_path / "b.tif").data
+    std = read_geotiff(tmp_path / "a_std.tif").data
+    np.testing.assert_array_equal(first, second)
+    assert np.isfinite(first).all() and (std > 0).all()
+    assert fuse_weights(paths, weights, tmp_path / "c.tif", "--samples", "1") == 0  # one sample: no std
+    assert not (tmp_path / "c_std.tif").exists()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "weights file not found"), ("other-model", "not of 'dcstfn'"), ("bands", "trained on 6"),
+    ("window", "--window"), ("no-c1", "--coarse-ref"), ("device", "--device"), ("tile", "--tile"),
+    ("nothing", "--method or --weights"),
+])
+def test_bad_weights_inputs_are_named(tmp_path, six_band_inputs, inputs, capsys, case, message):
+    paths, _ = six_band_inputs
+    weights, extra, coarse_ref = exported(tmp_path, "dcstfn", {"channels": [4, 6, 8]}), [], True
+    if case == "missing":
+        weights = tmp_path / "nope.pt"
+    elif case == "other-model":
+        weights = exported(tmp_path, "mcbam-gan", {"channels": [4, 4, 8]})
+        extra = ["--method", "dcstfn"]
+    elif case == "bands":
+        paths = inputs[0]  # 3-band rasters
+    elif case == "window":
+        extra = ["--window", "31"]
+    elif case == "no-c1":
+        coarse_ref = False
+    elif case == "device":
+        extra = ["--device", "gpu"]
+    elif case == "tile":
+        extra = ["--tile", "0"]
+    if case == "nothing":
+        code = main(["fuse", "--fine-ref", str(paths["f1"]), "--coarse-target", str(paths["c2"]),
+                     "--out", str(tmp_path / "p.tif")])
+    else:
+        code = fuse_weights(paths, weights, tmp_path / "p.tif", *extra, coarse_ref=coarse_ref)
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "p.tif").exists()

@@ -130,7 +130,7 @@ def test_generator_ignores_coarse_ref_and_declares_its_interface():
     assert (model.family, model.alignment, model.input_statistics, model.uses_coarse_ref) == ("gan", 4, True, False)
     assert model.reconstruction_scales == 3
     spec = get_model_spec("mcbam-gan")
-    assert spec.references == "pairs" and spec.feature_encoder and spec.discriminator  # docstring choice 11
+    assert spec.references == "any" and spec.feature_encoder and spec.discriminator  # docstring choice 11
 
 
 @pytest.mark.parametrize("arch, message", [

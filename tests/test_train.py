@@ -78,7 +78,7 @@ def test_feature_loss_needs_the_autoencoder(tiny_processed, tmp_path):
 
 def test_training_and_validation_never_see_test_dates(tiny_processed):
     _, cube, splits = tiny_processed
-    for references in ("pairs", "random", "self"):
+    for references in ("pairs", "random", "any", "self"):
         data = FusionDataModule(cube, splits, tiny_config(), references=references)
         dates = {str(d)[:10] for d in cube["time"].values}
         index = {i: d for i, d in enumerate(sorted(dates))}
@@ -93,6 +93,16 @@ def test_random_references_exclude_the_target_and_non_training_dates(tiny_proces
     pairs = training_pairs(splits, "random")
     assert all(ref != target for ref, target in pairs)
     assert {d for pair in pairs for d in pair} == set(splits.train_dates)
+
+
+def test_any_references_are_every_training_date_pair_the_target_itself_included(tiny_processed):
+    _, _, splits = tiny_processed
+    pairs = training_pairs(splits, "any")
+    dates = set(splits.train_dates)
+    assert set(pairs) == {(ref, target) for ref in dates for target in dates}
+    assert len(pairs) == len(dates) ** 2 and set(training_pairs(splits, "random")) < set(pairs)
+    with pytest.raises(ConfigError, match="references: expected one of"):
+        training_pairs(splits, "nearest")
 
 
 # --- training ------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@
   parameter counts (generator, and discriminator for GANs), built from params.yaml.
 - ``stfusion acquire DATASET [--raw-dir DIR]``: make a dataset's raw files available.
 - ``stfusion fuse --method M --fine-ref F1 --coarse-ref C1 --coarse-target C2 --out P.tif``: fuse
-  your own images with a method that needs no training.
+  your own images with a method that needs no training, or with a trained deep model
+  (``--weights model.pt`` instead of ``--method``).
 - ``stfusion evaluate --pred P --truth T [--mask M] [--ratio R] [--scale S] [--json]``: score any
   two rasters (GeoTIFF, ENVI, anything GDAL reads) with the study's metrics.
 
@@ -133,10 +134,12 @@ def _fuse(args: argparse.Namespace) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", NoGeoreferenceWarning)
         result = fuse_files(args.method, args.fine_ref, args.coarse_ref, args.coarse_target, args.out,
-                            ratio=args.ratio, window=args.window, scale=args.scale)
+                            ratio=args.ratio, window=args.window, scale=args.scale, weights=args.weights,
+                            tile=args.tile, samples=args.samples, seed=args.seed, device=args.device)
     for warning in caught:  # one plain line each, like the errors
         print(f"stfusion: warning: {warning.message}", file=sys.stderr)
-    print(f"{result['method']}: wrote {result['out']} ({result['bands']} bands, {result['pixels']} valid pixels)")
+    std = f" and its samples' std to {result['std']}" if result["std"] else ""
+    print(f"{result['method']}: wrote {result['out']}{std} ({result['bands']} bands, {result['pixels']} valid pixels)")
 
 
 def _fraction(text: str) -> float:
@@ -171,17 +174,26 @@ def build_parser() -> argparse.ArgumentParser:
     acquire.add_argument("dataset")
     acquire.add_argument("--raw-dir", help="folder holding real CIA/LGC files you downloaded yourself")
     acquire.set_defaults(run=_acquire)
-    fuse = commands.add_parser("fuse", help="fuse your own images with a method that needs no training",
+    fuse = commands.add_parser("fuse", help="fuse your own images with any method, trained models included",
                                description="Predict the fine image of a target date from a fine/coarse reference "
-                               "pair and the target's coarse image (coarse images on the fine grid).")
-    fuse.add_argument("--method", required=True, help="a method without training (see `stfusion info methods`)")
+                               "pair and the target's coarse image (coarse images on the fine grid), with a method "
+                               "that needs no training (--method) or a trained deep model (--weights).")
+    fuse.add_argument("--method", help="a method without training (see `stfusion info methods`); with --weights, "
+                      "the model the file must hold")
+    fuse.add_argument("--weights", help="a trained model's model.pt (data/predictions/<dataset>/<model>/model.pt)")
     fuse.add_argument("--fine-ref", required=True, help="fine image of the reference date (GeoTIFF, ENVI, ...)")
-    fuse.add_argument("--coarse-ref", required=True, help="coarse image of the reference date, on the fine grid")
+    fuse.add_argument("--coarse-ref", help="coarse image of the reference date, on the fine grid (not needed by "
+                      "gan-stfm and mcbam-gan)")
     fuse.add_argument("--coarse-target", required=True, help="coarse image of the target date, on the fine grid")
     fuse.add_argument("--out", required=True, help="output GeoTIFF (float32 reflectance, NaN = nodata)")
     fuse.add_argument("--ratio", type=int, default=20, help="coarse over fine pixel size (default 20 = 500 m / 25 m)")
     fuse.add_argument("--window", type=int, help="search window side in fine pixels (odd), for methods with one")
     fuse.add_argument("--scale", **SCALE_OPTION)
+    fuse.add_argument("--tile", type=int, help="trained models: inference tile side in pixels (default: as evaluated)")
+    fuse.add_argument("--samples", type=int, help="stochastic models (stfdiff): samples to average; 2 or more also "
+                      "write <out>_std.tif (default: as in its study)")
+    fuse.add_argument("--seed", type=int, default=0, help="stochastic models: seed of the noise (default 0)")
+    fuse.add_argument("--device", help="trained models: torch device, such as cpu or cuda (default: CUDA when present)")
     fuse.set_defaults(run=_fuse)
     evaluate = commands.add_parser("evaluate", help="score a predicted raster against an observed one",
                                    description="Score a predicted raster against an observed one (same grid and "

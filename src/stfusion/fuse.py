@@ -2,22 +2,34 @@
 
 Reads a fine/coarse reference pair and the coarse image of the target date (any GDAL-readable
 raster, ENVI included, with the coarse images resampled onto the fine grid as in CIA/LGC), runs a
-method that needs no training, and writes the prediction as a float32 reflectance GeoTIFF (NaN =
-nodata) on the inputs' grid, keeping their CRS and transform.
+method, and writes the prediction as a float32 reflectance GeoTIFF (NaN = nodata) on the inputs'
+grid, keeping their CRS and transform.
+
+The method is either one that needs no training (``method_name``: STARFM, FSDAF, the reference
+methods) or a trained deep model (``weights``: a ``model.pt`` written by the train stage, such as
+``data/predictions/cia-sim/mcbam-gan/model.pt``). A trained model runs through the study's tiled
+inference, on CUDA when present. Stochastic models (STFDiff) average ``samples`` draws and, with two
+or more, also write their per-pixel standard deviation beside the prediction, ``<out>_std.tif``.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
+from contextlib import ExitStack
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from stfusion.baselines import check_window
-from stfusion.data.raster import as_reflectance, read_raster, write_geotiff
+from stfusion.data.raster import Grid, as_reflectance, read_raster, write_geotiff
 from stfusion.errors import ConfigError, InputError
+from stfusion.io import atomic_path
 from stfusion.methods import get_method
+
+DEFAULT_TILE = 512  # inference tile side for weights files that do not record theirs
 
 
 class NoGeoreferenceWarning(UserWarning):
@@ -25,7 +37,7 @@ class NoGeoreferenceWarning(UserWarning):
 
 
 def _read_inputs(paths: dict[str, Path], scale: float | None):
-    """Reflectance of the three inputs, their common grid, and the mask of pixels valid in all."""
+    """Reflectance of the inputs, their common grid, and the mask of pixels valid in all."""
     rasters = {name: read_raster(path) for name, path in paths.items()}
     first_name, first = next(iter(rasters.items()))
     for name, raster in rasters.items():
@@ -37,35 +49,111 @@ def _read_inputs(paths: dict[str, Path], scale: float | None):
     return data, first.grid, valid
 
 
-def fuse_files(method_name: str, fine_ref: str | os.PathLike, coarse_ref: str | os.PathLike,
-               coarse_target: str | os.PathLike, out: str | os.PathLike, *, ratio: int = 20,
-               window: int | None = None, scale: float | None = None) -> dict:
-    """Predict the fine image of the target date with ``method_name`` and write it to ``out``.
+def std_path(out: str | os.PathLike) -> Path:
+    """Where the per-pixel standard deviation of a stochastic model's samples goes: ``<out>_std.tif``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}_std{out.suffix or '.tif'}")
 
-    ``ratio`` is the coarse over fine pixel size (20 for 500 m / 25 m) and must divide the grid;
-    ``window`` the side of the method's search window in fine pixels (odd), for methods that have
-    one. Integer inputs are read as reflectance x 10000 unless ``scale`` says otherwise.
-    """
+
+def _untrained(method_name: str, window: int | None) -> tuple[Callable, dict]:
     method = get_method(method_name, key="--method")
     if method.predict is None:
-        raise ConfigError(f"--method: {method_name} must be trained first; `stfusion fuse` runs methods without training")
+        raise ConfigError(f"--method: {method_name} must be trained first; give its trained model.pt with --weights")
     if window is not None and "window" not in method.options:
         raise ConfigError(f"--window: method {method_name} has no search window")
     if window is not None:
         check_window(window, key="--window")
-    paths = {"fine_ref": Path(fine_ref), "coarse_ref": Path(coarse_ref), "coarse_target": Path(coarse_target)}
+    options = {"window": window} if window is not None else {}
+    return method.predict, {"method": method_name, "uses_coarse_ref": True, "bands": None, **options}
+
+
+def _trained(weights: str | os.PathLike, method_name: str | None, *, window: int | None, tile: int | None,
+             samples: int | None, seed: int, device: str | None) -> tuple[Callable, dict]:
+    from stfusion.models import get_model_spec
+    from stfusion.train.run import deep_predictor
+    from stfusion.train.weights import load_model
+
+    if window is not None:
+        raise ConfigError("--window: trained models have no search window")
+    from stfusion.tiling import resolve_device
+
+    device = resolve_device(device, key="--device")
+    model, payload = load_model(weights, expected=method_name)
+    metadata = payload.get("metadata") or {}
+    tile = (metadata.get("tile") or DEFAULT_TILE) if tile is None else tile
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
+        raise ConfigError(f"--tile: expected a positive number of pixels, got {tile!r}")
+    samples = (metadata.get("uncertainty_samples") or 1) if samples is None else samples
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ConfigError(f"--samples: expected a positive number of samples, got {samples!r}")
+    stochastic = bool(getattr(model, "stochastic", False))
+    predict = deep_predictor(model, tile=tile, device=device, samples=samples if stochastic else 0, seed=seed)
+    bands_default = inspect.signature(get_model_spec(payload["model"]).generator_class()).parameters["bands"].default
+    info = {"method": payload["model"], "weights": str(weights), "uses_coarse_ref": getattr(model, "uses_coarse_ref", True),
+            "bands": int(payload["arch"].get("bands", bands_default)), "tile": tile,
+            "samples": samples if stochastic else None, "trained_on": metadata.get("dataset")}
+    return predict, info
+
+
+def fuse_files(method_name: str | None, fine_ref: str | os.PathLike, coarse_ref: str | os.PathLike | None,
+               coarse_target: str | os.PathLike, out: str | os.PathLike, *, ratio: int = 20,
+               window: int | None = None, scale: float | None = None, weights: str | os.PathLike | None = None,
+               tile: int | None = None, samples: int | None = None, seed: int = 0,
+               device: str | None = None) -> dict:
+    """Predict the fine image of the target date and write it to ``out``.
+
+    ``method_name`` names a method without training; ``weights`` a trained model's ``model.pt`` (then
+    ``method_name``, if given, must be the model it holds). ``ratio`` is the coarse over fine pixel size
+    (20 for 500 m / 25 m) and must divide the grid; ``window`` the side of a traditional method's search
+    window in fine pixels (odd). Integer inputs are read as reflectance x 10000 unless ``scale`` says
+    otherwise. Trained models only: ``tile`` (default: the tile it was evaluated with), ``samples`` and
+    ``seed`` (stochastic models; default samples: as in its study), ``device`` (default: CUDA when present).
+    ``coarse_ref`` may be None for models that do not use it (GAN-STFM, MCBAM-GAN).
+    """
+    if weights is None and method_name is None:
+        raise ConfigError("--method or --weights: say which method fuses the images")
+    if weights is None:
+        predict, info = _untrained(method_name, window)
+    else:
+        predict, info = _trained(weights, method_name, window=window, tile=tile, samples=samples, seed=seed,
+                                 device=device)
+    if coarse_ref is None and info["uses_coarse_ref"]:
+        raise ConfigError(f"--coarse-ref: {info['method']} needs the coarse image of the reference date")
+    paths = {"fine_ref": Path(fine_ref), "coarse_target": Path(coarse_target)}
+    if coarse_ref is not None:
+        paths["coarse_ref"] = Path(coarse_ref)
     data, grid, valid = _read_inputs(paths, scale)
+    _check_inputs(paths, grid, valid, ratio, info["bands"], next(iter(data.values())).shape[0])
+    # A model that ignores C1 still takes an array in its place: the target's coarse image.
+    result = predict(data["fine_ref"], data.get("coarse_ref", data["coarse_target"]), data["coarse_target"],
+                     valid=valid, ratio=ratio)
+    layers = dict(result) if isinstance(result, dict) else {"prediction": result}
+    _write(layers, grid, valid, out, paths["fine_ref"])
+    return {**info, "out": str(out), "std": str(std_path(out)) if "uncertainty" in layers else None,
+            "pixels": int(valid.sum()), "georeferenced": grid.crs is not None,
+            "bands": int(layers["prediction"].shape[0])}
+
+
+def _check_inputs(paths: dict[str, Path], grid: Grid, valid: np.ndarray, ratio: int, model_bands: int | None,
+                  bands: int) -> None:
+    if model_bands is not None and bands != model_bands:
+        raise InputError(f"{paths['fine_ref']}: has {bands} bands; the model was trained on {model_bands}")
     if ratio < 1 or grid.height % ratio or grid.width % ratio:
         raise InputError(f"--ratio: {ratio} does not divide the grid of {paths['fine_ref']} ({grid.height} x {grid.width})")
     if not valid.any():
-        raise InputError(f"{paths['fine_ref']}, {paths['coarse_ref']}, {paths['coarse_target']}: no pixel is valid in all three")
-    options = {"window": window} if window is not None else {}
-    prediction = method.predict(data["fine_ref"], data["coarse_ref"], data["coarse_target"],
-                                valid=valid, ratio=ratio, **options).astype(np.float32)
-    prediction[:, ~valid] = np.nan
+        raise InputError(f"{', '.join(map(str, paths.values()))}: no pixel is valid in all of them")
+
+
+def _write(layers: dict[str, np.ndarray], grid: Grid, valid: np.ndarray, out: str | os.PathLike,
+           fine_ref: Path) -> None:
+    """The prediction (and the samples' std) as float32 GeoTIFFs, NaN outside ``valid``; both or neither."""
     if grid.crs is None:
-        warnings.warn(f"{paths['fine_ref']} has no georeferencing: {out} is written without a CRS",
-                      NoGeoreferenceWarning, stacklevel=2)
-    write_geotiff(out, prediction, grid, nodata=float("nan"))
-    return {"method": method_name, "out": str(out), "pixels": int(valid.sum()), "bands": prediction.shape[0],
-            "georeferenced": grid.crs is not None}
+        warnings.warn(f"{fine_ref} has no georeferencing: {out} is written without a CRS",
+                      NoGeoreferenceWarning, stacklevel=3)
+    targets = {"prediction": Path(out), "uncertainty": std_path(out)}
+    with ExitStack() as renames:  # every file is renamed into place only once all are written
+        for name, array in layers.items():
+            tmp = renames.enter_context(atomic_path(targets[name]))
+            array = np.asarray(array, dtype=np.float32).copy()
+            array[:, ~valid] = np.nan
+            write_geotiff(tmp, array, grid, nodata=float("nan"))

@@ -223,10 +223,16 @@ def _check_inputs(arrays: Sequence) -> tuple[int, int, int]:
     return shape
 
 
-def _resolve_device(device) -> torch.device:
+def resolve_device(device, key: str = "device") -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"{key}: expected a torch device such as cpu, cuda or cuda:1, got {device!r}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{key}: {device!r} asked for CUDA, but torch finds no CUDA device here")
+    return resolved
 
 
 @contextlib.contextmanager
@@ -303,7 +309,7 @@ def predict_scene(model: nn.Module, fine_ref: np.ndarray, coarse_ref: np.ndarray
                           "window edges would leak into the result: use margin >= receptive_field or leave it None")
     batch_size = _check_int("batch_size", batch_size, 1)
     windows = tile_windows(height, width, tile=tile, margin=margin, blend=blend, alignment=alignment)
-    device = _resolve_device(device)
+    device = resolve_device(device)
     on_cuda = device.type == "cuda"
     memory_format = torch.channels_last if on_cuda else torch.contiguous_format
     model.to(device)

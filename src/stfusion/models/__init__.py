@@ -29,7 +29,8 @@ class ModelSpec:
     generator: str  # "module:Class" under stfusion.models, imported on first use
     discriminator: str | None = None
     feature_encoder: bool = False  # the loss uses the pipeline's feature autoencoder
-    references: str = "pairs"  # "pairs": the split's training pairs; "random": any other training date
+    references: str = "pairs"  # "pairs": the split's training pairs; "random": any other training date;
+    # "any": any training date, the target itself included (stfusion.train.datamodule)
     diffusion: bool = False  # trained as a denoiser (stfusion.train.tasks.DiffusionTask), predicts by sampling
 
     def generator_class(self) -> type[torch.nn.Module]:
@@ -54,7 +55,8 @@ MODELS: dict[str, ModelSpec] = {
                   discriminator="gan_stfm:MultiScaleDiscriminator", feature_encoder=True, references="random"),
         ModelSpec("mcbam-gan", "gan", "MCBAM-GAN (Liu et al. 2023): U-Net generator on C2 and any fine reference "
                   "with CBAM, AFF fusion and multi-scale reconstruction; GAN-STFM's discriminator, LSGAN",
-                  "mcbam_gan:MCBAMGAN", discriminator="gan_stfm:MultiScaleDiscriminator", feature_encoder=True),
+                  "mcbam_gan:MCBAMGAN", discriminator="gan_stfm:MultiScaleDiscriminator", feature_encoder=True,
+                  references="any"),
         ModelSpec("swinstfm", "transformer", "SwinSTFM (Chen et al. 2022): Swin Transformer encoders for C1/C2 and "
                   "F1, window cross-attention decoder applying the coarse change, Charbonnier + (1 - MS-SSIM)",
                   "swinstfm:SwinSTFM"),

@@ -10,6 +10,10 @@ train a model depends on how it uses its reference:
   random for every sample. The public code drew it from all fine images, test dates included
   (models.md section 6, item 4); here it is drawn from the *other training dates* only (the
   public code could also draw the target date itself, which teaches the identity);
+- ``"any"``: every training date as the reference of every training target, the target itself
+  included, as the public GAN-STFM code draws it (from its whole pool; here from training dates only).
+  MCBAM-GAN trains so: an F1 that is sometimes the target and sometimes months away can only be
+  turned into F2 through C2, so the generator cannot learn a change from the look of F1 alone;
 - ``"self"``: each training date with itself, for the feature autoencoder, which only ever sees
   fine images of training dates.
 
@@ -30,7 +34,7 @@ from stfusion.data.splits import Pair, Splits
 from stfusion.errors import ConfigError
 from stfusion.train.config import TrainConfig
 
-REFERENCE_MODES = ("pairs", "random", "self")
+REFERENCE_MODES = ("pairs", "random", "any", "self")
 
 
 def training_pairs(splits: Splits, references: str) -> list[Pair]:
@@ -38,6 +42,8 @@ def training_pairs(splits: Splits, references: str) -> list[Pair]:
         return list(splits.train)
     if references == "random":
         return [(ref, target) for target in splits.train_dates for ref in splits.train_dates if ref != target]
+    if references == "any":
+        return [(ref, target) for target in splits.train_dates for ref in splits.train_dates]
     if references == "self":
         return [(date, date) for date in splits.train_dates]
     raise ConfigError(f"references: expected one of {list(REFERENCE_MODES)}, got {references!r}")

@@ -108,7 +108,8 @@ def run_method(name: str, cube: xr.Dataset, splits: Splits, out_dir: str | os.Pa
     with tempfile.TemporaryDirectory(prefix="stfusion-train-") as staging:
         weights = export_weights(Path(staging) / "model.pt", name, result.model, config.arch,
                                  standardize=result.record["standardize"],
-                                 dataset=splits.dataset, seed=seed, scale=scale, best_epoch=result.record["best_epoch"])
+                                 dataset=splits.dataset, seed=seed, scale=scale, best_epoch=result.record["best_epoch"],
+                                 tile=config.tile, uncertainty_samples=config.uncertainty_samples)
         history = Path(staging) / "history.csv"
         result.history.to_csv(history, index=False)
         record = predict_split(trained, cube, splits, out_dir, extra=extra, attach=(weights, history))

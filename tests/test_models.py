@@ -14,24 +14,14 @@ from stfusion.models.edcstfn import EDCSTFN
 from stfusion.models.gan_stfm import GANSTFM, MultiScaleDiscriminator
 from stfusion.models.layers import SwitchNorm2d
 
+from model_inputs import n_params, triplet
+
 GENERATORS = [DCSTFN, EDCSTFN, GANSTFM]
 TINY = {
     DCSTFN: {"channels": (8, 8, 8)},
     EDCSTFN: {"channels": (8, 8, 8)},
     GANSTFM: {"channels": (4, 4, 8, 8)},
 }
-
-
-def n_params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def triplet(n=2, h=32, w=32, bands=6, dtype=torch.float32, requires_grad=False):
-    """(F1, C1, C2) with a smooth coarse change, reflectance-like values."""
-    f1 = 0.05 + 0.3 * torch.rand(n, bands, h, w, dtype=dtype)
-    c1 = f1 + 0.02 * torch.randn(n, bands, h, w, dtype=dtype)
-    c2 = c1 + 0.05
-    return [t.detach().requires_grad_(requires_grad) for t in (f1, c1, c2)]
 
 
 # --------------------------------------------------------------------------- parameter counts

@@ -14,18 +14,9 @@ from stfusion.models.standardize import Standardized
 from stfusion.tiling import predict_scene
 from stfusion.train.run import sample_scene
 
+from model_inputs import n_params, triplet
+
 TINY = {"dim": 8, "dim_mults": (1, 2, 2)}
-
-
-def n_params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def triplet(n=1, h=32, w=32, bands=6, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    f1 = 0.05 + 0.3 * torch.rand(n, bands, h, w, generator=g)
-    c1 = f1 + 0.02 * torch.randn(n, bands, h, w, generator=g)
-    return f1, c1, c1 + 0.05
 
 
 # --------------------------------------------------------------------------- schedule and sampler

@@ -11,18 +11,9 @@ from stfusion.models import build_model
 from stfusion.models.swinstfm import MASKED, SwinBlock, SwinSTFM, WindowGeometry
 from stfusion.tiling import predict_scene
 
+from model_inputs import n_params, triplet
+
 TINY = {"embed_dim": 8, "depths": (1, 1, 2, 1), "decoder_depths": (1, 1, 1, 1), "head_dim": 4}
-
-
-def n_params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def triplet(n=2, h=32, w=32, bands=6, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    f1 = 0.05 + 0.3 * torch.rand(n, bands, h, w, generator=g)
-    c1 = f1 + 0.02 * torch.randn(n, bands, h, w, generator=g)
-    return f1, c1, c1 + 0.05
 
 
 def test_paper_scale_parameter_count_matches_the_public_code():

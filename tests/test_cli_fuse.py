@@ -210,3 +210,15 @@ def test_bad_weights_inputs_are_named(tmp_path, six_band_inputs, inputs, capsys,
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "p.tif").exists()
+
+
+def test_the_search_window_reaches_the_method(tmp_path, inputs):
+    """STARFM with a 3-px and a 31-px window: different neighbourhoods, different predictions."""
+    paths, _ = inputs
+    outputs = []
+    for window in ("3", "31"):
+        out = tmp_path / f"p{window}.tif"
+        assert main(["fuse", "--method", "starfm", "--fine-ref", str(paths["f1"]), "--coarse-ref", str(paths["c1"]),
+                     "--coarse-target", str(paths["c2"]), "--out", str(out), "--window", window]) == 0
+        outputs.append(read_geotiff(out).data)
+    assert np.isfinite(outputs[0]).all() and not np.allclose(outputs[0], outputs[1])

@@ -14,10 +14,11 @@ or more, also write their per-pixel standard deviation beside the prediction, ``
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
-from contextlib import ExitStack
 import warnings
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
@@ -64,19 +65,19 @@ def _untrained(method_name: str, window: int | None) -> tuple[Callable, dict]:
     if window is not None:
         check_window(window, key="--window")
     options = {"window": window} if window is not None else {}
-    return method.predict, {"method": method_name, "uses_coarse_ref": True, "bands": None, **options}
+    predict = functools.partial(method.predict, **options)
+    return predict, {"method": method_name, "uses_coarse_ref": True, "bands": None, **options}
 
 
 def _trained(weights: str | os.PathLike, method_name: str | None, *, window: int | None, tile: int | None,
              samples: int | None, seed: int, device: str | None) -> tuple[Callable, dict]:
-    from stfusion.models import get_model_spec
+    from stfusion.models import get_model_spec  # torch: imported only when a trained model is asked for
+    from stfusion.tiling import resolve_device
     from stfusion.train.run import deep_predictor
     from stfusion.train.weights import load_model
 
     if window is not None:
         raise ConfigError("--window: trained models have no search window")
-    from stfusion.tiling import resolve_device
-
     device = resolve_device(device, key="--device")
     model, payload = load_model(weights, expected=method_name)
     metadata = payload.get("metadata") or {}

@@ -158,11 +158,26 @@ def test_trained_model_fuses_as_the_tiled_inference_predicts(tmp_path, six_band_
 
 
 def test_mcbam_gan_fuses_without_the_reference_coarse_image(tmp_path, six_band_inputs):
-    """Untrained, its reference skip returns F1 exactly; it never needs C1."""
+    """Untrained, it returns its skip image (F1 with the reference skip); it never needs C1."""
     paths, arrays = six_band_inputs
-    weights = exported(tmp_path, "mcbam-gan", {"channels": [4, 4, 8]})
+    weights = exported(tmp_path, "mcbam-gan", {"channels": [4, 4, 8], "skip": "reference"})
     assert fuse_weights(paths, weights, tmp_path / "p.tif", "--method", "mcbam-gan", coarse_ref=False) == 0
     np.testing.assert_allclose(read_geotiff(tmp_path / "p.tif").data, arrays["f1"] / 1e4, atol=1e-5)
+
+
+def test_mcbam_gan_coarse_corrected_skip_works_at_its_ratio_only(tmp_path, six_band_inputs, capsys):
+    torch = pytest.importorskip("torch")
+    from stfusion.models.mcbam_gan import box_filter
+
+    paths, arrays = six_band_inputs
+    weights = exported(tmp_path, "mcbam-gan", {"channels": [4, 4, 8], "ratio": 10})
+    assert fuse_weights(paths, weights, tmp_path / "p.tif", "--ratio", "10", coarse_ref=False) == 0
+    f1, c2 = (torch.from_numpy(arrays[name].astype(np.float32) / 1e4)[None] for name in ("f1", "c2"))
+    expected = (f1 + box_filter(c2, 10) - box_filter(box_filter(f1, 10), 10))[0].numpy()
+    np.testing.assert_allclose(read_geotiff(tmp_path / "p.tif").data, expected, atol=1e-5)
+    # at another ratio its skip would compare the images at the wrong scale
+    assert fuse_weights(paths, weights, tmp_path / "q.tif", "--ratio", "20", coarse_ref=False) == 2
+    assert "--ratio: 20" in capsys.readouterr().err and not (tmp_path / "q.tif").exists()
 
 
 def test_stochastic_model_writes_mean_and_std_and_repeats_for_a_seed(tmp_path, six_band_inputs, capsys):

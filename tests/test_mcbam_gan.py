@@ -10,9 +10,9 @@ from torch import nn
 
 from stfusion.config import load_params
 from stfusion.errors import ConfigError
-from stfusion.models import build_model, get_model_spec
+from stfusion.models import arch_for_data, build_model, get_model_spec
 from stfusion.models.layers import SwitchNorm2d
-from stfusion.models.mcbam_gan import AFF, CBAM, MCBAMGAN, ChannelAttention
+from stfusion.models.mcbam_gan import AFF, CBAM, MCBAMGAN, ChannelAttention, box_filter
 from stfusion.published import load_published
 from stfusion.tiling import predict_scene
 from stfusion.train.config import train_config, variant_settings
@@ -135,11 +135,58 @@ def test_generator_ignores_coarse_ref_and_declares_its_interface():
 
 @pytest.mark.parametrize("arch, message", [
     ({"depth": 4}, "depth"), ({"depth": 0}, "depth"), ({"cbam": "yes"}, "cbam"), ({"aff": 1}, "aff"),
-    ({"channels": [8, 16]}, "channels"),
+    ({"channels": [8, 16]}, "channels"), ({"skip": "coarse"}, "skip"), ({"ratio": 0}, "ratio"),
 ])
 def test_invalid_hyper_parameters_name_the_key(arch, message):
     with pytest.raises(ConfigError, match=message):
         build_model("mcbam-gan", arch)
+
+
+def test_untrained_generator_returns_its_skip_image():
+    """Choice 10: the heads start at zero, so the output is the skip image at every scale."""
+    torch.manual_seed(8)
+    f1, c1, c2 = inputs(2, 30, 26)
+    with torch.no_grad():
+        assert torch.equal(MCBAMGAN(**TINY, skip="reference").eval()(f1, c1, c2), f1)
+        model = MCBAMGAN(**TINY, ratio=5).eval()
+        expected = f1 + box_filter(c2, 5) - box_filter(box_filter(f1, 5), 5)
+        torch.testing.assert_close(model(f1, c1, c2), expected)
+        coarser = model(f1, c1, c2, all_scales=True)[1]
+    torch.testing.assert_close(coarser, nn.functional.avg_pool2d(expected, 2, ceil_mode=True))
+
+
+def test_coarse_corrected_skip_passes_a_uniform_coarse_change_on():
+    """A field that is uniform per band and a coarse image showing it brighter by d: the untrained
+    prediction is the field plus d everywhere, edges included (replicate padding)."""
+    level = torch.tensor([0.05, 0.08, 0.06, 0.3, 0.2, 0.1]).view(1, 6, 1, 1)
+    change = torch.tensor([0.01, -0.02, 0.0, 0.05, -0.03, 0.02]).view(1, 6, 1, 1)
+    f1 = level.expand(1, 6, 24, 28).clone()
+    c2 = (level + change).expand(1, 6, 24, 28).clone()
+    with torch.no_grad():
+        out = MCBAMGAN(**TINY, ratio=8).eval()(f1, f1, c2)
+    torch.testing.assert_close(out, (level + change).expand_as(out))
+
+
+def test_box_filter_is_a_local_mean_of_the_same_shape():
+    x = torch.arange(30.0).view(1, 1, 5, 6)
+    assert torch.equal(box_filter(x, 1), x)
+    out = box_filter(x, 3)
+    assert out.shape == x.shape
+    assert out[0, 0, 2, 2] == x[0, 0, 1:4, 1:4].mean()
+    # even sides: the window reaches size // 2 before and size // 2 - 1 after the pixel
+    assert box_filter(x, 2)[0, 0, 2, 2] == x[0, 0, 1:3, 1:3].mean()
+    # the skip's reach (two boxes) bounds the receptive field when it exceeds the convolution stack's
+    assert MCBAMGAN(**TINY, ratio=300).receptive_field == 300
+    assert MCBAMGAN(**TINY, ratio=300, skip="reference").receptive_field < 300
+
+
+def test_the_data_supplies_the_ratio_of_generators_that_take_one():
+    assert arch_for_data("mcbam-gan", {"depth": 2}, 16) == {"depth": 2, "ratio": 16}
+    assert arch_for_data("mcbam-gan", {"ratio": 16}, 16) == {"ratio": 16}
+    assert arch_for_data("mcbam-gan", {"depth": 2}, None) == {"depth": 2}
+    assert arch_for_data("dcstfn", {"channels": [8, 8, 8]}, 16) == {"channels": [8, 8, 8]}
+    with pytest.raises(ConfigError, match=r"models\.mcbam-gan\.arch\.ratio: 20.*16 fine pixels"):
+        arch_for_data("mcbam-gan", {"ratio": 20}, 16)
 
 
 def test_ablation_switches_remove_their_modules():
@@ -205,8 +252,8 @@ def _freeze_statistics(model: MCBAMGAN) -> MCBAMGAN:
 @pytest.mark.parametrize("arch", [{}, {"cbam": False}, {"depth": 1, "aff": False}])
 def test_receptive_field_bounds_the_convolution_stack(arch):
     torch.manual_seed(6)
-    # reference_skip=False: the skip starts the heads at 0, which would hide the stack from the gradient
-    model = _freeze_statistics(MCBAMGAN(**TINY, **arch, reference_skip=False)).double().eval()
+    # skip="none": a skip starts the heads at 0, which would hide the stack from the gradient
+    model = _freeze_statistics(MCBAMGAN(**TINY, **arch, skip="none")).double().eval()
     size = 160
     f1, c1, c2 = (t.detach().requires_grad_(True) for t in inputs(1, size, size, dtype=torch.float64))
     reaches = []

@@ -92,7 +92,8 @@ def _trained(weights: str | os.PathLike, method_name: str | None, *, window: int
     bands_default = inspect.signature(get_model_spec(payload["model"]).generator_class()).parameters["bands"].default
     info = {"method": payload["model"], "weights": str(weights), "uses_coarse_ref": getattr(model, "uses_coarse_ref", True),
             "bands": int(payload["arch"].get("bands", bands_default)), "tile": tile,
-            "samples": samples if stochastic else None, "trained_on": metadata.get("dataset")}
+            "samples": samples if stochastic else None, "trained_on": metadata.get("dataset"),
+            "ratio": getattr(model, "coarse_ratio", None)}
     return predict, info
 
 
@@ -118,6 +119,9 @@ def fuse_files(method_name: str | None, fine_ref: str | os.PathLike, coarse_ref:
     else:
         predict, info = _trained(weights, method_name, window=window, tile=tile, samples=samples, seed=seed,
                                  device=device)
+    if info.get("ratio") is not None and ratio != info["ratio"]:
+        raise ConfigError(f"--ratio: {ratio}, but {info['method']} in {weights} was built for coarse pixels "
+                          f"{info['ratio']} fine pixels wide; its skip compares the images at that scale")
     if coarse_ref is None and info["uses_coarse_ref"]:
         raise ConfigError(f"--coarse-ref: {info['method']} needs the coarse image of the reference date")
     paths = {"fine_ref": Path(fine_ref), "coarse_target": Path(coarse_target)}

@@ -100,6 +100,19 @@ def build_model(name: str, arch: dict | None = None, *, key: str | None = None) 
     return construct(spec.generator_class(), dict(arch or {}), key=key or f"models.{name}.arch")
 
 
+def arch_for_data(name: str, arch: dict | None, ratio: int | None, *, key: str | None = None) -> dict:
+    """``arch`` with the data's coarse/fine pixel-size ``ratio`` filled in, for generators that take one
+    (MCBAM-GAN's coarse-corrected skip); unchanged for the others or when ``ratio`` is unknown (None).
+    A ``ratio`` already in ``arch`` must agree with the data's."""
+    arch = dict(arch or {})
+    if ratio is None or "ratio" not in inspect.signature(get_model_spec(name).generator_class()).parameters:
+        return arch
+    if "ratio" in arch and arch["ratio"] != ratio:
+        raise ConfigError(f"{key or f'models.{name}.arch'}.ratio: {arch['ratio']!r}, but the data's coarse "
+                          f"pixels are {ratio} fine pixels wide; leave ratio out to take it from the data")
+    return {**arch, "ratio": int(ratio)}
+
+
 def build_autoencoder(arch: dict | None = None, *, key: str = f"models.{AUTOENCODER}.arch") -> torch.nn.Module:
     from stfusion.models.autoencoder import FeatureAutoencoder
 

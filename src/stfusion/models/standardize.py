@@ -32,7 +32,7 @@ class Standardized(nn.Module):
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
         for name in ("receptive_field", "alignment", "input_statistics", "uses_coarse_ref", "name", "family",
-                     "reconstruction_scales", "stochastic", "sample_steps", "eta", "noise_channels"):
+                     "reconstruction_scales", "stochastic", "sample_steps", "eta", "noise_channels", "coarse_ratio"):
             if hasattr(model, name):
                 setattr(self, name, getattr(model, name))
 

@@ -28,7 +28,7 @@ import os
 import shutil
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,8 @@ from stfusion.errors import ConfigError
 from stfusion.io import write_json
 from stfusion import REFLECTANCE_SCALE
 from stfusion.models.standardize import Standardized, band_statistics
-from stfusion.models import AUTOENCODER, build_autoencoder, build_model, construct, count_parameters, get_model_spec
+from stfusion.models import (AUTOENCODER, arch_for_data, build_autoencoder, build_model, construct, count_parameters,
+                             get_model_spec)
 from stfusion.train.config import TrainConfig
 from stfusion.train.datamodule import FusionDataModule
 from stfusion.train.tasks import AdversarialTask, AutoencoderTask, DiffusionTask, FusionTask, RegressionTask
@@ -135,6 +136,15 @@ def training_statistics(cube: xr.Dataset, splits: Splits) -> dict[str, list[floa
     return {"mean": mean.tolist(), "std": std.tolist()}
 
 
+def config_for_data(name: str, config: TrainConfig, cube: xr.Dataset) -> TrainConfig:
+    """``config`` with what the generator takes from the data (the pixel-size ratio) in its ``arch``."""
+    if name == AUTOENCODER:
+        return config
+    ratio = cube.attrs.get("ratio")
+    arch = arch_for_data(name, config.arch, None if ratio is None else int(ratio))
+    return config if arch == dict(config.arch) else replace(config, arch=arch)
+
+
 def build_task(name: str, config: TrainConfig, *, feature_encoder_path: str | os.PathLike | None,
                statistics: dict[str, list[float]] | None = None) -> FusionTask:
     """The Lightning task of model ``name`` (or of the feature autoencoder)."""
@@ -185,6 +195,7 @@ def train_model(name: str, cube: xr.Dataset, splits: Splits, config: TrainConfig
                 num_workers: int = 0, progress: bool = True, callbacks: list[Callback] = ()) -> TrainResult:
     """Train model ``name`` (or ``"autoencoder"``) and return it with its best validation weights."""
     checkpoint_dir = Path(checkpoint_dir)
+    config = config_for_data(name, config, cube)
     fingerprint = run_fingerprint(name, config, seed, data_fingerprint(cube, splits))
     resume = prepare_checkpoint_dir(checkpoint_dir, fingerprint)
     L.seed_everything(seed, workers=True, verbose=False)

@@ -28,7 +28,7 @@ from stfusion.models import AUTOENCODER
 from stfusion.predict import predict_split
 from stfusion.tiling import predict_scene
 from stfusion.train.config import TrainConfig
-from stfusion.train.fit import finish, train_model
+from stfusion.train.fit import config_for_data, finish, train_model
 from stfusion.train.weights import export_weights
 
 
@@ -95,6 +95,7 @@ def run_method(name: str, cube: xr.Dataset, splits: Splits, out_dir: str | os.Pa
         return predict_split(method, cube, splits, out_dir, extra={"seed": seed, **(extra or {})})
     if config is None or checkpoint_dir is None:
         raise ValueError(f"{name} is trained: pass its TrainConfig and a checkpoint_dir")
+    config = config_for_data(name, config, cube)  # the arch stored with the weights is the one trained
     result = train_model(name, cube, splits, config, seed=seed, checkpoint_dir=checkpoint_dir,
                          feature_encoder_path=feature_encoder_path, **_train_options(train_options))
     if not result.is_global_zero:  # other DDP ranks: rank 0 writes everything

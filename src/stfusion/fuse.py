@@ -72,6 +72,7 @@ def _untrained(method_name: str, window: int | None) -> tuple[Callable, dict]:
 def _trained(weights: str | os.PathLike, method_name: str | None, *, window: int | None, tile: int | None,
              samples: int | None, seed: int, device: str | None) -> tuple[Callable, dict]:
     from stfusion.models import get_model_spec  # torch: imported only when a trained model is asked for
+    from stfusion.models.layers import check_positive_int
     from stfusion.tiling import resolve_device
     from stfusion.train.run import deep_predictor
     from stfusion.train.weights import load_model
@@ -81,12 +82,8 @@ def _trained(weights: str | os.PathLike, method_name: str | None, *, window: int
     device = resolve_device(device, key="--device")
     model, payload = load_model(weights, expected=method_name)
     metadata = payload.get("metadata") or {}
-    tile = (metadata.get("tile") or DEFAULT_TILE) if tile is None else tile
-    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
-        raise ConfigError(f"--tile: expected a positive number of pixels, got {tile!r}")
-    samples = (metadata.get("uncertainty_samples") or 1) if samples is None else samples
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ConfigError(f"--samples: expected a positive number of samples, got {samples!r}")
+    tile = check_positive_int("--tile", (metadata.get("tile") or DEFAULT_TILE) if tile is None else tile)
+    samples = check_positive_int("--samples", (metadata.get("uncertainty_samples") or 1) if samples is None else samples)
     stochastic = bool(getattr(model, "stochastic", False))
     predict = deep_predictor(model, tile=tile, device=device, samples=samples if stochastic else 0, seed=seed)
     bands_default = inspect.signature(get_model_spec(payload["model"]).generator_class()).parameters["bands"].default

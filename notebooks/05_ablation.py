@@ -1,8 +1,8 @@
 # %% [markdown]
 # # 5 · Ablation: the MCBAM-GAN paper's Tables 2 to 4
 #
-# One run of this notebook trains one ablation variant of MCBAM-GAN on one dataset (DVC runs it for
-# every dataset × variant) and predicts every test pair, exactly as the train stage does for a method.
+# One run of this notebook trains every ablation variant of MCBAM-GAN on one dataset (DVC runs it
+# once per dataset) and predicts every test pair, exactly as the train stage does for a method.
 # A variant is the model's settings at the study's scale with the overrides of
 # `ablation.settings.<variant>` in params.yaml:
 #
@@ -19,43 +19,60 @@
 # the evaluate stage puts it in the `depth-3` and `multi-scale+cbam+aff+multi-loss` rows. Without the
 # multi-loss a variant is trained on L1 + LSGAN only.
 #
-# At the quick scale each variant trains for a few minutes of CPU: differences between variants are
+# On a CPU the variants train side by side, one single-thread process per core (`workers`, see
+# `stfusion.train.ablation`): these small models gain little from a second thread, so two cores
+# train two variants in about the time of one. With CUDA they train one after another.
+#
+# At the quick scale each variant trains for about a minute of CPU: differences between variants are
 # within the run-to-run spread and are **not significant**. The paper scale (`train.scale: paper`, on a
 # GPU) is the one to compare with the published tables.
 
 # %% tags=["parameters"]
 dataset = "cia-sim"
-variant = "depth-1"
 model = "mcbam-gan"
+variants = ["depth-1"]  # the variants to train (the stage passes ablation.variants)
 seed = 42
 scale = "quick"
-settings = None  # the variant's merged settings (None: built from params.yaml)
+settings = None  # {variant: its merged settings} (None: built from params.yaml)
 train = {}
+workers = None  # worker processes (None: one per core on CPU, 0 with CUDA; 0 = in this process)
 workspace = None
 
 # %%
+import pandas as pd
+
 from stfusion.config import load_params
-from stfusion.data.datacube import open_cube
-from stfusion.data.splits import Splits
 from stfusion.models import get_model_spec
 from stfusion.paths import Workspace
+from stfusion.train.ablation import VariantRun, default_workers, run_ablation
 from stfusion.train.config import train_config, variant_settings
-from stfusion.train.run import run_method
 
 ws = Workspace.resolve(workspace)
-cube = open_cube(ws.cube(dataset))
-split = Splits.load(ws.splits(dataset))
 if settings is None:
-    settings = variant_settings(load_params(), variant, scale)
-config = train_config(settings, key=f"ablation.settings.{variant}")
-print(f"{model} variant {variant}, scale {scale}: architecture {config.arch}; loss weights pixel "
-      f"{config.pixel_weight}, feature {config.feature_weight}, spectral {config.cosine_weight}, "
-      f"vision {config.msssim_weight}, adversarial {config.adversarial_weight}")
+    params = load_params()
+    settings = {variant: variant_settings(params, variant, scale) for variant in variants}
+encoder = ws.autoencoder(dataset) / "autoencoder.pt" if get_model_spec(model).feature_encoder else None
+runs = [VariantRun(model=model, variant=variant, settings=settings[variant], dataset=dataset,
+                   out_dir=str(ws.ablation(dataset)), cube=str(ws.cube(dataset)), splits=str(ws.splits(dataset)),
+                   checkpoint_dir=str(ws.checkpoints(dataset, f"ablation-{variant}")), seed=seed, scale=scale,
+                   feature_encoder=str(encoder) if encoder else None, train=train)
+        for variant in variants]
+for run in runs:
+    config = train_config(run.settings, key=f"ablation.settings.{run.variant}")
+    print(f"{run.variant:22s} architecture {config.arch}; loss weights pixel {config.pixel_weight}, feature "
+          f"{config.feature_weight}, spectral {config.cosine_weight}, vision {config.msssim_weight}, "
+          f"adversarial {config.adversarial_weight}")
+print(f"{len(runs)} variants of {model} on {dataset}, scale {scale}; workers: "
+      f"{default_workers(runs) if workers is None else workers}")
 
 # %%
-encoder = ws.autoencoder(dataset) / "autoencoder.pt" if get_model_spec(model).feature_encoder else None
-record = run_method(model, cube, split, ws.ablation(dataset) / variant, seed=seed, config=config, scale=scale,
-                    checkpoint_dir=ws.checkpoints(dataset, f"ablation-{variant}"), feature_encoder_path=encoder,
-                    train_options=train, extra={"variant": variant})
-{k: record.get(k) for k in ("variant", "parameters", "discriminator_parameters", "train_seconds", "best_epoch",
-                            "best_val_rmse", "predict_seconds")}
+records = run_ablation(runs, workers=workers)
+
+# %% [markdown]
+# What each variant's run recorded (validation RMSE: the checkpoint selection's score on the validation
+# pair; the test scores come from the evaluate stage):
+
+# %%
+pd.DataFrame([{"variant": name, "parameters": r["parameters"], "discriminator parameters": r["discriminator_parameters"],
+               "train seconds": round(r["train_seconds"], 1), "best epoch": r["best_epoch"],
+               "best val RMSE": round(r["best_val_rmse"], 4)} for name, r in records.items()]).set_index("variant")

@@ -19,22 +19,40 @@ ROOT = find_root()
 @pytest.mark.parametrize("name", list(STAGES))
 def test_every_stage_parameter_is_declared_by_its_notebook(name, tmp_path):
     params = load_params(ROOT / "params.yaml")
-    values = stage_parameters(name, params, dataset=params["datasets"][0], method=params["methods"][0],
-                              variant=params["ablation"]["variants"][0])
+    values = stage_parameters(name, params, dataset=params["datasets"][0], method=params["methods"][0])
     declared = write_template(ROOT / "notebooks" / STAGES[name].notebook, tmp_path / "template.ipynb")
     assert set(values) <= set(declared), f"{STAGES[name].notebook} lacks {set(values) - set(declared)}"
 
 
-def test_ablation_stage_gets_the_merged_settings_of_its_variant():
+def test_ablation_stage_gets_every_variant_with_its_merged_settings():
     params = load_params(ROOT / "params.yaml")
-    values = stage_parameters("ablation", params, dataset="cia-sim", variant="cbam")
+    values = stage_parameters("ablation", params, dataset="cia-sim")
     base = params["models"]["mcbam-gan"][params["train"]["scale"]]
-    assert values["model"] == "mcbam-gan" and values["variant"] == "cbam"
-    assert values["settings"]["arch"] == {**base["arch"], "depth": 1, "aff": False}  # merged key by key
-    assert values["settings"]["feature_weight"] == 0.0 and values["settings"]["epochs"] == base["epochs"]
-    assert executed_name("ablation", "cia-sim", None, "cbam") == "ablation-cia-sim-cbam.ipynb"
-    with pytest.raises(ConfigError, match="--variant"):
-        stage_parameters("ablation", params, dataset="cia-sim", variant="depth-9")
+    assert values["model"] == "mcbam-gan" and values["variants"] == params["ablation"]["variants"]
+    assert list(values["settings"]) == params["ablation"]["variants"]
+    cbam = values["settings"]["cbam"]
+    assert cbam["arch"] == {**base["arch"], "depth": 1, "aff": False}  # merged key by key
+    assert cbam["feature_weight"] == 0.0 and cbam["epochs"] == base["epochs"]
+    assert values["settings"]["depth-2"]["arch"] == {**base["arch"], "depth": 2}
+    assert executed_name("ablation", "cia-sim", None) == "ablation-cia-sim.ipynb"
+
+
+def test_the_stage_runner_checks_settings_without_building_models():
+    """Building every model at both scales takes seconds; the runner does it at none of its ~40 runs,
+    yet a misspelt hyper-parameter is still caught before any notebook starts."""
+    import copy
+
+    from stfusion.config import validate_params
+
+    params = load_params(ROOT / "params.yaml")
+    bad = copy.deepcopy(params)
+    bad["models"]["swinstfm"]["paper"]["arch"]["depths"] = "deep"  # a bad value only building finds
+    validate_params(bad, build_models=False)
+    with pytest.raises(ConfigError, match=r"models.swinstfm.paper.arch"):
+        validate_params(bad)
+    bad["models"]["swinstfm"]["paper"]["arch"]["dept"] = [2, 2]  # a misspelt name: caught either way
+    with pytest.raises(ConfigError, match=r"models.swinstfm.paper.arch.dept: not a hyper-parameter"):
+        validate_params(bad, build_models=False)
 
 
 def test_types_survive_from_params_to_notebook_source():

@@ -1,6 +1,6 @@
 """The ``stfusion`` command line.
 
-- ``stfusion stage NAME [--dataset D] [--method M] [--variant V]``: run one pipeline stage (what DVC calls).
+- ``stfusion stage NAME [--dataset D] [--method M]``: run one pipeline stage (what DVC calls).
 - ``stfusion info datasets|methods|stages``: what the study knows.
 - ``stfusion info models [--json]``: every deep model with its family, both scales and their
   parameter counts (generator, and discriminator for GANs), built from params.yaml.
@@ -98,7 +98,7 @@ def _info_models(as_json: bool, params_path: str | None) -> None:
 def _stage(args: argparse.Namespace) -> None:
     from stfusion.stages import run_stage
 
-    path = run_stage(args.name, dataset=args.dataset, method=args.method, variant=args.variant, params_path=args.params)
+    path = run_stage(args.name, dataset=args.dataset, method=args.method, params_path=args.params)
     print(f"executed notebook: {path}")
 
 
@@ -162,7 +162,6 @@ def build_parser() -> argparse.ArgumentParser:
     stage.add_argument("name")
     stage.add_argument("--dataset")
     stage.add_argument("--method")
-    stage.add_argument("--variant", help="ablation variant (ablation.variants in params.yaml)")
     stage.add_argument("--params", help="parameter file (default: params.yaml of the project)")
     stage.set_defaults(run=_stage)
     info = commands.add_parser("info", help="list datasets, methods, models or stages")

@@ -23,8 +23,12 @@ TOP_LEVEL = ("profile", "seed", "datasets", "methods", "download", "preprocess",
              "evaluate", "figures")
 
 
-def load_params(path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Read and validate params.yaml (the project's own unless ``path`` is given)."""
+def load_params(path: str | os.PathLike | None = None, *, build_models: bool = True) -> dict[str, Any]:
+    """Read and validate params.yaml (the project's own unless ``path`` is given).
+
+    ``build_models=False`` checks every setting but builds no architecture: the stage runner's choice,
+    because building every model at both scales takes seconds at each of the study's ~40 stage runs,
+    and each stage builds the model it trains anyway (with errors naming the same parameter)."""
     path = Path(path) if path else find_root() / "params.yaml"
     if not path.is_file():
         raise ConfigError(f"{path}: parameter file not found")
@@ -32,7 +36,7 @@ def load_params(path: str | os.PathLike | None = None) -> dict[str, Any]:
         params = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from err
-    validate_params(params, source=str(path))
+    validate_params(params, source=str(path), build_models=build_models)
     return params
 
 
@@ -55,8 +59,9 @@ def _check_list(params: dict, key: str, check) -> None:
         check(item, key=f"{key}[{i}]")
 
 
-def validate_params(params: Any, *, source: str = "params.yaml") -> None:
-    """Raise ConfigError naming the first invalid parameter."""
+def validate_params(params: Any, *, source: str = "params.yaml", build_models: bool = True) -> None:
+    """Raise ConfigError naming the first invalid parameter (``build_models``: also build every
+    architecture and discriminator the study trains, at both scales)."""
     from stfusion.methods import get_method
 
     _require(isinstance(params, dict), source, "a mapping of parameters", type(params).__name__)
@@ -72,8 +77,8 @@ def validate_params(params: Any, *, source: str = "params.yaml") -> None:
     _check_preprocess(params["preprocess"])
     _check_ablation(params["ablation"], params["methods"])
     _check_train(params["train"])
-    _check_models(params["models"], trained_methods(params))
-    _check_variant_settings(params)
+    _check_models(params["models"], trained_methods(params), build=build_models)
+    _check_variant_settings(params, build=build_models)
     _check_evaluate(params["evaluate"])
     _check_figures(params["figures"])
 
@@ -171,7 +176,7 @@ def _check_train(section: Any) -> None:
              "an integer >= 0", workers)
 
 
-def _check_models(section: Any, trained: list[str]) -> None:
+def _check_models(section: Any, trained: list[str], *, build: bool = True) -> None:
     """Both scales of every model the study trains: settings valid and the architecture buildable."""
     from stfusion.models import AUTOENCODER, get_model_spec
     from stfusion.train.config import SCALES, scale_settings
@@ -182,10 +187,10 @@ def _check_models(section: Any, trained: list[str]) -> None:
             get_model_spec(name, key=f"models.{name}")
     for name in trained:
         for scale in SCALES:
-            _check_scale(name, scale_settings(section, name, scale), key=f"models.{name}.{scale}")
+            _check_scale(name, scale_settings(section, name, scale), key=f"models.{name}.{scale}", build=build)
 
 
-def _check_variant_settings(params: dict) -> None:
+def _check_variant_settings(params: dict, *, build: bool = True) -> None:
     """Every variant defined under ablation.settings, merged over its model's scales, valid and buildable."""
     from stfusion.train.config import SCALES, train_config, variant_settings
 
@@ -193,21 +198,29 @@ def _check_variant_settings(params: dict) -> None:
     for variant in params["ablation"]["settings"]:
         for scale in SCALES:
             key = f"ablation.settings.{variant} (over models.{model}.{scale})"
-            _check_scale(model, train_config(variant_settings(params, variant, scale), key=key), key=key)
+            _check_scale(model, train_config(variant_settings(params, variant, scale), key=key), key=key, build=build)
 
 
-def _check_scale(name: str, config, *, key: str) -> None:
-    """One model's scale: the architecture (and discriminator) build; MS-SSIM fits in the patches."""
+def _check_scale(name: str, config, *, key: str, build: bool = True) -> None:
+    """One model's scale: the architecture (and discriminator) take these keywords and, with ``build``,
+    build; MS-SSIM fits in the patches."""
     from stfusion.losses import min_patch_for_ms_ssim
-    from stfusion.models import AUTOENCODER, build_autoencoder, build_model, construct, get_model_spec
+    from stfusion.models import AUTOENCODER, build_autoencoder, build_model, check_keywords, construct, get_model_spec
+    from stfusion.models.autoencoder import FeatureAutoencoder
 
     if name == AUTOENCODER:
-        build_autoencoder(config.arch, key=f"{key}.arch")
+        check_keywords(FeatureAutoencoder, config.arch, key=f"{key}.arch")
+        if build:
+            build_autoencoder(config.arch, key=f"{key}.arch")
     else:
-        build_model(name, config.arch, key=f"{key}.arch")
         spec = get_model_spec(name)
+        check_keywords(spec.generator_class(), config.arch, key=f"{key}.arch")
         if spec.discriminator:
-            construct(spec.discriminator_class(), dict(config.discriminator), key=f"{key}.discriminator")
+            check_keywords(spec.discriminator_class(), config.discriminator, key=f"{key}.discriminator")
+        if build:
+            build_model(name, config.arch, key=f"{key}.arch")
+            if spec.discriminator:
+                construct(spec.discriminator_class(), dict(config.discriminator), key=f"{key}.discriminator")
     if config.msssim_weight:
         smallest = min_patch_for_ms_ssim(config.msssim_scales)
         _require(config.patch_size >= smallest, f"{key}.patch_size",

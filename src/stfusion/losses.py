@@ -29,7 +29,6 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
-from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
 from stfusion.errors import ConfigError
 
@@ -102,6 +101,10 @@ def ms_ssim_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor |
     if side < min_patch_for_ms_ssim(scales):
         raise ConfigError(f"msssim_scales: {scales} scales need patches of at least "
                           f"{min_patch_for_ms_ssim(scales)} px, got {side} px; lower msssim_scales or raise patch_size")
+    # Imported here: torchmetrics takes 1.4 s to import, which the stage runner (it checks patch
+    # sizes with min_patch_for_ms_ssim) would otherwise pay at every stage.
+    from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
+
     pred = _fill_invalid(pred.float(), target.float(), valid).clamp_min(0.0)
     score = multiscale_structural_similarity_index_measure(
         pred, target.float().clamp_min(0.0), data_range=1.0, betas=ms_ssim_weights(scales), normalize="relu")

@@ -62,7 +62,7 @@ def predict_pair(method: Method, cube: xr.Dataset, pair: Pair) -> dict[str, np.n
 
 def predict_split(method: Method, cube: xr.Dataset, splits: Splits, out_dir: str | os.PathLike,
                   *, split: str = "test", extra: dict[str, Any] | None = None,
-                  attach: tuple[Path, ...] = ()) -> dict[str, Any]:
+                  attach: tuple[Path, ...] = (), progress: bool = True) -> dict[str, Any]:
     """Write the predictions of every pair of ``split`` and ``run.json`` into ``out_dir`` atomically.
 
     ``attach``: files (exported weights, training history) to place in the same folder, in the
@@ -71,7 +71,7 @@ def predict_split(method: Method, cube: xr.Dataset, splits: Splits, out_dir: str
     grid = cube_grid(cube)
     seconds: dict[str, float] = {}
     with atomic_dir(out_dir) as tmp:
-        for pair in tqdm(splits.pairs(split), desc=f"{method.name} on {splits.dataset}"):
+        for pair in tqdm(splits.pairs(split), desc=f"{method.name} on {splits.dataset}", disable=not progress):
             start = time.perf_counter()
             outputs = predict_pair(method, cube, pair)
             seconds[f"{pair[0]}_{pair[1]}"] = time.perf_counter() - start

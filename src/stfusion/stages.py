@@ -1,6 +1,6 @@
 """Run a pipeline stage: execute its notebook with papermill, parameters from params.yaml.
 
-DVC calls ``stfusion stage NAME [--dataset D] [--method M] [--variant V]``. The stage's notebook is kept as a
+DVC calls ``stfusion stage NAME [--dataset D] [--method M]``. The stage's notebook is kept as a
 jupytext ``py:percent`` file in ``notebooks/`` (the text form is the DVC dependency, so running the
 notebook in JupyterLab cannot make a stage look changed). Here it is converted to ``.ipynb`` in
 memory and executed by papermill's Python API, which passes parameters as Python literals, so
@@ -8,7 +8,7 @@ booleans, lists and mappings arrive with their types intact (papermill's ``-p`` 
 ``false`` into the truthy string "false").
 
 The executed copy is written atomically to
-``reports/notebooks/<stage>[-<dataset>][-<method>][-<variant>].ipynb``.
+``reports/notebooks/<stage>[-<dataset>][-<method>].ipynb``.
 A failed run leaves nothing there; its partly executed notebook goes to ``scratch/failed/`` for
 debugging.
 """
@@ -40,16 +40,15 @@ class Stage:
     notebook: str
     needs_dataset: bool
     needs_method: bool
-    parameters: ParamBuilder  # (params, dataset, method, variant) -> notebook parameters
-    needs_variant: bool = False
+    parameters: ParamBuilder  # (params, dataset, method) -> notebook parameters
 
 
-def _download(p: dict, dataset: str | None, method: str | None, variant: str | None = None) -> dict[str, Any]:
+def _download(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
     return {"dataset": dataset, "raw_dir": p["download"].get("raw_dir"),
             "scene": p["download"].get("synthetic", {}).get(dataset, {})}
 
 
-def _preprocess(p: dict, dataset: str | None, method: str | None, variant: str | None = None) -> dict[str, Any]:
+def _preprocess(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
     return {"dataset": dataset, "splits": p["preprocess"].get("splits", {}).get(dataset, {})}
 
 
@@ -58,38 +57,39 @@ def _scale(p: dict, name: str) -> dict[str, Any] | None:
     return p["models"].get(name, {}).get(p["train"]["scale"])
 
 
-def _autoencoder(p: dict, dataset: str | None, method: str | None, variant: str | None = None) -> dict[str, Any]:
+def _autoencoder(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
     from stfusion.models import AUTOENCODER
 
     return {"dataset": dataset, "seed": p["seed"], "scale": p["train"]["scale"],
             "settings": _scale(p, AUTOENCODER), "train": p["train"]}
 
 
-def _train(p: dict, dataset: str | None, method: str | None, variant: str | None = None) -> dict[str, Any]:
+def _train(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
     return {"dataset": dataset, "method": method, "seed": p["seed"], "scale": p["train"]["scale"],
             "settings": _scale(p, method), "train": p["train"]}
 
 
-def _ablation(p: dict, dataset: str | None, method: str | None, variant: str | None = None) -> dict[str, Any]:
+def _ablation(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
     from stfusion.train.config import variant_settings
 
     scale = p["train"]["scale"]
-    return {"dataset": dataset, "variant": variant, "model": p["ablation"]["model"], "seed": p["seed"],
-            "scale": scale, "settings": variant_settings(p, variant, scale), "train": p["train"]}
+    variants = p["ablation"]["variants"]
+    return {"dataset": dataset, "model": p["ablation"]["model"], "variants": variants, "seed": p["seed"],
+            "scale": scale, "settings": {v: variant_settings(p, v, scale) for v in variants}, "train": p["train"]}
 
 
-def _evaluate(p: dict, dataset: str | None, method: str | None, variant: str | None = None) -> dict[str, Any]:
+def _evaluate(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
     ablation = p["ablation"]
     return {"datasets": p["datasets"], "methods": p["methods"], "variants": ablation["variants"],
             "ablation_model": ablation["model"], "full_model_rows": ablation.get("full_model_rows", []),
             "profile": p["profile"], "settings": p["evaluate"]}
 
 
-def _figures(p: dict, dataset: str | None, method: str | None, variant: str | None = None) -> dict[str, Any]:
+def _figures(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
     return {"datasets": p["datasets"], "methods": p["methods"], "profile": p["profile"], **p["figures"]}
 
 
-def _report(p: dict, dataset: str | None, method: str | None, variant: str | None = None) -> dict[str, Any]:
+def _report(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
     shown = ("profile", "seed", "datasets", "methods", "evaluate", "figures")  # what the report quotes
     return {"datasets": p["datasets"], "methods": p["methods"], "profile": p["profile"],
             "params": {key: p[key] for key in shown}}
@@ -100,7 +100,7 @@ STAGES: dict[str, Stage] = {
     "preprocess": Stage("02_preprocess.py", True, False, _preprocess),
     "autoencoder": Stage("03_autoencoder.py", True, False, _autoencoder),
     "train": Stage("04_train.py", True, True, _train),
-    "ablation": Stage("05_ablation.py", True, False, _ablation, needs_variant=True),
+    "ablation": Stage("05_ablation.py", True, False, _ablation),
     "evaluate": Stage("06_evaluate.py", False, False, _evaluate),
     "figures": Stage("07_figures.py", False, False, _figures),
     "report": Stage("08_report.py", False, False, _report),
@@ -108,7 +108,7 @@ STAGES: dict[str, Stage] = {
 
 
 def stage_parameters(name: str, params: dict[str, Any], *, dataset: str | None = None,
-                     method: str | None = None, variant: str | None = None, workspace: str = ".") -> dict[str, Any]:
+                     method: str | None = None, workspace: str = ".") -> dict[str, Any]:
     """The notebook parameters of stage ``name``, drawn from validated ``params``."""
     if name not in STAGES:
         raise ConfigError(f"stage: unknown stage {name!r}; stages are {list(STAGES)}")
@@ -123,14 +123,11 @@ def stage_parameters(name: str, params: dict[str, Any], *, dataset: str | None =
         get_method(method, key="--method")
         if method not in params["methods"]:
             raise ConfigError(f"--method: {method!r} is not in params.yaml 'methods' {params['methods']}")
-    if stage.needs_variant and variant not in params["ablation"]["variants"]:
-        raise ConfigError(f"--variant: {variant!r} is not in params.yaml 'ablation.variants' "
-                          f"{params['ablation']['variants']}")
-    return {**stage.parameters(params, dataset, method, variant), "workspace": workspace}
+    return {**stage.parameters(params, dataset, method), "workspace": workspace}
 
 
-def executed_name(name: str, dataset: str | None, method: str | None, variant: str | None = None) -> str:
-    return "-".join(part for part in (name, dataset, method, variant) if part) + ".ipynb"
+def executed_name(name: str, dataset: str | None, method: str | None) -> str:
+    return "-".join(part for part in (name, dataset, method) if part) + ".ipynb"
 
 
 def load_notebook(path: Path) -> nbformat.NotebookNode:
@@ -146,14 +143,14 @@ def write_template(source: Path, template: Path) -> set[str]:
     return set(papermill.inspect_notebook(str(template)))
 
 
-def run_stage(name: str, *, dataset: str | None = None, method: str | None = None, variant: str | None = None,
+def run_stage(name: str, *, dataset: str | None = None, method: str | None = None,
               params_path: str | os.PathLike | None = None, workspace: str = ".") -> Path:
     """Execute stage ``name`` and return the path of its executed notebook."""
     root = find_root()
-    params = load_params(params_path)
-    parameters = stage_parameters(name, params, dataset=dataset, method=method, variant=variant, workspace=workspace)
+    params = load_params(params_path, build_models=False)  # the stage builds the model it trains
+    parameters = stage_parameters(name, params, dataset=dataset, method=method, workspace=workspace)
     source = root / "notebooks" / STAGES[name].notebook
-    output = root / "reports" / "notebooks" / executed_name(name, dataset, method, variant)
+    output = root / "reports" / "notebooks" / executed_name(name, dataset, method)
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="stfusion-stage-") as tmpdir:
         template = Path(tmpdir) / output.name

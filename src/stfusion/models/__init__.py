@@ -79,13 +79,18 @@ def get_model_spec(name: str, *, key: str = "model") -> ModelSpec:
         raise ConfigError(f"{key}: unknown model {name!r}; known models are {sorted(MODELS)}") from None
 
 
-def construct(cls: type[torch.nn.Module], arch: dict, *, key: str) -> torch.nn.Module:
-    """``cls(**arch)``, with unknown or invalid keyword arguments reported against ``key``."""
+def check_keywords(cls: type[torch.nn.Module], arch: dict, *, key: str) -> None:
+    """Raise ConfigError naming ``key`` if ``arch`` has a keyword ``cls`` does not take."""
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     unknown = sorted(set(arch) - accepted)
     if unknown:
         raise ConfigError(f"{key}.{unknown[0]}: not a hyper-parameter of {cls.__name__}; "
                           f"expected some of {sorted(accepted)}")
+
+
+def construct(cls: type[torch.nn.Module], arch: dict, *, key: str) -> torch.nn.Module:
+    """``cls(**arch)``, with unknown or invalid keyword arguments reported against ``key``."""
+    check_keywords(cls, arch, key=key)
     try:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()})
     except ConfigError as err:

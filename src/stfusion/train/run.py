@@ -113,7 +113,8 @@ def run_method(name: str, cube: xr.Dataset, splits: Splits, out_dir: str | os.Pa
                                  tile=config.tile, uncertainty_samples=config.uncertainty_samples)
         history = Path(staging) / "history.csv"
         result.history.to_csv(history, index=False)
-        record = predict_split(trained, cube, splits, out_dir, extra=extra, attach=(weights, history))
+        record = predict_split(trained, cube, splits, out_dir, extra=extra, attach=(weights, history),
+                               progress=_train_options(train_options).get("progress", True))
     finish(checkpoint_dir)
     return record
 

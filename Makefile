@@ -1,5 +1,6 @@
 # Two commands for a fresh clone (Python 3.11 and pip, nothing else installed by hand):
-#   make study   create .venv, install the project, and regenerate the default study (dvc repro)
+#   make study   create .venv, install the project, and regenerate the default study (`stfusion study`:
+#                dvc repro with the datasets' chains side by side; same results as a plain `dvc repro`)
 #   make test    create or update .venv, then unit tests, nbval over every notebook, and an
 #                end-to-end smoke reproduction of the whole pipeline on the tiny profile
 SHELL := /bin/bash
@@ -22,7 +23,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	@touch $@
 
 study: venv
-	dvc repro
+	stfusion study
 
 # The full reproduction on the real CIA and LGC data (see README): switches params.yaml to
 # profiles/full.yaml (git shows the change) and reruns the pipeline.

@@ -1,4 +1,5 @@
-"""End-to-end: `dvc repro` of the whole pipeline on the smoke profile, in a copy of the repository.
+"""End-to-end: `stfusion study` (what `make study` runs: `dvc repro` with the datasets side by side)
+of the whole pipeline on the smoke profile, in a copy of the repository.
 
 The copy holds what git would commit (tracked and untracked-but-not-ignored files), so the test
 sees exactly what a fresh clone sees; params.yaml is replaced by profiles/smoke.yaml.
@@ -53,13 +54,14 @@ def smoke_study(tmp_path_factory):
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-qm", "smoke"], repo, env)
     start = time.perf_counter()
-    log = _run(["dvc", "repro"], repo, env)
+    log = _run(["stfusion", "study"], repo, env)  # what `make study` runs: the datasets side by side
     return repo, env, log, time.perf_counter() - start
 
 
 def test_repro_writes_every_report(smoke_study):
     repo, _, log, seconds = smoke_study
-    print(f"smoke dvc repro: {seconds:.1f} s")
+    print(f"smoke stfusion study: {seconds:.1f} s")
+    assert "[cia-sim] Running stage 'train@cia-sim-" in log and "[lgc-sim] Running stage 'train@lgc-sim-" in log
     for dataset in DATASETS:
         for kind in FIGURES:
             assert (repo / "reports" / "figures" / "png" / f"{kind}_{dataset}.png").stat().st_size > 10_000, kind
@@ -103,7 +105,7 @@ def test_metrics_show_both_predictors_and_coarse_change_helps(smoke_study):
 def test_second_repro_reruns_nothing_quickly(smoke_study):
     repo, env, _, _ = smoke_study
     start = time.perf_counter()
-    log = _run(["dvc", "repro"], repo, env)
+    log = _run(["dvc", "repro"], repo, env)  # a plain repro finds everything `stfusion study` made up to date
     seconds = time.perf_counter() - start
     assert "Running stage" not in log
     assert seconds < 10, f"a no-op dvc repro took {seconds:.1f} s"
@@ -126,6 +128,7 @@ def test_deep_models_leave_weights_history_and_curves(smoke_study):
             assert {"model.pt", "history.csv", "run.json"} <= {p.name for p in folder.iterdir()}
             run = json.loads((folder / "run.json").read_text())
             assert run["parameters"] > 0 and run["train_seconds"] > 0 and run["best_epoch"] is not None
+            assert run["cpu_threads"] == 1  # profiles/smoke.yaml train.threads
             assert (repo / "reports" / "tables" / "training" / f"{dataset}_{method}.csv").is_file()
         assert not (repo / "data" / "checkpoints" / dataset).exists() or not any((repo / "data" / "checkpoints" / dataset).iterdir())
 

@@ -1,6 +1,7 @@
 """The ``stfusion`` command line.
 
 - ``stfusion stage NAME [--dataset D] [--method M]``: run one pipeline stage (what DVC calls).
+- ``stfusion study [--lanes N]``: the whole pipeline, the datasets' chains side by side (``make study``).
 - ``stfusion info datasets|methods|stages``: what the study knows.
 - ``stfusion info models [--json]``: every deep model with its family, both scales and their
   parameter counts (generator, and discriminator for GANs), built from params.yaml.
@@ -102,6 +103,12 @@ def _stage(args: argparse.Namespace) -> None:
     print(f"executed notebook: {path}")
 
 
+def _study(args: argparse.Namespace) -> None:
+    from stfusion.study import run_study
+
+    run_study(args.lanes)
+
+
 def _acquire(args: argparse.Namespace) -> None:
     from stfusion.data.sources import acquire
     from stfusion.paths import Workspace
@@ -164,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     stage.add_argument("--method")
     stage.add_argument("--params", help="parameter file (default: params.yaml of the project)")
     stage.set_defaults(run=_stage)
+    study = commands.add_parser("study", help="the whole pipeline (dvc repro), the datasets side by side")
+    study.add_argument("--lanes", type=int, default=None,
+                       help="datasets trained side by side (default: one lane per dataset, at most one per core)")
+    study.set_defaults(run=_study)
     info = commands.add_parser("info", help="list datasets, methods, models or stages")
     info.add_argument("what", choices=["datasets", "methods", "models", "stages"])
     info.add_argument("--json", action="store_true", help="models: print JSON")

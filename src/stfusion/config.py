@@ -162,7 +162,7 @@ def _check_train(section: Any) -> None:
     from stfusion.train.config import SCALES
 
     _require(isinstance(section, dict), "train", "a mapping", section)
-    _check_keys(section, "train", ("scale", "accelerator", "devices", "strategy", "num_workers"))
+    _check_keys(section, "train", ("scale", "accelerator", "devices", "strategy", "num_workers", "threads"))
     _require(section.get("scale") in SCALES, "train.scale", f"one of {list(SCALES)}", section.get("scale"))
     accelerator = section.get("accelerator", "auto")
     _require(accelerator in ("auto", "cpu", "gpu", "cuda"), "train.accelerator", "auto, cpu or gpu", accelerator)
@@ -171,6 +171,9 @@ def _check_train(section: Any) -> None:
              "train.devices", "an integer >= 1 or 'auto'", devices)
     _require(isinstance(section.get("strategy", "auto"), str), "train.strategy", "a Lightning strategy name such as 'ddp'",
              section.get("strategy"))
+    threads = section.get("threads")
+    _require(threads is None or (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1),
+             "train.threads", "null (torch's default) or an integer >= 1", threads)
     workers = section.get("num_workers", 0)
     _require(isinstance(workers, int) and not isinstance(workers, bool) and workers >= 0, "train.num_workers",
              "an integer >= 0", workers)

@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ class Stage:
     needs_dataset: bool
     needs_method: bool
     parameters: ParamBuilder  # (params, dataset, method) -> notebook parameters
+    trains: bool = False  # its kernel runs on train.threads CPU threads
 
 
 def _download(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
@@ -98,9 +100,9 @@ def _report(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
 STAGES: dict[str, Stage] = {
     "download": Stage("01_download.py", True, False, _download),
     "preprocess": Stage("02_preprocess.py", True, False, _preprocess),
-    "autoencoder": Stage("03_autoencoder.py", True, False, _autoencoder),
-    "train": Stage("04_train.py", True, True, _train),
-    "ablation": Stage("05_ablation.py", True, False, _ablation),
+    "autoencoder": Stage("03_autoencoder.py", True, False, _autoencoder, trains=True),
+    "train": Stage("04_train.py", True, True, _train, trains=True),
+    "ablation": Stage("05_ablation.py", True, False, _ablation, trains=True),
     "evaluate": Stage("06_evaluate.py", False, False, _evaluate),
     "figures": Stage("07_figures.py", False, False, _figures),
     "report": Stage("08_report.py", False, False, _report),
@@ -143,6 +145,26 @@ def write_template(source: Path, template: Path) -> set[str]:
     return set(papermill.inspect_notebook(str(template)))
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextmanager
+def kernel_threads(threads: int | None):
+    """Start kernels inside the block with ``threads`` CPU threads (torch reads OMP_NUM_THREADS at
+    import); None leaves the environment alone."""
+    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    if threads is not None:
+        os.environ.update({name: str(threads) for name in THREAD_VARIABLES})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def run_stage(name: str, *, dataset: str | None = None, method: str | None = None,
               params_path: str | os.PathLike | None = None, workspace: str = ".") -> Path:
     """Execute stage ``name`` and return the path of its executed notebook."""
@@ -159,11 +181,13 @@ def run_stage(name: str, *, dataset: str | None = None, method: str | None = Non
         if missing:
             raise ConfigError(f"{source}: the parameters cell does not declare {missing}")
         executed = Path(tmpdir) / f"executed-{output.name}"
+        threads = params["train"].get("threads") if STAGES[name].trains else None
         try:
-            papermill.execute_notebook(
-                str(template), str(executed), parameters=parameters, kernel_name="python3",
-                cwd=str(root), progress_bar=False, log_output=True,
-            )
+            with kernel_threads(threads):
+                papermill.execute_notebook(
+                    str(template), str(executed), parameters=parameters, kernel_name="python3",
+                    cwd=str(root), progress_bar=False, log_output=True,
+                )
         except papermill.PapermillExecutionError as err:
             failed = root / "scratch" / "failed" / output.name
             failed.parent.mkdir(parents=True, exist_ok=True)

@@ -227,6 +227,7 @@ def train_model(name: str, cube: xr.Dataset, splits: Splits, config: TrainConfig
         "model": name, "parameters": sum(p.numel() for p in model.parameters()), "train_seconds": seconds, "seed": seed,
         "best_epoch": best_epoch, "best_val_rmse": float(checkpoint.best_model_score or float("nan")),
         "epochs": config.epochs, "resumed": resume is not None, "device": "cuda" if use_cuda(accelerator) else "cpu",
+        "cpu_threads": torch.get_num_threads(),  # CPU results can differ in the last digits between thread counts
         "settings": config.to_dict(), "standardize": statistics,
         "discriminator_parameters": (count_parameters(task.discriminator) if isinstance(task, AdversarialTask) else 0),
     }

@@ -1,0 +1,89 @@
+"""``stfusion study``: the whole DVC pipeline, with the datasets' chains side by side.
+
+``dvc repro`` runs one stage at a time. Each dataset's chain (download, preprocess, autoencoder,
+train of every method, ablation) depends on nothing of the other datasets', and a CPU stage trains
+on ``train.threads`` threads (1 in the default study: the quick models gain nothing from a second,
+see benchmarks/bench_ablation.py). So this runs one ``dvc repro`` per lane of datasets at the same
+time, each lane pinned to its own share of the cores where the OS allows it, and then ``dvc repro``
+for what is left (evaluate, figures, report). DVC releases its repository lock while a stage
+command runs, and ``--wait-for-lock`` makes a lane wait while the other writes ``dvc.lock``.
+
+The results are those of a plain ``dvc repro``: every stage runs with the same parameters and
+threads, and DVC records the same lock file.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from stfusion.errors import ConfigError, StfusionError
+
+DVC = ("dvc", "--wait-for-lock", "repro")
+
+
+def usable_cores() -> list[int]:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
+def lanes_for(datasets: list[str], lanes: int | None = None) -> list[list[str]]:
+    """Datasets dealt round-robin into ``lanes`` lanes (None: one per dataset, at most one per core)."""
+    count = min(len(datasets), len(usable_cores())) if lanes is None else lanes
+    if not isinstance(count, int) or count < 1:
+        raise ConfigError(f"--lanes: expected an integer >= 1, got {lanes!r}")
+    count = min(count, len(datasets))
+    return [datasets[i::count] for i in range(count)]
+
+
+def lane_targets(datasets: list[str]) -> list[str]:
+    """The last stages of each dataset's chain; DVC runs their upstream stages first."""
+    return [target for d in datasets for target in (f"train@{d}-*", f"ablation@{d}")]
+
+
+def _pin(cores: list[int]):
+    if not hasattr(os, "sched_setaffinity") or not cores:
+        return None
+    return lambda: os.sched_setaffinity(0, cores)
+
+
+def _relay(stream, prefix: str) -> None:
+    for line in stream:
+        sys.stdout.write(f"[{prefix}] {line}")
+        sys.stdout.flush()
+
+
+def run_lanes(lanes: list[list[str]], root: Path) -> None:
+    """One ``dvc repro`` per lane, side by side; raise naming the lanes that failed."""
+    cores = usable_cores()
+    shares = [cores[i::len(lanes)] for i in range(len(lanes))] if len(cores) >= len(lanes) else [[]] * len(lanes)
+    processes, relays = [], []
+    for lane, share in zip(lanes, shares):
+        process = subprocess.Popen([*DVC, "--glob", *lane_targets(lane)], cwd=root, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, preexec_fn=_pin(share))
+        relay = threading.Thread(target=_relay, args=(process.stdout, "+".join(lane)), daemon=True)
+        relay.start()
+        processes.append(process)
+        relays.append(relay)
+    failed = [lane for lane, process in zip(lanes, processes) if process.wait() != 0]
+    for relay in relays:
+        relay.join()
+    if failed:
+        raise StfusionError(f"study: dvc repro failed for {', '.join('+'.join(lane) for lane in failed)} "
+                            "(its output above names the stage; rerun `stfusion study` to resume)")
+
+
+def run_study(lanes: int | None = None) -> None:
+    """The pipeline of the project's params.yaml: the lanes side by side, then the rest."""
+    from stfusion.config import load_params
+    from stfusion.paths import find_root
+
+    root = find_root()
+    groups = lanes_for(load_params(root / "params.yaml", build_models=False)["datasets"], lanes)
+    print(f"study: {len(groups)} lane(s) side by side: {' | '.join(' '.join(g) for g in groups)}", flush=True)
+    if len(groups) > 1:
+        run_lanes(groups, root)
+    if subprocess.run(list(DVC), cwd=root).returncode != 0:
+        raise StfusionError("study: dvc repro failed (its output above names the stage)")

@@ -1,0 +1,46 @@
+"""`stfusion study`: datasets dealt into lanes, each lane's DVC targets, and the training threads."""
+
+import os
+
+import pytest
+
+from stfusion.config import load_params, validate_params
+from stfusion.errors import ConfigError
+from stfusion.paths import find_root
+from stfusion.stages import THREAD_VARIABLES, kernel_threads
+from stfusion.study import lane_targets, lanes_for, usable_cores
+
+
+def test_datasets_are_dealt_into_lanes():
+    datasets = ["cia-sim", "lgc-sim", "cia", "lgc"]
+    assert lanes_for(datasets, 2) == [["cia-sim", "cia"], ["lgc-sim", "lgc"]]
+    assert lanes_for(datasets, 1) == [datasets]
+    assert lanes_for(["cia-sim"], 4) == [["cia-sim"]]  # never more lanes than datasets
+    assert len(lanes_for(datasets)) == min(len(datasets), len(usable_cores()))
+    with pytest.raises(ConfigError, match="--lanes"):
+        lanes_for(datasets, 0)
+
+
+def test_a_lane_targets_its_datasets_chains_only():
+    assert lane_targets(["cia-sim"]) == ["train@cia-sim-*", "ablation@cia-sim"]
+    assert all("lgc" not in t for t in lane_targets(["cia-sim", "cia"]))
+
+
+def test_training_stages_start_their_kernels_on_train_threads(monkeypatch):
+    for name in THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    with kernel_threads(1):
+        assert [os.environ[name] for name in THREAD_VARIABLES] == ["1", "1"]
+    assert os.environ["OMP_NUM_THREADS"] == "7" and "MKL_NUM_THREADS" not in os.environ  # restored
+    with kernel_threads(None):
+        assert os.environ["OMP_NUM_THREADS"] == "7"
+
+
+def test_train_threads_is_validated():
+    params = load_params(find_root() / "params.yaml", build_models=False)
+    assert params["train"]["threads"] == 1
+    for bad in (0, "two", True):
+        params["train"]["threads"] = bad
+        with pytest.raises(ConfigError, match="train.threads"):
+            validate_params(params, build_models=False)

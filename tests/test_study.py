@@ -44,3 +44,21 @@ def test_train_threads_is_validated():
         params["train"]["threads"] = bad
         with pytest.raises(ConfigError, match="train.threads"):
             validate_params(params, build_models=False)
+
+
+def test_lanes_run_side_by_side_and_a_failed_lane_is_named(tmp_path, monkeypatch, capsys):
+    """A stand-in `dvc` on PATH: each lane gets its own targets; a lane that fails is named."""
+    from stfusion.errors import StfusionError
+    from stfusion.study import run_lanes
+
+    fake = tmp_path / "bin" / "dvc"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\necho "args: $*"\ncase "$*" in *lgc*) exit 1;; esac\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(StfusionError, match=r"dvc repro failed for lgc-sim\b"):
+        run_lanes([["cia-sim"], ["lgc-sim"]], tmp_path)
+    out = capsys.readouterr().out
+    assert "[cia-sim] args: --wait-for-lock repro --glob train@cia-sim-* ablation@cia-sim" in out
+    assert "[lgc-sim] args: --wait-for-lock repro --glob train@lgc-sim-* ablation@lgc-sim" in out
+    run_lanes([["cia-sim"]], tmp_path)  # a lane that succeeds raises nothing

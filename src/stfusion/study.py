@@ -59,14 +59,14 @@ def run_lanes(lanes: list[list[str]], root: Path) -> None:
     """One ``dvc repro`` per lane, side by side; raise naming the lanes that failed."""
     cores = usable_cores()
     shares = [cores[i::len(lanes)] for i in range(len(lanes))] if len(cores) >= len(lanes) else [[]] * len(lanes)
-    processes, relays = [], []
-    for lane, share in zip(lanes, shares):
-        process = subprocess.Popen([*DVC, "--glob", *lane_targets(lane)], cwd=root, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True, preexec_fn=_pin(share))
-        relay = threading.Thread(target=_relay, args=(process.stdout, "+".join(lane)), daemon=True)
+    # Every lane starts before any relay thread does: preexec_fn is only safe without other threads.
+    processes = [subprocess.Popen([*DVC, "--glob", *lane_targets(lane)], cwd=root, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, preexec_fn=_pin(share))
+                 for lane, share in zip(lanes, shares)]
+    relays = [threading.Thread(target=_relay, args=(process.stdout, "+".join(lane)), daemon=True)
+              for lane, process in zip(lanes, processes)]
+    for relay in relays:
         relay.start()
-        processes.append(process)
-        relays.append(relay)
     failed = [lane for lane, process in zip(lanes, processes) if process.wait() != 0]
     for relay in relays:
         relay.join()

@@ -208,22 +208,18 @@ def _check_scale(name: str, config, *, key: str, build: bool = True) -> None:
     """One model's scale: the architecture (and discriminator) take these keywords and, with ``build``,
     build; MS-SSIM fits in the patches."""
     from stfusion.losses import min_patch_for_ms_ssim
-    from stfusion.models import AUTOENCODER, build_autoencoder, build_model, check_keywords, construct, get_model_spec
+    from stfusion.models import AUTOENCODER, check_keywords, construct, get_model_spec
     from stfusion.models.autoencoder import FeatureAutoencoder
 
     if name == AUTOENCODER:
-        check_keywords(FeatureAutoencoder, config.arch, key=f"{key}.arch")
-        if build:
-            build_autoencoder(config.arch, key=f"{key}.arch")
+        parts = [(FeatureAutoencoder, config.arch, f"{key}.arch")]
     else:
         spec = get_model_spec(name)
-        check_keywords(spec.generator_class(), config.arch, key=f"{key}.arch")
+        parts = [(spec.generator_class(), config.arch, f"{key}.arch")]
         if spec.discriminator:
-            check_keywords(spec.discriminator_class(), config.discriminator, key=f"{key}.discriminator")
-        if build:
-            build_model(name, config.arch, key=f"{key}.arch")
-            if spec.discriminator:
-                construct(spec.discriminator_class(), dict(config.discriminator), key=f"{key}.discriminator")
+            parts.append((spec.discriminator_class(), config.discriminator, f"{key}.discriminator"))
+    for cls, arch, part_key in parts:  # construct checks the keywords first, then builds
+        (construct if build else check_keywords)(cls, dict(arch), key=part_key)
     if config.msssim_weight:
         smallest = min_patch_for_ms_ssim(config.msssim_scales)
         _require(config.patch_size >= smallest, f"{key}.patch_size",

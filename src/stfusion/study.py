@@ -21,12 +21,9 @@ import threading
 from pathlib import Path
 
 from stfusion.errors import ConfigError, StfusionError
+from stfusion.train.ablation import usable_cores
 
 DVC = ("dvc", "--wait-for-lock", "repro")
-
-
-def usable_cores() -> list[int]:
-    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
 
 
 def lanes_for(datasets: list[str], lanes: int | None = None) -> list[list[str]]:

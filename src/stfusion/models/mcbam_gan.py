@@ -367,8 +367,9 @@ class MCBAMGAN(nn.Module):
             if images:
                 image = image + F.interpolate(images[0], scale_factor=2, mode="bilinear", align_corners=False)
             images.insert(0, image)
-        if self.skip != "none":
-            base = pad_to_multiple(self.skip_image(fine_ref, coarse_target), self.alignment)[0]
+        if self.skip != "none":  # the reference skip is F_ref itself: already padded above
+            base = (reference if self.skip == "reference"
+                    else pad_to_multiple(self.skip_image(fine_ref, coarse_target), self.alignment)[0])
             images = [image + (F.avg_pool2d(base, 2**i) if i else base) for i, image in enumerate(images)]
         if not all_scales:
             return crop(images[0], size)

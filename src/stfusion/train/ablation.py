@@ -60,6 +60,11 @@ def run_variant(run: VariantRun, progress: bool = True) -> dict[str, Any]:
                       extra={"variant": run.variant})
 
 
+def usable_cores() -> list[int]:
+    """The CPU cores this process may run on (its affinity where the OS has one)."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
 def default_workers(runs: list[VariantRun]) -> int:
     """Worker processes for ``runs``: one per usable core on CPU (at most one per run); 0 (train in
     this process, one after another) when training uses CUDA or several devices."""
@@ -68,8 +73,7 @@ def default_workers(runs: list[VariantRun]) -> int:
     options = runs[0].train if runs else {}
     if use_cuda(options.get("accelerator", "auto")) or options.get("devices", 1) != 1:
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(len(runs), cores))
+    return max(1, min(len(runs), len(usable_cores())))
 
 
 def _start_worker() -> None:
@@ -102,15 +106,15 @@ def run_ablation(runs: list[VariantRun], *, workers: int | None = None, progress
         if workers == 0:
             records = {}
             for run in runs:
-                records[run.variant] = _named(run, run_variant)
+                records[run.variant] = _run_named(run)
                 bar.update()
             return records
         return {name: record for name, record in zip(names, _in_workers(runs, workers, bar))}
 
 
-def _named(run: VariantRun, train) -> dict[str, Any]:
+def _run_named(run: VariantRun) -> dict[str, Any]:
     try:
-        return train(run)
+        return run_variant(run)
     except Exception as err:
         raise _failure(run, err) from err
 

@@ -26,7 +26,7 @@ import torch
 def _rate(name: str, encoder: str, steps: int, threads: int | None, start, queue) -> None:
     from bench_models import training_rate
 
-    from stfusion.config import load_params
+    from stfusion.pipeline.params import load_params
     from stfusion.train.config import scale_settings
 
     if threads:
@@ -51,9 +51,9 @@ def measure(name: str, encoder: str, steps: int, processes: int, threads: int | 
 
 
 def main() -> None:
-    from stfusion.config import load_params
-    from stfusion.models import AUTOENCODER, build_autoencoder
-    from stfusion.train.weights import export_weights
+    from stfusion.pipeline.params import load_params
+    from stfusion.methods.models import AUTOENCODER, build_autoencoder
+    from stfusion.inference.weights import export_weights
 
     cores = len(os.sched_getaffinity(0))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

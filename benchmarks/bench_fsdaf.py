@@ -1,4 +1,4 @@
-"""Speed and memory of FSDAF (stfusion.baselines.fsdaf) on a synthetic CIA-like scene.
+"""Speed and memory of FSDAF (stfusion.methods.baselines.fsdaf) on a synthetic CIA-like scene.
 
 Generates a cia-sim scene with two dates (in a child process, so its memory does not count), reads
 the fine and coarse images of the first date and the coarse image of the second, and times
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stfusion.baselines.fsdaf import predict_fsdaf
+from stfusion.methods.baselines.fsdaf import predict_fsdaf
 from stfusion.data.datacube import read_image, reflectance, valid_mask
 from stfusion.data.manifest import Manifest
 

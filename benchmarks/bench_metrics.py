@@ -14,7 +14,7 @@ import time
 import numpy as np
 import torch
 
-from stfusion.metrics import compute_metrics
+from stfusion.evaluation.metrics import compute_metrics
 
 
 def timed(fn, repeats: int) -> float:

@@ -10,7 +10,7 @@ GANs: discriminator and generator steps) at each scale's batch and patch size, m
 encoder stands in for the trained one: same cost). A paper-scale step at the paper's batch takes
 minutes on a CPU (DCSTFN: 12 x 256 px, about 100 s on 2 cores), so on CPU the paper scale is
 measured at ``--paper-batch`` patches per step (the printed batch); patches per second hardly
-depends on the batch once a batch fills the cores. Inference is ``stfusion.tiling.predict_scene``
+depends on the batch once a batch fills the cores. Inference is ``stfusion.inference.tiling.predict_scene``
 (for STFDiff: its DDIM sampling, ``uncertainty_samples`` times) on a synthetic CIA-size scene (2040 x 1720, 6 bands) with the scale's tile; peak memory is the
 peak RSS of a fresh process on CPU (``resource``; the RSS
 before prediction, inputs and model included, is printed beside it), or ``torch.cuda.max_memory_allocated`` on CUDA.
@@ -31,12 +31,12 @@ import lightning as L
 import numpy as np
 import torch
 
-from stfusion.config import load_params
-from stfusion.models import AUTOENCODER, MODELS, build_autoencoder
-from stfusion.train.run import deep_predictor
+from stfusion.pipeline.params import load_params
+from stfusion.methods.models import AUTOENCODER, MODELS, build_autoencoder
+from stfusion.inference.sampling import deep_predictor
 from stfusion.train.config import scale_settings
 from stfusion.train.fit import build_task
-from stfusion.train.weights import export_weights
+from stfusion.inference.weights import export_weights
 
 
 def batch(config, device):
@@ -70,7 +70,7 @@ def training_rate(name, config, encoder, repeats, device) -> float:
 
 
 def _inference_worker(name, config, height, width, device, queue) -> None:
-    from stfusion.models import build_model
+    from stfusion.methods.models import build_model
 
     torch.manual_seed(0)
     model = build_model(name, config.arch)

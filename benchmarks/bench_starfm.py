@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stfusion.baselines.starfm import StarfmParams, predict_starfm
+from stfusion.methods.baselines.starfm import StarfmParams, predict_starfm
 from stfusion.data.datacube import reflectance, valid_mask
 from stfusion.data.manifest import Manifest
 from stfusion.data.raster import read_geotiff

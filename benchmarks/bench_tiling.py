@@ -1,4 +1,4 @@
-"""Speed and memory of tiled inference (``stfusion.tiling.predict_scene``) on a CIA-size scene.
+"""Speed and memory of tiled inference (``stfusion.inference.tiling.predict_scene``) on a CIA-size scene.
 
 A small conv model (replicate padding, three 3x3 convs of 16 channels, receptive field 3) on random
 6-band inputs of the full CIA grid (2040 x 1720). Each tile size runs in its own child process, so the
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from stfusion.tiling import predict_scene, tile_windows
+from stfusion.inference.tiling import predict_scene, tile_windows
 
 BANDS = 6
 

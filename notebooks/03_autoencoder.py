@@ -23,12 +23,12 @@ import torch
 
 from stfusion.data.datacube import open_cube, reflectance
 from stfusion.data.splits import Splits
-from stfusion.models import AUTOENCODER
+from stfusion.methods.models import AUTOENCODER
 from stfusion.paths import Workspace
-from stfusion.plots import true_colour
-from stfusion.train import resolve_settings
+from stfusion.reporting.plots import true_colour
+from stfusion.pipeline.params import resolve_settings
 from stfusion.train.run import run_autoencoder
-from stfusion.train.weights import load_model
+from stfusion.inference.weights import load_model
 
 ws = Workspace.resolve(workspace)
 cube = open_cube(ws.cube(dataset))

@@ -32,12 +32,12 @@ import numpy as np
 from stfusion.data.datacube import open_cube
 from stfusion.data.raster import read_geotiff
 from stfusion.data.splits import Splits
-from stfusion.methods import get_method
-from stfusion.models import get_model_spec
+from stfusion.methods.registry import get_method
+from stfusion.methods.models import get_model_spec
 from stfusion.paths import Workspace
-from stfusion.plots import true_colour
-from stfusion.predict import prediction_name
-from stfusion.train import resolve_settings
+from stfusion.reporting.plots import true_colour
+from stfusion.inference.predict import prediction_name
+from stfusion.pipeline.params import resolve_settings
 from stfusion.train.run import run_method
 
 ws = Workspace.resolve(workspace)

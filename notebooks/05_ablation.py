@@ -41,8 +41,8 @@ workspace = None
 # %%
 import pandas as pd
 
-from stfusion.config import load_params
-from stfusion.models import get_model_spec
+from stfusion.pipeline.params import load_params
+from stfusion.methods.models import get_model_spec
 from stfusion.paths import Workspace
 from stfusion.train.ablation import VariantRun, default_workers, run_ablation
 from stfusion.train.config import train_config, variant_settings

@@ -2,7 +2,7 @@
 # # 5 · Evaluate
 #
 # Every prediction of every method is scored against the observed fine image of its test target
-# date, on the pixels valid in the inputs and the target, with `stfusion.metrics`: RMSE, MAE, bias,
+# date, on the pixels valid in the inputs and the target, with `stfusion.evaluation.metrics`: RMSE, MAE, bias,
 # PSNR, SSIM, SAM, ERGAS, CC and UIQI, per band and overall, over all pixels and separately over
 # the pixels whose land cover changed between the reference and the target date (and the rest).
 # The stage writes, atomically:
@@ -29,7 +29,7 @@ workspace = None
 # %%
 from IPython.display import Markdown, display
 
-from stfusion.evaluate import evaluate_study
+from stfusion.reporting.results import evaluate_study
 from stfusion.paths import Workspace
 
 ws = Workspace.resolve(workspace)

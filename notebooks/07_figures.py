@@ -28,7 +28,7 @@ workspace = None
 from IPython.display import Image, display
 
 from stfusion.paths import Workspace
-from stfusion.plots import figures_study
+from stfusion.reporting.plots import figures_study
 
 ws = Workspace.resolve(workspace)
 paths = figures_study(ws, datasets, methods, profile, dpi=dpi, crop=crop, difference_band=difference_band, pairs=pairs)

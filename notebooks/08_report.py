@@ -17,7 +17,7 @@ workspace = None
 from IPython.display import Markdown, display
 
 from stfusion.paths import Workspace
-from stfusion.report import write_report
+from stfusion.reporting.report import write_report
 
 ws = Workspace.resolve(workspace)
 path = write_report(ws, datasets, methods, profile, params)

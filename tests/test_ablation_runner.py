@@ -9,7 +9,7 @@ import pytest
 
 from stfusion.data.raster import read_geotiff
 from stfusion.errors import StfusionError
-from stfusion.predict import prediction_name
+from stfusion.inference.predict import prediction_name
 from stfusion.train.ablation import VariantRun, default_workers, run_ablation
 
 # An MCBAM-GAN small enough for seconds of CPU, on L1 + LSGAN (no feature autoencoder needed).

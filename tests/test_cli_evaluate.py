@@ -12,7 +12,7 @@ from rasterio.crs import CRS
 from stfusion.cli import main
 from stfusion.data.envi import write_envi
 from stfusion.data.raster import Grid, write_geotiff
-from stfusion.metrics import compute_metrics
+from stfusion.evaluation.metrics import compute_metrics
 
 GRID = Grid(30, 24, Affine(25.0, 0, 500000.0, 0, -25.0, 6200000.0), CRS.from_epsg(32755))
 

@@ -107,9 +107,9 @@ def test_traditional_methods_fuse_with_a_window(tmp_path, method, capsys):
 
 # --------------------------------------------------------------------------- trained models (--weights)
 
-from stfusion.models import build_model  # noqa: E402
-from stfusion.tiling import predict_scene  # noqa: E402
-from stfusion.train.weights import export_weights, load_model  # noqa: E402
+from stfusion.methods.models import build_model  # noqa: E402
+from stfusion.inference.tiling import predict_scene  # noqa: E402
+from stfusion.inference.weights import export_weights, load_model  # noqa: E402
 
 BANDS6 = ("f1", "c1", "c2")
 
@@ -131,7 +131,7 @@ def exported(tmp_path, name, arch, **metadata):
     torch.manual_seed(0)
     model = build_model(name, arch)
     stats = {"mean": [0.1, 0.12, 0.1, 0.3, 0.2, 0.15], "std": [0.03, 0.04, 0.05, 0.08, 0.07, 0.06]}
-    from stfusion.models.standardize import Standardized
+    from stfusion.methods.models.standardize import Standardized
 
     wrapped = Standardized(model, stats["mean"], stats["std"])
     return export_weights(tmp_path / f"{name}.pt", name, wrapped, arch, standardize=stats, dataset="cia-sim",
@@ -167,7 +167,7 @@ def test_mcbam_gan_fuses_without_the_reference_coarse_image(tmp_path, six_band_i
 
 def test_mcbam_gan_coarse_corrected_skip_works_at_its_ratio_only(tmp_path, six_band_inputs, capsys):
     torch = pytest.importorskip("torch")
-    from stfusion.models.mcbam_gan import box_filter
+    from stfusion.methods.models.mcbam_gan import box_filter
 
     paths, arrays = six_band_inputs
     weights = exported(tmp_path, "mcbam-gan", {"channels": [4, 4, 8], "ratio": 10})

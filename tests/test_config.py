@@ -3,7 +3,7 @@ import copy
 import pytest
 import yaml
 
-from stfusion.config import load_params, validate_params
+from stfusion.pipeline.params import load_params, validate_params
 from stfusion.errors import ConfigError
 from stfusion.paths import find_root
 

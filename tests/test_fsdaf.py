@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.interpolate import RBFInterpolator
 
-from stfusion.baselines.fsdaf import (
+from stfusion.methods.baselines.fsdaf import (
     FsdafParams,
     class_fractions,
     classify,

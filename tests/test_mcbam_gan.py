@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from stfusion.config import load_params
+from stfusion.pipeline.params import load_params
 from stfusion.errors import ConfigError
-from stfusion.models import arch_for_data, build_model, get_model_spec
-from stfusion.models.layers import SwitchNorm2d
-from stfusion.models.mcbam_gan import AFF, CBAM, MCBAMGAN, ChannelAttention, box_filter
-from stfusion.published import load_published
-from stfusion.tiling import predict_scene
+from stfusion.methods.models import arch_for_data, build_model, get_model_spec
+from stfusion.methods.models.layers import SwitchNorm2d
+from stfusion.methods.models.mcbam_gan import AFF, CBAM, MCBAMGAN, ChannelAttention, box_filter
+from stfusion.reporting.published import load_published
+from stfusion.inference.tiling import predict_scene
 from stfusion.train.config import train_config, variant_settings
 from stfusion.train.tasks import pooled_targets
 

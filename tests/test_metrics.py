@@ -9,7 +9,7 @@ import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from stfusion.errors import InputError
-from stfusion.metrics import METRICS, Conventions, compute_metrics, observed_change, score_table
+from stfusion.evaluation.metrics import METRICS, Conventions, compute_metrics, observed_change, score_table
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from stfusion.errors import ConfigError
-from stfusion.models.autoencoder import FeatureAutoencoder
-from stfusion.models.dcstfn import DCSTFN
-from stfusion.models.edcstfn import EDCSTFN
-from stfusion.models.gan_stfm import GANSTFM, MultiScaleDiscriminator
-from stfusion.models.layers import SwitchNorm2d
+from stfusion.methods.models.autoencoder import FeatureAutoencoder
+from stfusion.methods.models.dcstfn import DCSTFN
+from stfusion.methods.models.edcstfn import EDCSTFN
+from stfusion.methods.models.gan_stfm import GANSTFM, MultiScaleDiscriminator
+from stfusion.methods.models.layers import SwitchNorm2d
 
 from model_inputs import n_params, triplet
 

@@ -9,11 +9,11 @@ import pytest
 
 from stfusion import BANDS
 from stfusion.errors import ConfigError
-from stfusion.methods import get_method
+from stfusion.methods.registry import get_method
 from stfusion.paths import Workspace
-from stfusion.plots import (FIGURE_GUIDE, composite, crop_window, default_crop, difference, figures_study,
+from stfusion.reporting.plots import (FIGURE_GUIDE, composite, crop_window, default_crop, difference, figures_study,
                             method_styles, ndvi, showcase_pair, symmetric_limit)
-from stfusion.predict import predict_split
+from stfusion.inference.predict import predict_split
 
 DATASET = "cia-sim"
 METHODS = ["persistence", "temporal-difference"]
@@ -169,8 +169,8 @@ def test_methods_of_one_family_share_a_colour_and_differ_in_marker():
 
 
 def test_ablation_figure_puts_every_metric_against_configuration():
-    from stfusion.plots import ABLATION_METRICS, ablation_figure
-    from stfusion.published import load_published
+    from stfusion.reporting.plots import ABLATION_METRICS, ablation_figure
+    from stfusion.reporting.published import load_published
 
     rows = [{"dataset": "cia-sim", "method": variant, "family": "gan", "reference_date": "2001-01-01",
              "target_date": target, "band": "all", "region": "all", "metric": metric, "value": 0.5 + i / 10}
@@ -188,8 +188,8 @@ def test_ablation_figure_puts_every_metric_against_configuration():
 
 
 def test_uncertainty_figure_draws_deciles_and_maps():
-    from stfusion.evaluate import uncertainty_deciles
-    from stfusion.plots import uncertainty_figure
+    from stfusion.evaluation.scores import uncertainty_deciles
+    from stfusion.reporting.plots import uncertainty_figure
 
     rng = np.random.default_rng(0)
     std = rng.uniform(0.001, 0.05, (6, 40, 30))

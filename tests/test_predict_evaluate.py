@@ -5,12 +5,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stfusion.baselines.reference import persistence, temporal_difference
+from stfusion.methods.baselines.reference import persistence, temporal_difference
 from stfusion.data.raster import read_geotiff
-from stfusion.evaluate import change_regions, evaluate_study, score_predictions, summary_metrics
-from stfusion.methods import get_method
+from stfusion.evaluation.scores import change_regions, score_predictions, summary_metrics
+from stfusion.reporting.results import evaluate_study
+from stfusion.methods.registry import get_method
 from stfusion.paths import Workspace
-from stfusion.predict import predict_split, prediction_name
+from stfusion.inference.predict import predict_split, prediction_name
 
 
 def test_reference_predictors_are_exact():
@@ -133,7 +134,7 @@ def test_real_dataset_manifest_lands_in_data_raw_with_downloads_kept_outside(tmp
 def test_git_commit_ignores_the_runs_own_outputs(tmp_path):
     import subprocess
 
-    from stfusion.report import git_commit
+    from stfusion.reporting.report import git_commit
 
     def git(*args):
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e.invalid", *args], cwd=tmp_path, check=True,
@@ -155,7 +156,7 @@ def test_git_commit_ignores_the_runs_own_outputs(tmp_path):
 
 def test_uncertainty_deciles_of_a_calibrated_std():
     from stfusion.errors import InputError
-    from stfusion.evaluate import uncertainty_deciles
+    from stfusion.evaluation.scores import uncertainty_deciles
 
     rng = np.random.default_rng(1)
     std = rng.uniform(0.001, 0.05, 200_000)

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from stfusion.errors import InputError
-from stfusion.published import load_published
-from stfusion.tables import PAPER_TABLES, build_table, to_latex, to_markdown, write_paper_tables
+from stfusion.reporting.published import load_published
+from stfusion.reporting.tables import PAPER_TABLES, build_table, to_latex, to_markdown, write_paper_tables
 
 COLUMNS = ["dataset", "method", "family", "reference_date", "target_date", "band", "region", "metric", "value"]
 PAIRS = [("2001-11-25", "2001-12-04"), ("2002-01-12", "2002-02-13")]

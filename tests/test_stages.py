@@ -8,10 +8,10 @@ import nbformat
 import pytest
 from jupytext.config import load_jupytext_configuration_file
 
-from stfusion.config import load_params
+from stfusion.pipeline.params import load_params
 from stfusion.errors import ConfigError
 from stfusion.paths import find_root
-from stfusion.stages import STAGES, executed_name, stage_parameters, write_template
+from stfusion.pipeline.stages import STAGES, executed_name, stage_parameters, write_template
 
 ROOT = find_root()
 
@@ -42,7 +42,7 @@ def test_the_stage_runner_checks_settings_without_building_models():
     yet a misspelt hyper-parameter is still caught before any notebook starts."""
     import copy
 
-    from stfusion.config import validate_params
+    from stfusion.pipeline.params import validate_params
 
     params = load_params(ROOT / "params.yaml")
     bad = copy.deepcopy(params)

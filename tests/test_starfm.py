@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from stfusion.baselines.starfm import StarfmParams, predict_starfm, starfm
+from stfusion.methods.baselines.starfm import StarfmParams, predict_starfm, starfm
 from stfusion.errors import InputError
 
 SMALL = StarfmParams(max_search_distance=75)  # WIN_SIZE 6: offsets -3..+2, as the C code

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from stfusion.diffusion import CosineSchedule, ddim_sample, ddim_times, noise_channels
+from stfusion.methods.diffusion import CosineSchedule, ddim_sample, ddim_times, noise_channels
 from stfusion.errors import ConfigError, InputError
-from stfusion.models import build_model
-from stfusion.models.stfdiff import STFDiff
-from stfusion.models.standardize import Standardized
-from stfusion.tiling import predict_scene
-from stfusion.train.run import sample_scene
+from stfusion.methods.models import build_model
+from stfusion.methods.models.stfdiff import STFDiff
+from stfusion.methods.models.standardize import Standardized
+from stfusion.inference.tiling import predict_scene
+from stfusion.inference.sampling import sample_scene
 
 from model_inputs import n_params, triplet
 

@@ -4,11 +4,11 @@ import os
 
 import pytest
 
-from stfusion.config import load_params, validate_params
+from stfusion.pipeline.params import load_params, validate_params
 from stfusion.errors import ConfigError
 from stfusion.paths import find_root
-from stfusion.stages import THREAD_VARIABLES, kernel_threads
-from stfusion.study import lane_targets, lanes_for, usable_cores
+from stfusion.pipeline.stages import THREAD_VARIABLES, kernel_threads
+from stfusion.pipeline.study import lane_targets, lanes_for, usable_cores
 
 
 def test_datasets_are_dealt_into_lanes():
@@ -49,7 +49,7 @@ def test_train_threads_is_validated():
 def test_lanes_run_side_by_side_and_a_failed_lane_is_named(tmp_path, monkeypatch, capsys):
     """A stand-in `dvc` on PATH: each lane gets its own targets; a lane that fails is named."""
     from stfusion.errors import StfusionError
-    from stfusion.study import run_lanes
+    from stfusion.pipeline.study import run_lanes
 
     fake = tmp_path / "bin" / "dvc"
     fake.parent.mkdir()

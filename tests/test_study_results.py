@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from stfusion.config import load_params
+from stfusion.pipeline.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SCORES = ROOT / "reports" / "tables" / "scores.csv"

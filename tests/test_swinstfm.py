@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from stfusion.errors import ConfigError
-from stfusion.models import build_model
-from stfusion.models.swinstfm import MASKED, SwinBlock, SwinSTFM, WindowGeometry
-from stfusion.tiling import predict_scene
+from stfusion.methods.models import build_model
+from stfusion.methods.models.swinstfm import MASKED, SwinBlock, SwinSTFM, WindowGeometry
+from stfusion.inference.tiling import predict_scene
 
 from model_inputs import n_params, triplet
 

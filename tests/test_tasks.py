@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from stfusion.models import build_autoencoder
+from stfusion.methods.models import build_autoencoder
 from stfusion.train.config import train_config
 from stfusion.train.fit import build_task
-from stfusion.train.weights import export_weights
+from stfusion.inference.weights import export_weights
 
 SETTINGS = {"epochs": 1, "steps_per_epoch": 1, "batch_size": 2, "patch_size": 48, "lr": 3e-3, "msssim_scales": 2}
 ARCH = {"dcstfn": {"channels": [8, 8, 16]}, "edcstfn": {"channels": [8, 8, 16]}, "gan-stfm": {"channels": [4, 8, 8, 16]},

@@ -1,7 +1,7 @@
-"""Tiled full-scene inference (stfusion.tiling): exactness, window geometry, nodata, errors, seams.
+"""Tiled full-scene inference (stfusion.inference.tiling): exactness, window geometry, nodata, errors, seams.
 
 The models here are small test-local nets with known receptive fields (checked by gradients below), so
-these tests do not depend on stfusion.models.
+these tests do not depend on stfusion.methods.models.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stfusion.errors import ConfigError, InputError
-from stfusion.tiling import Window, predict_scene, tile_windows, window_weights
+from stfusion.inference.tiling import Window, predict_scene, tile_windows, window_weights
 
 BANDS = 3
 HEIGHT, WIDTH = 70, 95

@@ -12,12 +12,12 @@ from lightning.pytorch.callbacks import Callback
 from stfusion.data.raster import read_geotiff
 from stfusion.data.splits import Splits
 from stfusion.errors import ConfigError, InputError
-from stfusion.predict import prediction_name, uncertainty_name
+from stfusion.inference.predict import prediction_name, uncertainty_name
 from stfusion.train.config import scale_settings, train_config
 from stfusion.train.datamodule import FusionDataModule, training_pairs
 from stfusion.train.fit import build_task, train_model
 from stfusion.train.run import run_method
-from stfusion.train.weights import export_weights, load_feature_encoder, load_model
+from stfusion.inference.weights import export_weights, load_feature_encoder, load_model
 
 TINY = {"epochs": 2, "steps_per_epoch": 3, "batch_size": 2, "patch_size": 32, "lr": 1e-3,
         "msssim_weight": 0.0, "val_patches": 4}
@@ -176,7 +176,7 @@ def test_weights_round_trip_and_refuse_other_models(tiny_processed, tmp_path):
 
 
 def test_weights_of_another_width_fail_strictly(tmp_path):
-    from stfusion.models import build_model
+    from stfusion.methods.models import build_model
 
     model = build_model("edcstfn", {"channels": [8, 8, 16]})
     path = export_weights(tmp_path / "model.pt", "edcstfn", model, {"channels": [8, 8, 16]})

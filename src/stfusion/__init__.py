@@ -5,12 +5,12 @@ and figures. Each step lives in its own module:
 
 - ``stfusion.data``: readers (GeoTIFF, ENVI), synthetic scenes, real-data download, datacube,
   split manifest and patch samplers.
-- ``stfusion.baselines``: methods that need no training (the reference predictors; STARFM and
+- ``stfusion.methods.baselines``: methods that need no training (the reference predictors; STARFM and
   FSDAF later).
-- ``stfusion.methods``: the registry of every method in the study.
-- ``stfusion.predict``, ``stfusion.evaluate``, ``stfusion.plots``, ``stfusion.report``: predictions,
+- ``stfusion.methods.registry``: the registry of every method in the study.
+- ``stfusion.inference.predict``, ``stfusion.evaluation.scores``, ``stfusion.reporting.plots``, ``stfusion.reporting.report``: predictions,
   scores, figures and tables.
-- ``stfusion.stages``: the notebook runner that DVC calls.
+- ``stfusion.pipeline.stages``: the notebook runner that DVC calls.
 """
 
 __version__ = "0.1.0"

@@ -24,15 +24,13 @@ from stfusion.errors import StfusionError
 
 
 def _info(args: argparse.Namespace) -> None:
-    from stfusion.config import REAL_DATASETS, SYNTHETIC_DATASETS
-    from stfusion.methods import METHODS
-    from stfusion.stages import STAGES
+    from stfusion.data.datasets import DATASETS
+    from stfusion.methods.registry import METHODS
+    from stfusion.pipeline.stages import STAGES
 
     if args.what == "datasets":
-        for name in SYNTHETIC_DATASETS:
-            print(f"{name:22s} synthetic (generated offline)")
-        for name in REAL_DATASETS:
-            print(f"{name:22s} real (CSIRO Data Access Portal)")
+        for d in DATASETS.values():
+            print(f"{d.name:22s} {d.kind:10s} stands for {d.paper.upper()}; {d.acquisition}")
     elif args.what == "methods":
         for m in METHODS.values():
             print(f"{m.name:22s} {m.family:12s} {m.parameters:>10,d} parameters  {m.description}")
@@ -45,8 +43,8 @@ def _info(args: argparse.Namespace) -> None:
 
 def model_table(params_path: str | None = None) -> list[dict]:
     """One row per model (and ablation variant, ``variant`` set) and scale: family, parameter counts."""
-    from stfusion.config import load_params
-    from stfusion.models import AUTOENCODER, MODELS
+    from stfusion.pipeline.params import load_params
+    from stfusion.methods.models import AUTOENCODER, MODELS
     from stfusion.train.config import SCALES, scale_settings, train_config, variant_settings
 
     params = load_params(params_path)
@@ -66,7 +64,7 @@ def model_table(params_path: str | None = None) -> list[dict]:
 
 
 def _model_row(name: str, variant: str | None, scale: str, config, selected: str) -> dict:
-    from stfusion.models import AUTOENCODER, MODELS, build_autoencoder, build_model, construct, count_parameters
+    from stfusion.methods.models import AUTOENCODER, MODELS, build_autoencoder, build_model, construct, count_parameters
 
     if name == AUTOENCODER:
         model, family, discriminator = build_autoencoder(config.arch), "feature encoder", 0
@@ -97,14 +95,14 @@ def _info_models(as_json: bool, params_path: str | None) -> None:
 
 
 def _stage(args: argparse.Namespace) -> None:
-    from stfusion.stages import run_stage
+    from stfusion.pipeline.stages import run_stage
 
     path = run_stage(args.name, dataset=args.dataset, method=args.method, params_path=args.params)
     print(f"executed notebook: {path}")
 
 
 def _study(args: argparse.Namespace) -> None:
-    from stfusion.study import run_study
+    from stfusion.pipeline.study import run_study
 
     run_study(args.lanes)
 
@@ -121,7 +119,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     import json
     import math
 
-    from stfusion.evaluate import format_scores, score_files
+    from stfusion.evaluation.scores import format_scores, score_files
 
     result = score_files(args.pred, args.truth, args.mask, ratio=args.ratio, scale=args.scale)
     if args.json:
@@ -136,7 +134,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _fuse(args: argparse.Namespace) -> None:
     import warnings
 
-    from stfusion.fuse import NoGeoreferenceWarning, fuse_files
+    from stfusion.inference.fuse import NoGeoreferenceWarning, fuse_files
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", NoGeoreferenceWarning)

@@ -18,6 +18,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
+from stfusion import REFLECTANCE_SCALE
 from stfusion.errors import InputError
 from stfusion.io import atomic_path
 
@@ -77,24 +78,11 @@ def read_geotiff(path: str | os.PathLike, *, bands: int | None = None) -> Raster
     return Raster(data, grid, nodata, path)
 
 
-def read_raster(path: str | os.PathLike) -> Raster:
-    """A GeoTIFF, an ENVI file with its header, or anything else GDAL reads (for users' own files)."""
-    from stfusion.data.envi import find_header, read_envi  # envi builds on this module
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: raster file not found")
-    is_tiff = path.suffix.lower() in (".tif", ".tiff")  # never mistake a neighbour's .hdr for this file's
-    return read_envi(path) if not is_tiff and find_header(path) is not None else read_geotiff(path)
-
-
 def as_reflectance(raster: Raster, scale: float | None = None) -> tuple[np.ndarray, float]:
     """Float64 reflectance of ``raster`` with NaN at nodata, and the scale used.
 
     Integer rasters default to reflectance x 10000 (scale 1e-4), float rasters to reflectance.
     """
-    from stfusion import REFLECTANCE_SCALE
-
     if scale is None:
         scale = 1 / REFLECTANCE_SCALE if np.issubdtype(raster.data.dtype, np.integer) else 1.0
     data = raster.data.astype(np.float64)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from stfusion.config import REAL_DATASETS, SYNTHETIC_DATASETS, check_dataset
+from stfusion.data.datasets import get_dataset
 from stfusion.data.manifest import Manifest
 from stfusion.io import atomic_dir
 
@@ -19,12 +19,10 @@ def acquire(dataset: str, folder: str | os.PathLike, *, raw_dir: str | None = No
     Real datasets are taken from ``raw_dir`` when given (files you downloaded yourself), or
     downloaded from the CSIRO Data Access Portal.
     """
-    check_dataset(dataset, key="dataset")
-    if dataset in SYNTHETIC_DATASETS:
+    if get_dataset(dataset).synthetic:
         from stfusion.data.synthetic import generate_dataset, synthetic_config
 
         return generate_dataset(dataset, Path(folder), synthetic_config(dataset, scene or {}))
-    assert dataset in REAL_DATASETS
     from stfusion.data.real import download
 
     # Downloads go to data/downloads/<dataset>, outside the stage's DVC output (which DVC deletes

@@ -43,7 +43,7 @@ class TrainConfig:
     uncertainty_samples: int = 0  # diffusion: >= 2 draws N samples, predicts their mean and writes their std
     tile: int = 256  # inference tile side (pixels)
     schedule: str = "constant"  # learning rate: constant (the papers) or cosine (annealed to 0 over the run)
-    standardize: bool = False  # per-band standardisation of inputs and output (stfusion.models.standardize)
+    standardize: bool = False  # per-band standardisation of inputs and output (stfusion.methods.models.standardize)
     arch: dict[str, Any] = field(default_factory=dict)
     discriminator: dict[str, Any] = field(default_factory=dict)
 
@@ -114,15 +114,6 @@ def scale_settings(models: Any, name: str, scale: str, *, key: str = "models") -
     if not isinstance(entry, dict) or scale not in entry:
         raise ConfigError(f"{key}.{name}.{scale}: missing; every model needs both scales {list(SCALES)}")
     return train_config(entry[scale], key=f"{key}.{name}.{scale}")
-
-
-def resolve_settings(name: str, scale: str, settings: dict[str, Any] | None) -> TrainConfig:
-    """A notebook's settings: the mapping DVC passed (``settings``), else read from params.yaml."""
-    if settings is not None:
-        return train_config(settings, key=f"models.{name}.{scale}")
-    from stfusion.config import load_params
-
-    return scale_settings(load_params()["models"], name, scale)
 
 
 def merge_settings(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -23,60 +23,13 @@ import xarray as xr
 
 from stfusion.data.splits import Splits
 from stfusion.io import atomic_dir, write_json
-from stfusion.methods import Method, get_method
-from stfusion.models import AUTOENCODER
-from stfusion.predict import predict_split
-from stfusion.tiling import predict_scene
+from stfusion.methods.registry import Method, get_method
+from stfusion.methods.models import AUTOENCODER
+from stfusion.inference.predict import predict_split
+from stfusion.inference.sampling import deep_predictor, sampling_record
+from stfusion.inference.weights import export_weights
 from stfusion.train.config import TrainConfig
 from stfusion.train.fit import config_for_data, finish, train_model
-from stfusion.train.weights import export_weights
-
-
-def deep_predictor(model: torch.nn.Module, *, tile: int, device: str | None = None, samples: int = 0,
-                   seed: int = 0):
-    """A ``predict(fine_ref, coarse_ref, coarse_target, *, valid, ratio)`` over tiled inference.
-
-    Stochastic models (``model.stochastic``, STFDiff) get one noise field per scene and sample, drawn from
-    ``seed`` and cut into tiles like the inputs, so tiles agree and reruns repeat. With ``samples`` >= 2
-    the prediction is the mean of that many samples, and their per-pixel standard deviation comes back
-    as ``"uncertainty"`` (accumulated sample by sample, so memory does not grow with ``samples``).
-    """
-
-    def predict(fine_ref: np.ndarray, coarse_ref: np.ndarray, coarse_target: np.ndarray, *, valid=None,
-                ratio=None):
-        if not getattr(model, "stochastic", False):
-            return predict_scene(model, fine_ref, coarse_ref, coarse_target, tile=tile, device=device)
-        return sample_scene(model, fine_ref, coarse_ref, coarse_target, tile=tile, device=device,
-                            samples=samples, seed=seed)
-
-    return predict
-
-
-def sample_scene(model: torch.nn.Module, fine_ref: np.ndarray, coarse_ref: np.ndarray, coarse_target: np.ndarray,
-                 *, tile: int, device: str | None = None, samples: int = 0, seed: int = 0):
-    """One sample (``samples`` < 2), or ``{"prediction": mean, "uncertainty": std}`` over ``samples``."""
-    shape = (model.noise_channels(), *fine_ref.shape[1:])
-    mean = m2 = None
-    for k in range(max(1, samples)):
-        noise = np.random.default_rng([seed, k]).standard_normal(shape, dtype=np.float32)
-        draw = predict_scene(model, fine_ref, coarse_ref, coarse_target, tile=tile, device=device,
-                             extra_inputs={"noise": noise}).astype(np.float64)
-        if mean is None:
-            mean, m2 = draw, np.zeros_like(draw)
-            continue
-        delta = draw - mean  # Welford's running mean and sum of squared deviations
-        mean += delta / (k + 1)
-        m2 += delta * (draw - mean)
-    if samples < 2:
-        return mean.astype(np.float32)
-    return {"prediction": mean.astype(np.float32), "uncertainty": np.sqrt(m2 / (samples - 1)).astype(np.float32)}
-
-
-def sampling_record(model: torch.nn.Module, config: TrainConfig) -> dict[str, Any]:
-    """What a stochastic model's results depend on: its DDIM steps, eta and number of samples."""
-    if not getattr(model, "stochastic", False):
-        return {}
-    return {"sampling": {"steps": model.sample_steps, "eta": model.eta, "samples": max(1, config.uncertainty_samples)}}
 
 
 def _train_options(options: dict[str, Any] | None) -> dict[str, Any]:
@@ -101,10 +54,10 @@ def run_method(name: str, cube: xr.Dataset, splits: Splits, out_dir: str | os.Pa
     if not result.is_global_zero:  # other DDP ranks: rank 0 writes everything
         return result.record
     predictor = deep_predictor(result.model, tile=config.tile, samples=config.uncertainty_samples, seed=seed)
-    trained = dataclasses.replace(method, predict=predictor,
+    trained = dataclasses.replace(method, predictor=predictor,
                                   parameters=result.record["parameters"])
     extra = {**{k: v for k, v in result.record.items() if k != "parameters"}, "scale": scale, "tile": config.tile,
-             **sampling_record(result.model, config),
+             **sampling_record(result.model, config.uncertainty_samples),
              "feature_encoder": str(feature_encoder_path) if feature_encoder_path else None, **(extra or {})}
     with tempfile.TemporaryDirectory(prefix="stfusion-train-") as staging:
         weights = export_weights(Path(staging) / "model.pt", name, result.model, config.arch,

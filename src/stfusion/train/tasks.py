@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric
 
-from stfusion.losses import (PIXEL_LOSSES, cosine_loss, feature_mse, float32_losses, lsgan_discriminator_loss,
+from stfusion.train.losses import (PIXEL_LOSSES, cosine_loss, feature_mse, float32_losses, lsgan_discriminator_loss,
                              lsgan_generator_loss, masked_l1, masked_mean, ms_ssim_loss, ms_ssim_scales_for)
-from stfusion.models.standardize import Standardized
+from stfusion.methods.models.standardize import Standardized
 from stfusion.train.config import TrainConfig
 
 

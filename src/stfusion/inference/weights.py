@@ -18,8 +18,8 @@ import torch
 
 from stfusion.errors import InputError
 from stfusion.io import atomic_path
-from stfusion.models import AUTOENCODER, build_autoencoder, build_model
-from stfusion.models.standardize import Standardized
+from stfusion.methods.models import AUTOENCODER, build_autoencoder, build_model
+from stfusion.methods.models.standardize import Standardized
 
 FORMAT = "stfusion-weights-1"
 

@@ -1,6 +1,8 @@
 """The registry of every method in the study, with its family and the colour figures give it.
 
-Names are used unchanged everywhere: params.yaml, the CLI, file and folder names.
+Names are used unchanged everywhere: params.yaml, the CLI, file and folder names. A method's code
+is named by its module path and imported on first use, so the code a pipeline stage runs (and so
+depends on) is that method's module alone (:mod:`stfusion.pipeline.sources`).
 """
 
 from __future__ import annotations
@@ -8,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import importlib
+
 import numpy as np
 
-from stfusion.baselines import fsdaf, reference, starfm
 from stfusion.errors import ConfigError
-from stfusion.models import MODELS
+from stfusion.methods.models import MODELS
 
 FAMILY_COLOURS = {
     # One colour per family in every figure (colour-blind-safe Okabe-Ito palette).
@@ -35,24 +38,33 @@ class Method:
     name: str
     family: str
     description: str
-    predict: Predictor | None = None  # pixel-wise methods that need no training
+    code: str | None = None  # baselines: "module:function" under stfusion.methods.baselines
     parameters: int = 0  # learnable parameters
     options: tuple[str, ...] = ()  # extra keyword arguments ``predict`` accepts, e.g. ("window",)
-    trainable: bool = False  # a deep model of stfusion.models: trained by stfusion.train, then predicts
+    trainable: bool = False  # a deep model of stfusion.methods.models: trained by stfusion.train, then predicts
+    predictor: Predictor | None = None  # a trained model's predictor (stfusion.inference.sampling)
 
     @property
     def colour(self) -> str:
         return FAMILY_COLOURS[self.family]
 
+    @property
+    def predict(self) -> Predictor | None:
+        """The prediction function: a baseline's, or a trained model's; None for an untrained model."""
+        if self.predictor is not None or self.code is None:
+            return self.predictor
+        module, function = self.code.split(":")
+        return getattr(importlib.import_module(f"stfusion.methods.baselines.{module}"), function)
+
 
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("persistence", "reference", "F2 = F1 (no change)", reference.persistence),
-        Method("temporal-difference", "reference", "F2 = F1 + (C2 - C1)", reference.temporal_difference),
-        Method("starfm", "traditional", "STARFM (Gao et al. 2006), rules of Gao's C code v1.2.1", starfm.starfm,
+        Method("persistence", "reference", "F2 = F1 (no change)", "reference:persistence"),
+        Method("temporal-difference", "reference", "F2 = F1 + (C2 - C1)", "reference:temporal_difference"),
+        Method("starfm", "traditional", "STARFM (Gao et al. 2006), rules of Gao's C code v1.2.1", "starfm:starfm",
                options=("window",)),
-        Method("fsdaf", "traditional", "FSDAF (Zhu et al. 2016), steps of the official IDL code", fsdaf.fsdaf,
+        Method("fsdaf", "traditional", "FSDAF (Zhu et al. 2016), steps of the official IDL code", "fsdaf:fsdaf",
                options=("window",)),
         *(Method(spec.name, spec.family, spec.description, trainable=True) for spec in MODELS.values()),
     )

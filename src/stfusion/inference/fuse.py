@@ -24,11 +24,12 @@ from typing import Callable
 
 import numpy as np
 
-from stfusion.baselines import check_window
-from stfusion.data.raster import Grid, as_reflectance, read_raster, write_geotiff
+from stfusion.methods.baselines import check_window
+from stfusion.data.formats import read_raster
+from stfusion.data.raster import Grid, as_reflectance, write_geotiff
 from stfusion.errors import ConfigError, InputError
 from stfusion.io import atomic_path
-from stfusion.methods import get_method
+from stfusion.methods.registry import get_method
 
 DEFAULT_TILE = 512  # inference tile side for weights files that do not record theirs
 
@@ -71,11 +72,11 @@ def _untrained(method_name: str, window: int | None) -> tuple[Callable, dict]:
 
 def _trained(weights: str | os.PathLike, method_name: str | None, *, window: int | None, tile: int | None,
              samples: int | None, seed: int, device: str | None) -> tuple[Callable, dict]:
-    from stfusion.models import get_model_spec  # torch: imported only when a trained model is asked for
-    from stfusion.models.layers import check_positive_int
-    from stfusion.tiling import resolve_device
-    from stfusion.train.run import deep_predictor
-    from stfusion.train.weights import load_model
+    from stfusion.methods.models import get_model_spec  # torch: imported only when a trained model is asked for
+    from stfusion.methods.models.layers import check_positive_int
+    from stfusion.inference.tiling import resolve_device
+    from stfusion.inference.sampling import deep_predictor
+    from stfusion.inference.weights import load_model
 
     if window is not None:
         raise ConfigError("--window: trained models have no search window")

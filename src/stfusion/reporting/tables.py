@@ -19,18 +19,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from stfusion.data.datasets import PAPER_NAMES, get_dataset
 from stfusion.errors import ConfigError
 from stfusion.io import write_text
-from stfusion.published import load_published
-from stfusion.report import study_label
+from stfusion.reporting.published import load_published
 
 PAPERS = {
     "mcbam-gan": "Liu et al. (2023), MCBAM-GAN, Remote Sens. 15, 1583, doi:10.3390/rs15061583",
     "review": "Lian et al. (2025), Recent Advances in Deep Learning-Based Spatiotemporal Fusion Methods "
               "for Remote Sensing Images, Sensors 25, 1093, doi:10.3390/s25041093",
 }
-PAPER_DATASET = {"cia": "cia", "cia-sim": "cia", "lgc": "lgc", "lgc-sim": "lgc"}
-PAPER_DATASET_NAMES = {"cia": "CIA", "lgc": "LGC"}
 
 # The MCBAM-GAN tables' metric columns, in the printed order.
 COLUMNS = {"psnr": "PSNR", "sam": "SAM", "ssim": "SSIM", "ergas": "ERGAS", "cc": "CC", "rmse": "RMSE",
@@ -105,7 +103,7 @@ def matching_datasets(spec: TableSpec, datasets: Sequence[str]) -> list[str]:
     """The study's datasets that stand for one of the table's paper datasets (all of them for Table 8)."""
     if not spec.paper_datasets:
         return list(datasets)
-    return [d for d in datasets if PAPER_DATASET.get(d) in spec.paper_datasets]
+    return [d for d in datasets if get_dataset(d).paper in spec.paper_datasets]
 
 
 def build_table(table_id: str, scores: pd.DataFrame, ablation_scores: pd.DataFrame, runs: pd.DataFrame,
@@ -221,12 +219,12 @@ def _ablation_table(kind: str, rows: pd.DataFrame, ablation_scores: pd.DataFrame
                     datasets: list[str]) -> pd.DataFrame:
     """MCBAM-GAN Tables 2 to 4: one row per variant; this study's only for the variants it actually ran."""
     published = _published_rows(rows)
-    table = [{"source": "published", "Data": PAPER_DATASET_NAMES[dataset], **_design_cells(kind, variant),
+    table = [{"source": "published", "Data": PAPER_NAMES[dataset], **_design_cells(kind, variant),
               **_metric_cells(printed)} for (dataset, _, variant), printed in published.items()]
     for dataset in datasets:
         ran = set(_study_methods(ablation_scores, dataset))
         # The variants of the paper's rows for this paper dataset, once each, in the printed order.
-        wanted = dict.fromkeys(v for d, _, v in published if d == PAPER_DATASET[dataset])
+        wanted = dict.fromkeys(v for d, _, v in published if d == get_dataset(dataset).paper)
         for variant in (v for v in wanted if v in ran):
             table.append({"source": "this study", "Data": dataset, **_design_cells(kind, variant),
                           **_study_cells(ablation_scores, runs, dataset, variant)})
@@ -293,7 +291,7 @@ def _provenance(spec: TableSpec, label: str | None) -> list[str]:
     if label:
         lines.append(f"This study: {label}.")
     else:
-        wanted = " or ".join(PAPER_DATASET_NAMES[d] for d in spec.paper_datasets) or "any"
+        wanted = " or ".join(PAPER_NAMES[d] for d in spec.paper_datasets) or "any"
         lines.append(f"This study has no {wanted}-like dataset: published values only.")
     return lines + list(spec.notes)
 
@@ -324,6 +322,12 @@ def to_latex(table: pd.DataFrame, spec: TableSpec, label: str | None) -> str:
     return latex.replace(r"\end{table}", f"{notes}\n\\end{{table}}")
 
 
+def markdown(table: pd.DataFrame, *, title: str, label: str, digits: int = 4) -> str:
+    """A titled Markdown table with its provenance label underneath."""
+    body = table.reset_index().to_markdown(index=False, floatfmt=f".{digits}f")
+    return f"### {title}\n\n{body}\n\n_{label}._\n"
+
+
 def write_paper_tables(scores: pd.DataFrame, ablation_scores: pd.DataFrame, runs: pd.DataFrame,
                        datasets: Sequence[str], profile: str, out_dir: str | os.PathLike) -> list[Path]:
     """Write ``<source>-<table>.md`` and ``.tex`` of every paper table into ``out_dir``; return the paths."""
@@ -332,7 +336,7 @@ def write_paper_tables(scores: pd.DataFrame, ablation_scores: pd.DataFrame, runs
     for spec in PAPER_TABLES.values():
         matching = matching_datasets(spec, datasets)
         table = build_table(spec.id, scores, ablation_scores, runs, matching, published=published)
-        label = "; ".join(study_label(dataset, profile) for dataset in matching) or None
+        label = "; ".join(get_dataset(dataset).label(profile) for dataset in matching) or None
         stem = Path(out_dir) / f"{spec.source}-{spec.table}"
         paths.append(write_text(stem.with_name(stem.name + ".md"), to_markdown(table, spec, label)))
         paths.append(write_text(stem.with_name(stem.name + ".tex"), to_latex(table, spec, label)))

@@ -83,7 +83,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stfusion.baselines import check_window
+from stfusion.methods.baselines import check_window
 from stfusion.errors import InputError
 
 __all__ = ["StarfmParams", "predict_starfm", "starfm"]

@@ -34,12 +34,14 @@ from stfusion import BANDS
 from stfusion.data.datacube import date_index, open_cube, reflectance
 from stfusion.data.raster import read_geotiff
 from stfusion.data.splits import Pair, Splits
+from stfusion.data.datasets import PAPER_NAMES, get_dataset
 from stfusion.errors import ConfigError, InputError
-from stfusion.evaluate import COLUMNS as SCORES_COLUMNS
-from stfusion.evaluate import REGIONS, change_regions
+from stfusion.evaluation.scores import COLUMNS as SCORES_COLUMNS
+from stfusion.evaluation.scores import REGIONS, change_regions
 from stfusion.io import atomic_path
-from stfusion.methods import FAMILY_COLOURS, get_method
-from stfusion.predict import prediction_name, uncertainty_name
+from stfusion.methods.registry import FAMILY_COLOURS, get_method
+from stfusion.inference.predict import prediction_name, uncertainty_name
+from stfusion.reporting.published import load_published
 
 FIGURE_GUIDE = {
     "boxplots": (
@@ -641,11 +643,9 @@ def _ablation_tick(variant: str) -> str:
 
 def ablation_figure(ablation_scores: pd.DataFrame, published: pd.DataFrame, dataset: str, label: str) -> plt.Figure:
     """Rows = the paper tables' metrics; columns = this study (points per test pair, bar = mean) and published."""
-    from stfusion.tables import PAPER_DATASET, PAPER_DATASET_NAMES
-
     ours = ablation_scores[(ablation_scores["dataset"] == dataset) & (ablation_scores["band"] == "all")
                            & (ablation_scores["region"] == "all")]
-    paper_dataset = PAPER_DATASET.get(dataset, dataset)
+    paper_dataset = get_dataset(dataset).paper
     theirs = published[(published["source"] == "mcbam-gan") & (published["dataset"] == paper_dataset)
                        & published["table"].isin(["table2", "table3", "table4"])]
     order = [v for v in ABLATION_ORDER if v in set(ours["method"]) | set(theirs["method"])]
@@ -667,7 +667,7 @@ def ablation_figure(ablation_scores: pd.DataFrame, published: pd.DataFrame, data
             axis.axvline(2.5, color="0.6", lw=0.8, ls=":")  # Table 2 | Tables 3 and 4
             axis.grid(axis="y", color="0.9")
     axes[0, 0].set_title(f"this study: {dataset} (points = test pairs, bar = mean)", fontsize=10)
-    axes[0, 1].set_title(f"published: {PAPER_DATASET_NAMES.get(paper_dataset, paper_dataset)} (paper scale)", fontsize=10)
+    axes[0, 1].set_title(f"published: {PAPER_NAMES[paper_dataset]} (paper scale)", fontsize=10)
     for ax in axes[-1]:
         ax.set_xticks(range(len(order)), [_ablation_tick(v) for v in order], rotation=35, ha="right", fontsize=8)
         ax.set_xlabel("configuration (Table 2: depth | Tables 3-4: modules)")
@@ -677,15 +677,12 @@ def ablation_figure(ablation_scores: pd.DataFrame, published: pd.DataFrame, data
 
 def ablation_figures(workspace, datasets: list[str], profile: str, *, dpi: int = 150) -> list[Path]:
     """``ablation_<dataset>`` for every dataset with ablation scores; stale ones removed otherwise."""
-    from stfusion.published import load_published
-    from stfusion.report import study_label
-
     path = workspace.tables / "ablation_scores.csv"
     scores = read_scores(path) if path.is_file() else pd.DataFrame(columns=SCORES_COLUMNS)
     published, paths = load_published(), []
     for dataset in datasets:
         if (scores["dataset"] == dataset).any():
-            fig = ablation_figure(scores, published, dataset, study_label(dataset, profile))
+            fig = ablation_figure(scores, published, dataset, get_dataset(dataset).label(profile))
             paths += _save(fig, workspace.figures, f"ablation_{dataset}", dpi)
         else:
             for suffix in ("png", "pdf"):
@@ -756,8 +753,6 @@ def figures_study(workspace, datasets: list[str], methods: list[str], profile: s
     centred square), ``pairs`` a dataset to its showcase test pair ``[reference, target]`` (default
     the first test pair). Every parameter is checked before the first figure is drawn.
     """
-    from stfusion.report import study_label
-
     crop, pairs = _per_dataset(crop, "figures.crop", datasets), _per_dataset(pairs, "figures.pairs", datasets)
     band_index(BANDS, difference_band)
     styles = method_styles(methods)
@@ -765,7 +760,7 @@ def figures_study(workspace, datasets: list[str], methods: list[str], profile: s
     plans = {ds: _plan(workspace, ds, crop.get(ds), pairs.get(ds), scores, list(styles)) for ds in datasets}
     paths = []
     for dataset, (splits, pair, window) in plans.items():
-        paths += _dataset_figures(workspace, dataset, splits, pair, window, styles, scores, study_label(dataset, profile),
+        paths += _dataset_figures(workspace, dataset, splits, pair, window, styles, scores, get_dataset(dataset).label(profile),
                                   difference_band, dpi)
     return paths + ablation_figures(workspace, datasets, profile, dpi=dpi)
 

@@ -2,7 +2,7 @@
 with a dual-stream denoiser that predicts the fine image at the target date.
 
 Written from shared/reference/models.md section 5 (the public code prowDIY/STF, ``model6_GN_SiLU``;
-not copied). The schedule and the DDIM sampler live in :mod:`stfusion.diffusion`; this file holds the
+not copied). The schedule and the DDIM sampler live in :mod:`stfusion.methods.diffusion`; this file holds the
 denoiser and :class:`STFDiff`, which binds them into the study's generator call.
 
 **Denoiser** (:class:`DualStreamUNet`): a condition stream (no time input) on F1 and [C1, C2], and a
@@ -41,7 +41,7 @@ Choices where this differs from the public code, and why (rows of the README's d
 4. **Tiling.** Each DDIM step widens the reach of the convolutions, so an output depends on far more
    than any practical margin: ``input_statistics = True`` and a scene is sampled whole when it fits one
    tile, otherwise in large blended tiles. The noise is one field per scene, cut like the inputs
-   (:func:`stfusion.train.run.diffusion_predictor`), never drawn per tile. ``receptive_field`` is the reach
+   (:func:`stfusion.inference.sampling.deep_predictor`), never drawn per tile. ``receptive_field`` is the reach
    of one denoiser evaluation, ``alignment = 4``.
 5. **EMA per optimiser step** (beta ``ema_decay``), not once per epoch as the public code does (defect 19).
 """
@@ -55,9 +55,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stfusion.diffusion import CosineSchedule, ddim_sample, noise_channels
+from stfusion.methods.diffusion import CosineSchedule, ddim_sample, noise_channels
 from stfusion.errors import ConfigError
-from stfusion.models.layers import check_positive_int, crop, pad_to_multiple
+from stfusion.methods.models.layers import check_positive_int, crop, pad_to_multiple
 
 __all__ = ["DualStreamUNet", "STFDiff"]
 

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from stfusion.errors import ConfigError
-from stfusion.models.layers import SwitchNorm2d, check_channels, check_positive_int, conv3x3_rep
+from stfusion.methods.models.layers import SwitchNorm2d, check_channels, check_positive_int, conv3x3_rep
 
 __all__ = ["GANSTFM", "MultiScaleDiscriminator"]
 

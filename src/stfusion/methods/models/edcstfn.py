@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from stfusion.models.layers import check_channels, check_positive_int, conv3x3_rep
+from stfusion.methods.models.layers import check_channels, check_positive_int, conv3x3_rep
 
 __all__ = ["EDCSTFN"]
 

@@ -74,7 +74,7 @@ def run_lanes(lanes: list[list[str]], root: Path) -> None:
 
 def run_study(lanes: int | None = None) -> None:
     """The pipeline of the project's params.yaml: the lanes side by side, then the rest."""
-    from stfusion.config import load_params
+    from stfusion.pipeline.params import load_params
     from stfusion.paths import find_root
 
     root = find_root()

@@ -32,7 +32,7 @@ Choices where this differs from the public code, and why (also rows of the READM
    an axis, the window shrinks to the grid and that axis is not shifted (as the public code does for
    square grids).
 2. **No tanh and no [-1, 1] scaling.** Inputs are reflectance, optionally standardised per band
-   (``standardize`` in params.yaml, :mod:`stfusion.models.standardize`); the head is linear, so it can
+   (``standardize`` in params.yaml, :mod:`stfusion.methods.models.standardize`); the head is linear, so it can
    reach any value of that space. The public code scales to [-1, 1] and ends in tanh.
 3. **Reference skip** (``reference_skip``, off at paper scale, on at the quick scale): the output is
    F1 plus the head's output, whose last convolution starts at zero, so an untrained model predicts
@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stfusion.errors import ConfigError
-from stfusion.models.layers import check_positive_int, crop, pad_to_multiple
+from stfusion.methods.models.layers import check_positive_int, crop, pad_to_multiple
 
 __all__ = ["CrossAttentionLayer", "SwinEncoder", "SwinSTFM", "SwinStage", "WindowAttention"]
 

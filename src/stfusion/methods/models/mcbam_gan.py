@@ -108,7 +108,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stfusion.errors import ConfigError
-from stfusion.models.layers import SwitchNorm2d, check_channels, check_positive_int, conv3x3_rep, crop, pad_to_multiple
+from stfusion.methods.models.layers import SwitchNorm2d, check_channels, check_positive_int, conv3x3_rep, crop, pad_to_multiple
 
 __all__ = ["AFF", "CBAM", "MCBAMGAN"]
 

@@ -118,7 +118,7 @@ import torch
 from scipy import ndimage
 from scipy.optimize import lsq_linear
 
-from stfusion.baselines import check_window
+from stfusion.methods.baselines import check_window
 from stfusion.errors import InputError
 
 _DN = 10000.0  # the official code's DN range; its DN-sized constants are divided by it

@@ -13,12 +13,14 @@ from typing import Any
 
 import yaml
 
+from stfusion import BANDS
+from stfusion.data.datasets import dataset_names, get_dataset
 from stfusion.errors import ConfigError
+from stfusion.methods.models import AUTOENCODER, MODELS, check_keywords, construct, get_model_spec
+from stfusion.methods.registry import get_method
 from stfusion.paths import find_root
+from stfusion.train.config import SCALES, TrainConfig, scale_settings, train_config, variant_settings
 
-SYNTHETIC_DATASETS = ("cia-sim", "lgc-sim")
-REAL_DATASETS = ("cia", "lgc")
-KNOWN_DATASETS = SYNTHETIC_DATASETS + REAL_DATASETS
 TOP_LEVEL = ("profile", "seed", "datasets", "methods", "download", "preprocess", "ablation", "train", "models",
              "evaluate", "figures")
 
@@ -40,12 +42,6 @@ def load_params(path: str | os.PathLike | None = None, *, build_models: bool = T
     return params
 
 
-def check_dataset(name: Any, *, key: str = "dataset") -> str:
-    if name not in KNOWN_DATASETS:
-        raise ConfigError(f"{key}: unknown dataset {name!r}; known datasets are {list(KNOWN_DATASETS)}")
-    return name
-
-
 def _require(condition: bool, key: str, expected: str, value: Any) -> None:
     if not condition:
         raise ConfigError(f"{key}: expected {expected}, got {value!r}")
@@ -62,8 +58,6 @@ def _check_list(params: dict, key: str, check) -> None:
 def validate_params(params: Any, *, source: str = "params.yaml", build_models: bool = True) -> None:
     """Raise ConfigError naming the first invalid parameter (``build_models``: also build every
     architecture and discriminator the study trains, at both scales)."""
-    from stfusion.methods import get_method
-
     _require(isinstance(params, dict), source, "a mapping of parameters", type(params).__name__)
     unknown = sorted(set(params) - set(TOP_LEVEL))
     _require(not unknown, f"{source}: {unknown[0] if unknown else ''}", f"one of {list(TOP_LEVEL)}", unknown)
@@ -71,7 +65,7 @@ def validate_params(params: Any, *, source: str = "params.yaml", build_models: b
         _require(key in params, key, "this parameter to be set", None)
     _require(isinstance(params["profile"], str), "profile", "a name such as 'default'", params["profile"])
     _require(isinstance(params["seed"], int) and not isinstance(params["seed"], bool), "seed", "an integer", params["seed"])
-    _check_list(params, "datasets", check_dataset)
+    _check_list(params, "datasets", _check_dataset)
     _check_list(params, "methods", lambda name, key: get_method(name, key=key))
     _check_download(params["download"])
     _check_preprocess(params["preprocess"])
@@ -92,7 +86,8 @@ def _check_download(section: Any) -> None:
     scenes = section.get("synthetic", {})
     _require(isinstance(scenes, dict), "download.synthetic", "a mapping of dataset to scene settings", scenes)
     for name, overrides in scenes.items():
-        _require(name in SYNTHETIC_DATASETS, f"download.synthetic.{name}", f"one of {list(SYNTHETIC_DATASETS)}", name)
+        synthetic = dataset_names("synthetic")
+        _require(name in synthetic, f"download.synthetic.{name}", f"one of {list(synthetic)}", name)
         _require(isinstance(overrides, dict), f"download.synthetic.{name}", "a mapping", overrides)
         synthetic_config(name, overrides)
 
@@ -103,7 +98,7 @@ def _check_preprocess(section: Any) -> None:
     _require(isinstance(splits, dict), "preprocess.splits", "a mapping of dataset to split settings", splits)
     for name, spec in splits.items():
         key = f"preprocess.splits.{name}"
-        check_dataset(name, key=key)
+        _check_dataset(name, key=key)
         _require(isinstance(spec, dict), key, "a mapping", spec)
         unknown = sorted(set(spec) - {"test_targets", "val_targets", "n_test", "n_val"})
         _require(not unknown, f"{key}.{unknown[0] if unknown else ''}", "test_targets, val_targets, n_test or n_val", unknown)
@@ -121,8 +116,6 @@ ABLATION_KEYS = ("model", "variants", "settings", "full_model_rows")
 
 def _check_ablation(section: Any, methods: list[str]) -> None:
     """The ablation's model, the variants to run and each variant's settings (checked with the models)."""
-    from stfusion.methods import get_method
-
     _require(isinstance(section, dict), "ablation", "a mapping", section)
     _check_keys(section, "ablation", ABLATION_KEYS)
     model = section.get("model")
@@ -147,9 +140,6 @@ def _check_ablation(section: Any, methods: list[str]) -> None:
 def trained_methods(params: dict) -> list[str]:
     """The deep models the study trains (methods and the ablation's model), plus the feature autoencoder
     when one of them needs it."""
-    from stfusion.methods import get_method
-    from stfusion.models import AUTOENCODER, MODELS
-
     ablation = params["ablation"]
     names = [*params["methods"], *([ablation["model"]] if ablation["variants"] else [])]
     trained = list(dict.fromkeys(name for name in names if get_method(name).trainable))
@@ -159,8 +149,6 @@ def trained_methods(params: dict) -> list[str]:
 
 
 def _check_train(section: Any) -> None:
-    from stfusion.train.config import SCALES
-
     _require(isinstance(section, dict), "train", "a mapping", section)
     _check_keys(section, "train", ("scale", "accelerator", "devices", "strategy", "num_workers", "threads"))
     _require(section.get("scale") in SCALES, "train.scale", f"one of {list(SCALES)}", section.get("scale"))
@@ -181,9 +169,6 @@ def _check_train(section: Any) -> None:
 
 def _check_models(section: Any, trained: list[str], *, build: bool = True) -> None:
     """Both scales of every model the study trains: settings valid and the architecture buildable."""
-    from stfusion.models import AUTOENCODER, get_model_spec
-    from stfusion.train.config import SCALES, scale_settings
-
     _require(isinstance(section, dict), "models", "a mapping of model name to its scales", section)
     for name in section:
         if name != AUTOENCODER:
@@ -195,8 +180,6 @@ def _check_models(section: Any, trained: list[str], *, build: bool = True) -> No
 
 def _check_variant_settings(params: dict, *, build: bool = True) -> None:
     """Every variant defined under ablation.settings, merged over its model's scales, valid and buildable."""
-    from stfusion.train.config import SCALES, train_config, variant_settings
-
     model = params["ablation"]["model"]
     for variant in params["ablation"]["settings"]:
         for scale in SCALES:
@@ -207,9 +190,8 @@ def _check_variant_settings(params: dict, *, build: bool = True) -> None:
 def _check_scale(name: str, config, *, key: str, build: bool = True) -> None:
     """One model's scale: the architecture (and discriminator) take these keywords and, with ``build``,
     build; MS-SSIM fits in the patches."""
-    from stfusion.losses import min_patch_for_ms_ssim
-    from stfusion.models import AUTOENCODER, check_keywords, construct, get_model_spec
-    from stfusion.models.autoencoder import FeatureAutoencoder
+    from stfusion.train.losses import min_patch_for_ms_ssim
+    from stfusion.methods.models.autoencoder import FeatureAutoencoder
 
     if name == AUTOENCODER:
         parts = [(FeatureAutoencoder, config.arch, f"{key}.arch")]
@@ -247,8 +229,6 @@ def _check_evaluate(section: Any) -> None:
 
 
 def _check_figures(section: Any) -> None:
-    from stfusion import BANDS
-
     _require(isinstance(section, dict), "figures", "a mapping", section)
     _check_keys(section, "figures", ("dpi", "difference_band", "crop", "pairs"))
     dpi = section.get("dpi", 150)
@@ -257,13 +237,24 @@ def _check_figures(section: Any) -> None:
     _require(band in BANDS, "figures.difference_band", f"one of {list(BANDS)}", band)
     for name, region in (section.get("crop") or {}).items():
         key = f"figures.crop.{name}"
-        check_dataset(name, key=key)
+        _check_dataset(name, key=key)
         fields = ("row", "col", "height", "width")
         _require(isinstance(region, dict) and set(region) == set(fields)
                  and all(isinstance(region[f], int) and region[f] >= 0 for f in fields) and region["height"] > 0
                  and region["width"] > 0, key, "a mapping {row, col, height, width} of pixel counts", region)
     for name, pair in (section.get("pairs") or {}).items():
         key = f"figures.pairs.{name}"
-        check_dataset(name, key=key)
+        _check_dataset(name, key=key)
         _require(isinstance(pair, list) and len(pair) == 2 and all(isinstance(d, str) for d in pair), key,
                  "a test pair ['YYYY-MM-DD', 'YYYY-MM-DD'] (reference, target)", pair)
+
+
+def resolve_settings(name: str, scale: str, settings: dict[str, Any] | None) -> TrainConfig:
+    """A notebook's settings: the mapping DVC passed (``settings``), else read from params.yaml."""
+    if settings is not None:
+        return train_config(settings, key=f"models.{name}.{scale}")
+    return scale_settings(load_params()["models"], name, scale)
+
+
+def _check_dataset(name: Any, *, key: str = "dataset") -> str:
+    return get_dataset(name, key=key).name

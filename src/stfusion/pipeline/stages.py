@@ -28,7 +28,8 @@ import jupytext
 import nbformat
 import papermill
 
-from stfusion.config import check_dataset, load_params
+from stfusion.data.datasets import get_dataset
+from stfusion.pipeline.params import load_params
 from stfusion.errors import ConfigError, StfusionError
 from stfusion.io import atomic_path
 from stfusion.paths import find_root
@@ -60,7 +61,7 @@ def _scale(p: dict, name: str) -> dict[str, Any] | None:
 
 
 def _autoencoder(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
-    from stfusion.models import AUTOENCODER
+    from stfusion.methods.models import AUTOENCODER
 
     return {"dataset": dataset, "seed": p["seed"], "scale": p["train"]["scale"],
             "settings": _scale(p, AUTOENCODER), "train": p["train"]}
@@ -117,10 +118,10 @@ def stage_parameters(name: str, params: dict[str, Any], *, dataset: str | None =
     stage = STAGES[name]
     if stage.needs_dataset:
         if dataset not in params["datasets"]:
-            check_dataset(dataset, key="--dataset")
+            get_dataset(dataset, key="--dataset")
             raise ConfigError(f"--dataset: {dataset!r} is not in params.yaml 'datasets' {params['datasets']}")
     if stage.needs_method:
-        from stfusion.methods import get_method  # here: the registry imports torch, which the runner needs not
+        from stfusion.methods.registry import get_method  # here: the registry imports torch, which the runner needs not
 
         get_method(method, key="--method")
         if method not in params["methods"]:

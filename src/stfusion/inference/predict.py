@@ -23,7 +23,7 @@ from stfusion.data.datacube import cube_grid, date_index, reflectance, valid_mas
 from stfusion.data.raster import write_geotiff
 from stfusion.data.splits import Pair, Splits
 from stfusion.io import atomic_dir, write_json
-from stfusion.methods import Method
+from stfusion.methods.registry import Method
 
 
 def prediction_name(pair: Pair) -> str:

@@ -3,7 +3,7 @@
 Every generator has the same call, ``model(fine_ref, coarse_ref, coarse_target) -> fine_target``
 on float reflectance tensors (N, band, H, W) with the coarse images on the fine grid, and
 declares ``receptive_field``, ``alignment`` and ``input_statistics`` for tiled inference
-(:mod:`stfusion.tiling`). Models are kept apart from their training (:mod:`stfusion.train`),
+(:mod:`stfusion.inference.tiling`). Models are kept apart from their training (:mod:`stfusion.train`),
 the way diffusers keeps models apart from schedulers.
 
 ``build_model(name, **arch)`` builds a generator from the ``arch`` mapping of a scale in
@@ -15,10 +15,12 @@ from __future__ import annotations
 import importlib
 import inspect
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from stfusion.errors import ConfigError
+
+if TYPE_CHECKING:  # the registry itself needs no torch: each model's module imports it
+    import torch
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,7 @@ class ModelSpec:
     name: str
     family: str
     description: str
-    generator: str  # "module:Class" under stfusion.models, imported on first use
+    generator: str  # "module:Class" under stfusion.methods.models, imported on first use
     discriminator: str | None = None
     feature_encoder: bool = False  # the loss uses the pipeline's feature autoencoder
     references: str = "pairs"  # "pairs": the split's training pairs; "random": any other training date;
@@ -69,7 +71,7 @@ MODELS: dict[str, ModelSpec] = {
 
 def _load(target: str) -> type[torch.nn.Module]:
     module, cls = target.split(":")
-    return getattr(importlib.import_module(f"stfusion.models.{module}"), cls)
+    return getattr(importlib.import_module(f"stfusion.methods.models.{module}"), cls)
 
 
 def get_model_spec(name: str, *, key: str = "model") -> ModelSpec:
@@ -119,7 +121,7 @@ def arch_for_data(name: str, arch: dict | None, ratio: int | None, *, key: str |
 
 
 def build_autoencoder(arch: dict | None = None, *, key: str = f"models.{AUTOENCODER}.arch") -> torch.nn.Module:
-    from stfusion.models.autoencoder import FeatureAutoencoder
+    from stfusion.methods.models.autoencoder import FeatureAutoencoder
 
     return construct(FeatureAutoencoder, dict(arch or {}), key=key)
 

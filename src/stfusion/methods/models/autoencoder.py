@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from stfusion.models.layers import check_channels, check_positive_int, conv3x3_rep, crop, pad_to_multiple
+from stfusion.methods.models.layers import check_channels, check_positive_int, conv3x3_rep, crop, pad_to_multiple
 
 __all__ = ["FeatureAutoencoder"]
 

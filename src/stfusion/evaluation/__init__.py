@@ -1,0 +1,1 @@
+"""Scores: the fusion metrics and the tidy score tables of a study's predictions."""

@@ -1,0 +1,1 @@
+"""What people read: the papers' tables rebuilt, the figures and the generated report."""

@@ -25,7 +25,7 @@ import pandas as pd
 from stfusion.data.datacube import read_image
 from stfusion.data.sources import acquire
 from stfusion.paths import Workspace
-from stfusion.reporting.plots import true_colour
+from stfusion.data.images import true_colour
 
 ws = Workspace.resolve(workspace)
 manifest = acquire(dataset, ws.raw(dataset), raw_dir=raw_dir, scene=scene)

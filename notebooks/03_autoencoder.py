@@ -25,8 +25,8 @@ from stfusion.data.datacube import open_cube, reflectance
 from stfusion.data.splits import Splits
 from stfusion.methods.models import AUTOENCODER
 from stfusion.paths import Workspace
-from stfusion.reporting.plots import true_colour
-from stfusion.pipeline.params import resolve_settings
+from stfusion.data.images import true_colour
+from stfusion.train.config import resolve_settings
 from stfusion.train.run import run_autoencoder
 from stfusion.inference.weights import load_model
 

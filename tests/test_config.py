@@ -24,7 +24,10 @@ def _params():
     "path, value, message",
     [
         (["datasets"], ["cia-sim", "mars"], r"datasets\[1\]: unknown dataset 'mars'"),
-        (["methods"], ["persistence", "magic"], r"methods\[1\]: unknown method 'magic'"),
+        (["methods", "baselines"], ["persistence", "magic"], r"methods.baselines\[1\]: unknown method 'magic'"),
+        (["methods", "baselines"], ["persistence", "dcstfn"], r"methods.baselines\[1\]: expected a method that needs no"),
+        (["methods", "models"], ["starfm"], r"methods.models\[0\]: expected a deep model"),
+        (["methods"], ["persistence"], r"methods: expected a mapping"),
         (["seed"], "forty-two", "seed: expected an integer"),
         (["download", "synthetic", "cia-sim", "height"], 250, "cia-sim.height"),
         (["download", "synthetic", "cia-sim", "colour"], 1, "cia-sim.colour"),

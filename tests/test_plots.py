@@ -11,8 +11,9 @@ from stfusion import BANDS
 from stfusion.errors import ConfigError
 from stfusion.methods.registry import get_method
 from stfusion.paths import Workspace
-from stfusion.reporting.plots import (FIGURE_GUIDE, composite, crop_window, default_crop, difference, figures_study,
-                            method_styles, ndvi, showcase_pair, symmetric_limit)
+from stfusion.data.images import composite, difference, ndvi, symmetric_limit
+from stfusion.reporting.plots import (FIGURE_GUIDE, crop_window, default_crop, figures_study, method_styles,
+                                      showcase_pair)
 from stfusion.inference.predict import predict_split
 
 DATASET = "cia-sim"

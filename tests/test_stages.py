@@ -19,7 +19,9 @@ ROOT = find_root()
 @pytest.mark.parametrize("name", list(STAGES))
 def test_every_stage_parameter_is_declared_by_its_notebook(name, tmp_path):
     params = load_params(ROOT / "params.yaml")
-    values = stage_parameters(name, params, dataset=params["datasets"][0], method=params["methods"][0])
+    group = STAGES[name].methods
+    method = params["methods"][group][0] if group else None
+    values = stage_parameters(name, params, dataset=params["datasets"][0], method=method)
     declared = write_template(ROOT / "notebooks" / STAGES[name].notebook, tmp_path / "template.ipynb")
     assert set(values) <= set(declared), f"{STAGES[name].notebook} lacks {set(values) - set(declared)}"
 
@@ -79,7 +81,11 @@ def test_unknown_names_are_refused():
         stage_parameters("download", params, dataset="lgc")
     with pytest.raises(ConfigError, match="--method: unknown method"):
         stage_parameters("train", params, dataset="cia-sim", method="nope")
-    assert executed_name("train", "cia-sim", "persistence") == "train-cia-sim-persistence.ipynb"
+    with pytest.raises(ConfigError, match=r"--method: 'persistence' is not in params.yaml 'methods.models'"):
+        stage_parameters("train", params, dataset="cia-sim", method="persistence")
+    with pytest.raises(ConfigError, match=r"--method: 'dcstfn' is not in params.yaml 'methods.baselines'"):
+        stage_parameters("predict", params, dataset="cia-sim", method="dcstfn")
+    assert executed_name("predict", "cia-sim", "persistence") == "predict-cia-sim-persistence.ipynb"
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.py")), ids=lambda p: p.name)

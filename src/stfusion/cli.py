@@ -107,6 +107,15 @@ def _study(args: argparse.Namespace) -> None:
     run_study(args.lanes)
 
 
+def _sources(args: argparse.Namespace) -> None:
+    from stfusion.paths import find_root
+    from stfusion.pipeline.sources import write_sources
+
+    root = find_root()
+    paths = write_sources(root, root / "data" / "sources")
+    print(f"sources: the code of {len(paths)} stages and methods in {paths[0].parent}")
+
+
 def _acquire(args: argparse.Namespace) -> None:
     from stfusion.data.sources import acquire
     from stfusion.paths import Workspace
@@ -173,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--lanes", type=int, default=None,
                        help="datasets trained side by side (default: one lane per dataset, at most one per core)")
     study.set_defaults(run=_study)
+    sources = commands.add_parser("sources", help="write data/sources/<unit>.json: the code each pipeline stage "
+                                  "and method runs (the sources stage)")
+    sources.set_defaults(run=_sources)
     info = commands.add_parser("info", help="list datasets, methods, models or stages")
     info.add_argument("what", choices=["datasets", "methods", "models", "stages"])
     info.add_argument("--json", action="store_true", help="models: print JSON")

@@ -27,6 +27,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from stfusion import BANDS, REFLECTANCE_SCALE
+from stfusion.data.envi import read_envi
 from stfusion.data.manifest import Manifest
 from stfusion.data.raster import Grid, Raster, read_geotiff
 from stfusion.errors import InputError
@@ -45,8 +46,6 @@ def read_image(manifest: Manifest, date: str, role: str) -> Raster:
     if fmt == "gtiff":
         return read_geotiff(path, bands=bands)
     if fmt in ("envi-bil", "envi-bsq"):
-        from stfusion.data.envi import read_envi
-
         shape = tuple(info["shape"]) if "shape" in info else None
         raster = read_envi(path, interleave=fmt.removeprefix("envi-"), shape=shape)
         if raster.data.shape[0] != bands:

@@ -20,7 +20,7 @@ def acquire(dataset: str, folder: str | os.PathLike, *, raw_dir: str | None = No
     downloaded from the CSIRO Data Access Portal.
     """
     if get_dataset(dataset).synthetic:
-        from stfusion.data.synthetic import generate_dataset, synthetic_config
+        from stfusion.data.synthetic import generate_dataset, synthetic_config  # each kind imports its own
 
         return generate_dataset(dataset, Path(folder), synthetic_config(dataset, scene or {}))
     from stfusion.data.real import download

@@ -16,10 +16,10 @@ import yaml
 from stfusion import BANDS
 from stfusion.data.datasets import dataset_names, get_dataset
 from stfusion.errors import ConfigError
-from stfusion.methods.models import AUTOENCODER, MODELS, check_keywords, construct, get_model_spec
+from stfusion.methods.models import AUTOENCODER, MODELS, autoencoder_class, check_keywords, construct, get_model_spec
 from stfusion.methods.registry import get_method
 from stfusion.paths import find_root
-from stfusion.train.config import SCALES, TrainConfig, scale_settings, train_config, variant_settings
+from stfusion.train.config import SCALES, scale_settings, train_config, variant_settings
 
 TOP_LEVEL = ("profile", "seed", "datasets", "methods", "download", "preprocess", "ablation", "train", "models",
              "evaluate", "figures")
@@ -66,10 +66,10 @@ def validate_params(params: Any, *, source: str = "params.yaml", build_models: b
     _require(isinstance(params["profile"], str), "profile", "a name such as 'default'", params["profile"])
     _require(isinstance(params["seed"], int) and not isinstance(params["seed"], bool), "seed", "an integer", params["seed"])
     _check_list(params, "datasets", _check_dataset)
-    _check_list(params, "methods", lambda name, key: get_method(name, key=key))
+    _check_methods(params["methods"])
     _check_download(params["download"])
     _check_preprocess(params["preprocess"])
-    _check_ablation(params["ablation"], params["methods"])
+    _check_ablation(params["ablation"], study_methods(params))
     _check_train(params["train"])
     _check_models(params["models"], trained_methods(params), build=build_models)
     _check_variant_settings(params, build=build_models)
@@ -78,7 +78,7 @@ def validate_params(params: Any, *, source: str = "params.yaml", build_models: b
 
 
 def _check_download(section: Any) -> None:
-    from stfusion.data.synthetic import synthetic_config
+    from stfusion.data.synthetic import synthetic_config  # rasterio: only once scene settings are checked
 
     _require(isinstance(section, dict), "download", "a mapping", section)
     raw_dir = section.get("raw_dir")
@@ -137,11 +137,35 @@ def _check_ablation(section: Any, methods: list[str]) -> None:
     _require(not set(rows) & set(variants), "ablation.full_model_rows", "names that are not also variants", rows)
 
 
+METHOD_GROUPS = {"baselines": False, "models": True}  # group -> whether its methods train
+
+
+def _check_methods(section: Any) -> None:
+    """``methods.baselines`` (no training: the predict stage) and ``methods.models`` (the train stage)."""
+    _require(isinstance(section, dict), "methods", "a mapping {baselines: [...], models: [...]}", section)
+    _check_keys(section, "methods", tuple(METHOD_GROUPS))
+    for group, trains in METHOD_GROUPS.items():
+        key = f"methods.{group}"
+        names = section.get(group)
+        _require(isinstance(names, list), key, "a list of method names (may be empty)", names)
+        _require(len(set(names)) == len(names), key, "no duplicates", names)
+        for i, name in enumerate(names):
+            method = get_method(name, key=f"{key}[{i}]")
+            _require(method.trainable == trains, f"{key}[{i}]",
+                     "a deep model (one that trains)" if trains else "a method that needs no training", name)
+    _require(any(section.values()), "methods", "at least one method", section)
+
+
+def study_methods(params: dict) -> list[str]:
+    """Every method of the study, baselines first: the rows of its tables."""
+    return [*params["methods"]["baselines"], *params["methods"]["models"]]
+
+
 def trained_methods(params: dict) -> list[str]:
     """The deep models the study trains (methods and the ablation's model), plus the feature autoencoder
     when one of them needs it."""
     ablation = params["ablation"]
-    names = [*params["methods"], *([ablation["model"]] if ablation["variants"] else [])]
+    names = [*params["methods"]["models"], *([ablation["model"]] if ablation["variants"] else [])]
     trained = list(dict.fromkeys(name for name in names if get_method(name).trainable))
     if any(MODELS[name].feature_encoder for name in trained):
         trained.append(AUTOENCODER)
@@ -190,11 +214,10 @@ def _check_variant_settings(params: dict, *, build: bool = True) -> None:
 def _check_scale(name: str, config, *, key: str, build: bool = True) -> None:
     """One model's scale: the architecture (and discriminator) take these keywords and, with ``build``,
     build; MS-SSIM fits in the patches."""
-    from stfusion.train.losses import min_patch_for_ms_ssim
-    from stfusion.methods.models.autoencoder import FeatureAutoencoder
+    from stfusion.train.losses import min_patch_for_ms_ssim  # torch: only once a model is checked
 
     if name == AUTOENCODER:
-        parts = [(FeatureAutoencoder, config.arch, f"{key}.arch")]
+        parts = [(autoencoder_class(), config.arch, f"{key}.arch")]
     else:
         spec = get_model_spec(name)
         parts = [(spec.generator_class(), config.arch, f"{key}.arch")]
@@ -247,13 +270,6 @@ def _check_figures(section: Any) -> None:
         _check_dataset(name, key=key)
         _require(isinstance(pair, list) and len(pair) == 2 and all(isinstance(d, str) for d in pair), key,
                  "a test pair ['YYYY-MM-DD', 'YYYY-MM-DD'] (reference, target)", pair)
-
-
-def resolve_settings(name: str, scale: str, settings: dict[str, Any] | None) -> TrainConfig:
-    """A notebook's settings: the mapping DVC passed (``settings``), else read from params.yaml."""
-    if settings is not None:
-        return train_config(settings, key=f"models.{name}.{scale}")
-    return scale_settings(load_params()["models"], name, scale)
 
 
 def _check_dataset(name: Any, *, key: str = "dataset") -> str:

@@ -29,10 +29,13 @@ import nbformat
 import papermill
 
 from stfusion.data.datasets import get_dataset
-from stfusion.pipeline.params import load_params
+from stfusion.methods.models import AUTOENCODER
+from stfusion.methods.registry import get_method
+from stfusion.pipeline.params import load_params, study_methods
 from stfusion.errors import ConfigError, StfusionError
 from stfusion.io import atomic_path
 from stfusion.paths import find_root
+from stfusion.train.config import variant_settings
 
 ParamBuilder = Callable[..., dict[str, Any]]
 
@@ -44,6 +47,7 @@ class Stage:
     needs_method: bool
     parameters: ParamBuilder  # (params, dataset, method) -> notebook parameters
     trains: bool = False  # its kernel runs on train.threads CPU threads
+    methods: str | None = None  # the group of params.yaml ``methods`` its --method must belong to
 
 
 def _download(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
@@ -61,10 +65,12 @@ def _scale(p: dict, name: str) -> dict[str, Any] | None:
 
 
 def _autoencoder(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
-    from stfusion.methods.models import AUTOENCODER
-
     return {"dataset": dataset, "seed": p["seed"], "scale": p["train"]["scale"],
             "settings": _scale(p, AUTOENCODER), "train": p["train"]}
+
+
+def _predict(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
+    return {"dataset": dataset, "method": method}
 
 
 def _train(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
@@ -73,8 +79,6 @@ def _train(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
 
 
 def _ablation(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
-    from stfusion.train.config import variant_settings
-
     scale = p["train"]["scale"]
     variants = p["ablation"]["variants"]
     return {"dataset": dataset, "model": p["ablation"]["model"], "variants": variants, "seed": p["seed"],
@@ -83,18 +87,18 @@ def _ablation(p: dict, dataset: str | None, method: str | None) -> dict[str, Any
 
 def _evaluate(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
     ablation = p["ablation"]
-    return {"datasets": p["datasets"], "methods": p["methods"], "variants": ablation["variants"],
+    return {"datasets": p["datasets"], "methods": study_methods(p), "variants": ablation["variants"],
             "ablation_model": ablation["model"], "full_model_rows": ablation.get("full_model_rows", []),
             "profile": p["profile"], "settings": p["evaluate"]}
 
 
 def _figures(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
-    return {"datasets": p["datasets"], "methods": p["methods"], "profile": p["profile"], **p["figures"]}
+    return {"datasets": p["datasets"], "methods": study_methods(p), "profile": p["profile"], **p["figures"]}
 
 
 def _report(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
     shown = ("profile", "seed", "datasets", "methods", "evaluate", "figures")  # what the report quotes
-    return {"datasets": p["datasets"], "methods": p["methods"], "profile": p["profile"],
+    return {"datasets": p["datasets"], "methods": study_methods(p), "profile": p["profile"],
             "params": {key: p[key] for key in shown}}
 
 
@@ -102,11 +106,12 @@ STAGES: dict[str, Stage] = {
     "download": Stage("01_download.py", True, False, _download),
     "preprocess": Stage("02_preprocess.py", True, False, _preprocess),
     "autoencoder": Stage("03_autoencoder.py", True, False, _autoencoder, trains=True),
-    "train": Stage("04_train.py", True, True, _train, trains=True),
-    "ablation": Stage("05_ablation.py", True, False, _ablation, trains=True),
-    "evaluate": Stage("06_evaluate.py", False, False, _evaluate),
-    "figures": Stage("07_figures.py", False, False, _figures),
-    "report": Stage("08_report.py", False, False, _report),
+    "predict": Stage("04_predict.py", True, True, _predict, methods="baselines"),
+    "train": Stage("05_train.py", True, True, _train, trains=True, methods="models"),
+    "ablation": Stage("06_ablation.py", True, False, _ablation, trains=True),
+    "evaluate": Stage("07_evaluate.py", False, False, _evaluate),
+    "figures": Stage("08_figures.py", False, False, _figures),
+    "report": Stage("09_report.py", False, False, _report),
 }
 
 
@@ -121,11 +126,10 @@ def stage_parameters(name: str, params: dict[str, Any], *, dataset: str | None =
             get_dataset(dataset, key="--dataset")
             raise ConfigError(f"--dataset: {dataset!r} is not in params.yaml 'datasets' {params['datasets']}")
     if stage.needs_method:
-        from stfusion.methods.registry import get_method  # here: the registry imports torch, which the runner needs not
-
         get_method(method, key="--method")
-        if method not in params["methods"]:
-            raise ConfigError(f"--method: {method!r} is not in params.yaml 'methods' {params['methods']}")
+        group = params["methods"][stage.methods]
+        if method not in group:
+            raise ConfigError(f"--method: {method!r} is not in params.yaml 'methods.{stage.methods}' {group}")
     return {**stage.parameters(params, dataset, method), "workspace": workspace}
 
 

@@ -21,6 +21,8 @@ import threading
 from pathlib import Path
 
 from stfusion.errors import ConfigError, StfusionError
+from stfusion.paths import find_root
+from stfusion.pipeline.params import load_params
 from stfusion.train.ablation import usable_cores
 
 DVC = ("dvc", "--wait-for-lock", "repro")
@@ -37,7 +39,7 @@ def lanes_for(datasets: list[str], lanes: int | None = None) -> list[list[str]]:
 
 def lane_targets(datasets: list[str]) -> list[str]:
     """The last stages of each dataset's chain; DVC runs their upstream stages first."""
-    return [target for d in datasets for target in (f"train@{d}-*", f"ablation@{d}")]
+    return [target for d in datasets for target in (f"predict@{d}-*", f"train@{d}-*", f"ablation@{d}")]
 
 
 def _pin(cores: list[int]):
@@ -74,13 +76,13 @@ def run_lanes(lanes: list[list[str]], root: Path) -> None:
 
 def run_study(lanes: int | None = None) -> None:
     """The pipeline of the project's params.yaml: the lanes side by side, then the rest."""
-    from stfusion.pipeline.params import load_params
-    from stfusion.paths import find_root
-
     root = find_root()
     groups = lanes_for(load_params(root / "params.yaml", build_models=False)["datasets"], lanes)
     print(f"study: {len(groups)} lane(s) side by side: {' | '.join(' '.join(g) for g in groups)}", flush=True)
     if len(groups) > 1:
+        # the stage every lane depends on runs first, alone
+        if subprocess.run([*DVC, "sources"], cwd=root).returncode != 0:
+            raise StfusionError("study: dvc repro sources failed (its output above says why)")
         run_lanes(groups, root)
     if subprocess.run(list(DVC), cwd=root).returncode != 0:
         raise StfusionError("study: dvc repro failed (its output above names the stage)")

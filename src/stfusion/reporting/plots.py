@@ -32,6 +32,8 @@ from matplotlib.ticker import MaxNLocator
 
 from stfusion import BANDS
 from stfusion.data.datacube import date_index, open_cube, reflectance
+from stfusion.data.images import (DIFFERENCE_PERCENTILE, TRUE_COLOUR_MAX, band_index, composite, difference, ndvi,
+                                  symmetric_limit, true_colour)
 from stfusion.data.raster import read_geotiff
 from stfusion.data.splits import Pair, Splits
 from stfusion.data.datasets import PAPER_NAMES, get_dataset
@@ -115,10 +117,8 @@ FIGURE_GUIDE = {
 __doc__ = (__doc__ or "") + "".join(f"\n{kind}\n{textwrap.fill(text, 96, initial_indent='    ', subsequent_indent='    ')}\n"
                                     for kind, text in FIGURE_GUIDE.items())
 
-TRUE_COLOUR_MAX = 0.25  # reflectance shown as white: keeps fields and soil readable, clips clouds
 FALSE_COLOUR_MAX = (0.5, 0.25, 0.25)  # NIR, red, green: vegetation is twice as bright in the NIR
 NDVI_RANGE = (-0.2, 0.9)  # water and bare soil at the low end, dense crops at the high end
-DIFFERENCE_PERCENTILE = 99  # the difference scale ignores the 1 % largest |differences| (edges, outliers)
 NODATA_COLOUR = "#ff00ff"  # magenta occurs in none of the colour maps and composites used here
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # methods of one family, in the order given
 HATCHES = ("", "//", "..", "xx", "\\\\", "oo", "--", "++")
@@ -172,51 +172,6 @@ def method_styles(methods: list[str]) -> dict[str, Style]:
                                     MARKERS[k % len(MARKERS)], HATCHES[k % len(HATCHES)])
     return styles
 
-
-# --- image helpers (float reflectance, (band, y, x), NaN = no data) -------------------------------
-
-def band_index(bands, name: str) -> int:
-    bands = [str(b) for b in bands]
-    if name not in bands:
-        raise ConfigError(f"figures.difference_band: {name!r} is not a band; bands are {bands}")
-    return bands.index(name)
-
-
-def composite(image: np.ndarray, channels: tuple[str, str, str], vmax, bands=BANDS) -> np.ndarray:
-    """(y, x, 4) RGBA of three bands stretched 0..vmax (per channel or one for all); transparent where any is NaN."""
-    rgb = np.stack([image[band_index(bands, c)] for c in channels], axis=-1) / np.asarray(vmax, np.float32)
-    alpha = np.isfinite(rgb).all(axis=-1)
-    return np.dstack([np.clip(np.nan_to_num(rgb), 0, 1), alpha]).astype(np.float32)
-
-
-def true_colour(image: np.ndarray, vmax: float = TRUE_COLOUR_MAX) -> np.ndarray:
-    """(band, y, x) int16 reflectance x 10000 -> (y, x, 3) RGB in [0, 1] (used by the notebooks)."""
-    return composite(reflectance(image), ("red", "green", "blue"), vmax)[..., :3]
-
-
-def ndvi(image: np.ndarray, bands=BANDS) -> np.ndarray:
-    """NDVI = (NIR - red) / (NIR + red); NaN where either is missing or the sum is not positive."""
-    nir = image[band_index(bands, "nir")].astype(np.float64)
-    red = image[band_index(bands, "red")].astype(np.float64)
-    total = nir + red
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, (nir - red) / total, np.nan).astype(np.float32)
-
-
-def difference(image: np.ndarray, observed: np.ndarray, band: str, bands=BANDS) -> np.ndarray:
-    """``image - observed`` in one band (NaN propagates)."""
-    k = band_index(bands, band)
-    return (image[k] - observed[k]).astype(np.float32)
-
-
-def symmetric_limit(arrays, percentile: float = DIFFERENCE_PERCENTILE) -> float:
-    """One colour limit for every array: the largest ``percentile`` of |value|; 0.01 if all are zero or NaN."""
-    values = np.concatenate([np.abs(a[np.isfinite(a)]).ravel() for a in arrays])
-    limit = float(np.percentile(values, percentile)) if values.size else 0.0
-    return limit if limit > 0 else 0.01
-
-
-# --- parameters: the showcase pair and the crop window --------------------------------------------
 
 def showcase_pair(splits: Splits, pair=None) -> Pair:
     """The given pair (dates as strings, YAML dates too) if it is a test pair; the first test pair if None."""

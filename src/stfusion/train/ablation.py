@@ -48,6 +48,7 @@ class VariantRun:
 def run_variant(run: VariantRun, progress: bool = True) -> dict[str, Any]:
     """Train one variant and predict its test pairs; return its run.json (``progress``: show the
     training and prediction bars, unless ``run.train`` turns them off)."""
+    # imported here, in the worker: `stfusion study` imports this module for usable_cores alone
     from stfusion.data.datacube import open_cube
     from stfusion.data.splits import Splits
     from stfusion.train.config import train_config
@@ -68,7 +69,7 @@ def usable_cores() -> list[int]:
 def default_workers(runs: list[VariantRun]) -> int:
     """Worker processes for ``runs``: one per usable core on CPU (at most one per run); 0 (train in
     this process, one after another) when training uses CUDA or several devices."""
-    from stfusion.train.fit import use_cuda
+    from stfusion.train.fit import use_cuda  # Lightning: not for the study runner (see run_variant)
 
     options = runs[0].train if runs else {}
     if use_cuda(options.get("accelerator", "auto")) or options.get("devices", 1) != 1:

@@ -16,7 +16,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+import yaml
+
 from stfusion.errors import ConfigError
+from stfusion.paths import find_root
 
 SCALES = ("quick", "paper")
 
@@ -114,6 +117,24 @@ def scale_settings(models: Any, name: str, scale: str, *, key: str = "models") -
     if not isinstance(entry, dict) or scale not in entry:
         raise ConfigError(f"{key}.{name}.{scale}: missing; every model needs both scales {list(SCALES)}")
     return train_config(entry[scale], key=f"{key}.{name}.{scale}")
+
+
+def project_settings() -> dict[str, Any]:
+    """The ``models`` and ``ablation`` sections of the project's params.yaml, for notebooks opened by hand
+    (DVC passes every setting; the stage runner has validated the whole file)."""
+    path = find_root() / "params.yaml"
+    try:
+        params = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: cannot read the parameters ({err})") from None
+    return {key: params.get(key, {}) for key in ("models", "ablation")}
+
+
+def resolve_settings(name: str, scale: str, settings: dict[str, Any] | None) -> TrainConfig:
+    """A notebook's settings: the mapping DVC passed (``settings``), else read from params.yaml."""
+    if settings is not None:
+        return train_config(settings, key=f"models.{name}.{scale}")
+    return scale_settings(project_settings()["models"], name, scale)
 
 
 def merge_settings(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -44,6 +44,7 @@ class ModelSpec:
 
 AUTOENCODER = "autoencoder"
 """Name of the feature autoencoder in params.yaml ``models`` (trained by its own stage)."""
+AUTOENCODER_CLASS = "autoencoder:FeatureAutoencoder"
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
@@ -72,6 +73,11 @@ MODELS: dict[str, ModelSpec] = {
 def _load(target: str) -> type[torch.nn.Module]:
     module, cls = target.split(":")
     return getattr(importlib.import_module(f"stfusion.methods.models.{module}"), cls)
+
+
+def autoencoder_class() -> type[torch.nn.Module]:
+    """The feature autoencoder's class (imported on first use, like the generators)."""
+    return _load(AUTOENCODER_CLASS)
 
 
 def get_model_spec(name: str, *, key: str = "model") -> ModelSpec:
@@ -121,9 +127,7 @@ def arch_for_data(name: str, arch: dict | None, ratio: int | None, *, key: str |
 
 
 def build_autoencoder(arch: dict | None = None, *, key: str = f"models.{AUTOENCODER}.arch") -> torch.nn.Module:
-    from stfusion.methods.models.autoencoder import FeatureAutoencoder
-
-    return construct(FeatureAutoencoder, dict(arch or {}), key=key)
+    return construct(autoencoder_class(), dict(arch or {}), key=key)
 
 
 def count_parameters(module: torch.nn.Module) -> int:

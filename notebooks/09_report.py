@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 7 · Report
+# # 9 · Report
 #
 # Gathers the study into `reports/README.md`, a Markdown page that renders on any Git host: the
 # data, profile, git commit and parameters; the headline numbers; the tables the evaluate stage
@@ -8,7 +8,7 @@
 
 # %% tags=["parameters"]
 datasets = ["cia-sim"]
-methods = ["temporal-difference"]  # what 04_train produces with its defaults
+methods = ["temporal-difference"]  # what 04_predict produces with its defaults
 profile = "smoke"
 params = {"profile": "smoke", "datasets": ["cia-sim"], "methods": ["temporal-difference"]}
 workspace = None

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 5 · Evaluate
+# # 7 · Evaluate
 #
 # Every prediction of every method is scored against the observed fine image of its test target
 # date, on the pixels valid in the inputs and the target, with `stfusion.evaluation.metrics`: RMSE, MAE, bias,
@@ -18,7 +18,7 @@
 
 # %% tags=["parameters"]
 datasets = ["cia-sim"]
-methods = ["temporal-difference"]  # what 04_train produces with its defaults
+methods = ["temporal-difference"]  # what 04_predict produces with its defaults
 variants = []  # ablation.variants: MCBAM-GAN variants trained by the ablation stage
 ablation_model = "mcbam-gan"
 full_model_rows = []  # ablation rows filled by the ablation model's own train-stage run

@@ -1,13 +1,10 @@
 # %% [markdown]
-# # 4 · Train and predict
+# # 5 · Train and predict
 #
-# One run of this notebook trains one method on one dataset (DVC runs it for every dataset ×
-# method) and predicts the full scene of every test pair. Predictions are float GeoTIFFs in
+# One run of this notebook trains one deep model on one dataset (DVC runs it for every dataset ×
+# model) and predicts the full scene of every test pair. Predictions are float GeoTIFFs in
 # `data/predictions/<dataset>/<method>/`, with `run.json` recording parameter count and timings.
 #
-# - The reference predictors need no training: `persistence` (F2 = F1) and `temporal-difference`
-#   (F2 = F1 + C2 − C1) are the trivial baselines every fusion model must beat; STARFM and FSDAF
-#   are the traditional methods.
 # - The deep models (CNN: `dcstfn`, `edcstfn`; GAN: `gan-stfm`, `mcbam-gan`; Transformer: `swinstfm`;
 #   diffusion: `stfdiff`) are trained with Lightning on patches of the training pairs, at the scale
 #   `train.scale` of params.yaml (`quick` on a CPU, `paper` for the full reproduction). The
@@ -18,7 +15,7 @@
 
 # %% tags=["parameters"]
 dataset = "cia-sim"
-method = "temporal-difference"
+method = "dcstfn"
 seed = 42
 scale = "quick"
 settings = None  # this model's scale settings from params.yaml (None: read params.yaml)
@@ -35,9 +32,9 @@ from stfusion.data.splits import Splits
 from stfusion.methods.registry import get_method
 from stfusion.methods.models import get_model_spec
 from stfusion.paths import Workspace
-from stfusion.reporting.plots import true_colour
+from stfusion.data.images import true_colour
 from stfusion.inference.predict import prediction_name
-from stfusion.pipeline.params import resolve_settings
+from stfusion.train.config import resolve_settings
 from stfusion.train.run import run_method
 
 ws = Workspace.resolve(workspace)
@@ -45,14 +42,12 @@ cube = open_cube(ws.cube(dataset))
 split = Splits.load(ws.splits(dataset))
 chosen = get_method(method)
 print(f"{chosen.name} ({chosen.family}): {chosen.description}")
-config = None
-if chosen.trainable:
-    config = resolve_settings(method, scale, settings)
-    print(f"scale {scale}: {config.epochs} epochs × {config.steps_per_epoch} steps of {config.batch_size} "
-          f"patches of {config.patch_size} px; architecture {config.arch}")
+config = resolve_settings(method, scale, settings)
+print(f"scale {scale}: {config.epochs} epochs × {config.steps_per_epoch} steps of {config.batch_size} "
+      f"patches of {config.patch_size} px; architecture {config.arch}")
 
 # %%
-encoder = ws.autoencoder(dataset) / "autoencoder.pt" if chosen.trainable and get_model_spec(method).feature_encoder else None
+encoder = ws.autoencoder(dataset) / "autoencoder.pt" if get_model_spec(method).feature_encoder else None
 out_dir = ws.predictions(dataset, method)
 record = run_method(method, cube, split, out_dir, seed=seed, config=config, scale=scale,
                     checkpoint_dir=ws.checkpoints(dataset, method), feature_encoder_path=encoder, train_options=train)

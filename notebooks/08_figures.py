@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 6 · Figures
+# # 8 · Figures
 #
 # The study's figures, per dataset, as PNG (`reports/figures/png/`, shown by `dvc plots show` and
 # the report) and PDF (`reports/figures/pdf/`). Colours follow the method family everywhere.
@@ -16,7 +16,7 @@
 
 # %% tags=["parameters"]
 datasets = ["cia-sim"]
-methods = ["temporal-difference"]  # what 04_train produces with its defaults
+methods = ["temporal-difference"]  # what 04_predict produces with its defaults
 profile = "smoke"
 dpi = 80
 difference_band = "nir"

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 5 · Ablation: the MCBAM-GAN paper's Tables 2 to 4
+# # 6 · Ablation: the MCBAM-GAN paper's Tables 2 to 4
 #
 # One run of this notebook trains every ablation variant of MCBAM-GAN on one dataset (DVC runs it
 # once per dataset) and predicts every test pair, exactly as the train stage does for a method.
@@ -41,15 +41,14 @@ workspace = None
 # %%
 import pandas as pd
 
-from stfusion.pipeline.params import load_params
 from stfusion.methods.models import get_model_spec
 from stfusion.paths import Workspace
 from stfusion.train.ablation import VariantRun, default_workers, run_ablation
-from stfusion.train.config import train_config, variant_settings
+from stfusion.train.config import project_settings, train_config, variant_settings
 
 ws = Workspace.resolve(workspace)
 if settings is None:
-    params = load_params()
+    params = project_settings()
     settings = {variant: variant_settings(params, variant, scale) for variant in variants}
 encoder = ws.autoencoder(dataset) / "autoencoder.pt" if get_model_spec(model).feature_encoder else None
 runs = [VariantRun(model=model, variant=variant, settings=settings[variant], dataset=dataset,

@@ -12,7 +12,7 @@ export PATH := $(BIN):$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 export MPLBACKEND := Agg
 
-.PHONY: study full test test-unit test-notebooks test-e2e venv dag clean-scratch
+.PHONY: study full smoke test test-unit test-notebooks test-e2e venv dag clean-scratch
 
 venv: $(VENV)/.installed
 
@@ -25,11 +25,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 study: venv
 	stfusion study
 
-# The full reproduction on the real CIA and LGC data (see README): switches params.yaml to
-# profiles/full.yaml (git shows the change) and reruns the pipeline.
+# The full reproduction on the real CIA and LGC data (docs/full-reproduction.md): the full profile,
+# run in studies/full/ with its own params.yaml, dvc.lock and reports (the default study is untouched).
 full: venv
-	cp profiles/full.yaml params.yaml
-	dvc repro
+	stfusion study --profile full --lanes 1
+
+# The smoke profile (tiny scenes, every stage) in studies/smoke/: what the end-to-end test runs.
+smoke: venv
+	stfusion study --profile smoke
 
 test: test-unit test-notebooks test-e2e
 

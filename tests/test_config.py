@@ -4,16 +4,57 @@ import pytest
 import yaml
 
 from stfusion.pipeline.params import load_params, validate_params
+from stfusion.pipeline.profiles import merge, profile_params, write_study
 from stfusion.errors import ConfigError
 from stfusion.paths import find_root
 
 ROOT = find_root()
 
 
-@pytest.mark.parametrize("name", ["params.yaml", "profiles/smoke.yaml", "profiles/full.yaml"])
-def test_shipped_parameter_files_are_valid(name):
-    params = load_params(ROOT / name)
-    assert params["profile"] in name or name == "params.yaml"
+def test_shipped_parameters_are_valid():
+    assert load_params(ROOT / "params.yaml")["profile"] == "default"
+
+
+@pytest.mark.parametrize("name", ["smoke", "full"])
+def test_profiles_are_valid_overlays(name):
+    params = profile_params(ROOT, name)
+    overlay = yaml.safe_load((ROOT / "profiles" / f"{name}.yaml").read_text())
+    default = _params()
+    assert params["profile"] == name
+    assert len(yaml.safe_dump(overlay)) < len(yaml.safe_dump(default)) / 2  # only what differs
+    assert overlay != default and all(key in default for key in overlay)
+
+
+def test_an_overlay_merges_mappings_and_replaces_the_rest():
+    base = {"a": {"x": 1, "y": [1, 2], "z": {"deep": 1, "keep": 2}}, "b": 3}
+    merged = merge(base, {"a": {"y": [3], "z": {"deep": None}}, "c": 4})
+    assert merged == {"a": {"x": 1, "y": [3], "z": {"deep": None, "keep": 2}}, "b": 3, "c": 4}
+    assert base["a"]["z"] == {"deep": 1, "keep": 2}  # the base is not changed
+
+
+def test_a_profile_study_gets_its_own_parameters_and_pipeline(tmp_path):
+    import shutil
+
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "tiny.yaml").write_text("seed: 7\n")
+    folder = write_study(tmp_path, "tiny")
+    assert folder == tmp_path / "studies" / "tiny"
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    assert params["seed"] == 7 and params["profile"] == "tiny" and params["models"] == _params()["models"]
+    pipeline = (folder / "dvc.yaml").read_text()
+    assert '- code: "../../"' in pipeline and pipeline.count("${code}notebooks/") == 9
+    assert (tmp_path / "params.yaml").read_text() == (ROOT / "params.yaml").read_text()  # never rewritten
+    (tmp_path / "profiles" / "bad.yaml").write_text("profile: other\n")
+    with pytest.raises(ConfigError, match="bad.yaml: profile: leave it out"):
+        write_study(tmp_path, "bad")
+    (tmp_path / "profiles" / "worse.yaml").write_text("seed: many\n")
+    with pytest.raises(ConfigError, match="seed: expected an integer"):
+        write_study(tmp_path, "worse")
+    assert not (tmp_path / "studies" / "worse").exists() and not (tmp_path / "studies" / "bad").exists()
+    with pytest.raises(ConfigError, match="--profile: no profile 'nope'"):
+        write_study(tmp_path, "nope")
 
 
 def _params():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stfusion.pipeline.sources import PACKAGE, closure, imported_modules
+from stfusion.pipeline.sources import closure, imported_modules, package_folder
 
 # Bottom to top: data flows from raw files to the report; each layer may use the ones below it.
 LAYERS = ["ground", "data", "methods", "inference", "train", "evaluation", "reporting", "pipeline", "cli"]
@@ -18,8 +18,9 @@ GROUND = {"stfusion", "stfusion.errors", "stfusion.io", "stfusion.paths"}
 
 def modules() -> dict[str, Path]:
     found = {}
-    for path in PACKAGE.rglob("*.py"):
-        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    package = package_folder()
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package.parent).with_suffix("").parts
         found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return found
 

@@ -1,8 +1,8 @@
-"""End-to-end: `stfusion study` (what `make study` runs: `dvc repro` with the datasets side by side)
-of the whole pipeline on the smoke profile, in a copy of the repository.
+"""End-to-end: `stfusion study --profile smoke` (what `make study` runs, `dvc repro` with the datasets
+side by side, for the smoke profile in studies/smoke/) of the whole pipeline, in a copy of the repository.
 
 The copy holds what git would commit (tracked and untracked-but-not-ignored files), so the test
-sees exactly what a fresh clone sees; params.yaml is replaced by profiles/smoke.yaml.
+sees exactly what a fresh clone sees.
 """
 
 from __future__ import annotations
@@ -45,57 +45,58 @@ def smoke_study(tmp_path_factory):
         if (ROOT / name).is_file():
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, repo / name)
-    shutil.copy2(repo / "profiles" / "smoke.yaml", repo / "params.yaml")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "PYTHONDONTWRITEBYTECODE": "1", "STFUSION_ROOT": str(repo), "MPLBACKEND": "Agg",
+           "PYTHONPATH": str(repo / "src"),  # the copy's code, as a fresh clone runs it
            "GIT_AUTHOR_NAME": "ci", "GIT_AUTHOR_EMAIL": "ci@example.invalid",
            "GIT_COMMITTER_NAME": "ci", "GIT_COMMITTER_EMAIL": "ci@example.invalid"}
     _run(["git", "init", "-q"], repo, env)
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-qm", "smoke"], repo, env)
     start = time.perf_counter()
-    log = _run(["stfusion", "study"], repo, env)  # what `make study` runs: the datasets side by side
-    return repo, env, log, time.perf_counter() - start
+    log = _run(["stfusion", "study", "--profile", "smoke"], repo, env)  # the datasets side by side
+    return repo / "studies" / "smoke", env, log, time.perf_counter() - start
 
 
 def test_repro_writes_every_report(smoke_study):
-    repo, _, log, seconds = smoke_study
+    study, _, log, seconds = smoke_study
     print(f"smoke stfusion study: {seconds:.1f} s")
     assert "[cia-sim] Running stage 'train@cia-sim-" in log and "[lgc-sim] Running stage 'train@lgc-sim-" in log
     for dataset in DATASETS:
         for kind in FIGURES:
-            assert (repo / "reports" / "figures" / "png" / f"{kind}_{dataset}.png").stat().st_size > 10_000, kind
-            assert (repo / "reports" / "figures" / "pdf" / f"{kind}_{dataset}.pdf").is_file(), kind
-        assert (repo / "reports" / "tables" / f"metrics_{dataset}.md").is_file()
-        assert (repo / "reports" / "tables" / f"ablation_{dataset}.md").is_file()
+            assert (study / "reports" / "figures" / "png" / f"{kind}_{dataset}.png").stat().st_size > 10_000, kind
+            assert (study / "reports" / "figures" / "pdf" / f"{kind}_{dataset}.pdf").is_file(), kind
+        assert (study / "reports" / "tables" / f"metrics_{dataset}.md").is_file()
+        assert (study / "reports" / "tables" / f"ablation_{dataset}.md").is_file()
         for stage in ("download", "preprocess"):
-            assert (repo / "reports" / "notebooks" / f"{stage}-{dataset}.ipynb").is_file()
-        assert (repo / "reports" / "notebooks" / f"ablation-{dataset}.ipynb").is_file()  # every variant, one run
+            assert (study / "reports" / "notebooks" / f"{stage}-{dataset}.ipynb").is_file()
+        assert (study / "reports" / "notebooks" / f"ablation-{dataset}.ipynb").is_file()  # every variant, one run
         for variant in VARIANTS:
-            run = json.loads((repo / "data" / "ablation" / dataset / variant / "run.json").read_text())
+            run = json.loads((study / "data" / "ablation" / dataset / variant / "run.json").read_text())
             assert run["variant"] == variant and run["method"] == "mcbam-gan" and run["parameters"] > 0
             assert run["device"] == "cpu" and run["train_seconds"] > 0
         for method in BASELINES:
-            assert (repo / "reports" / "notebooks" / f"predict-{dataset}-{method}.ipynb").is_file()
+            assert (study / "reports" / "notebooks" / f"predict-{dataset}-{method}.ipynb").is_file()
         for method in DEEP:
-            assert (repo / "reports" / "notebooks" / f"train-{dataset}-{method}.ipynb").is_file()
-    assert (repo / "reports" / "tables" / "scores.csv").is_file()
-    assert len(list((repo / "reports" / "tables" / "paper").glob("*.tex"))) == 8
-    report = (repo / "reports" / "README.md").read_text()
+            assert (study / "reports" / "notebooks" / f"train-{dataset}-{method}.ipynb").is_file()
+    assert (study / "reports" / "tables" / "scores.csv").is_file()
+    assert len(list((study / "reports" / "tables" / "paper").glob("*.tex"))) == 8
+    report = (study / "reports" / "README.md").read_text()
     assert "## Headline numbers" in report and "figures/png/scene_cia-sim.png" in report
     assert "smoke profile" in report
     # Tables 2-4: this study's rows for the variants run and for the full model (train stage)
-    table2 = (repo / "reports" / "tables" / "paper" / "mcbam-gan-table2.md").read_text()
+    table2 = (study / "reports" / "tables" / "paper" / "mcbam-gan-table2.md").read_text()
     assert "this study" in table2
-    ablation = pd.read_csv(repo / "reports" / "tables" / "ablation_scores.csv")
+    ablation = pd.read_csv(study / "reports" / "tables" / "ablation_scores.csv")
     assert set(ablation["method"]) == {*VARIANTS, "depth-3", "multi-scale+cbam+aff+multi-loss"}
-    assert not list((repo / "data").rglob("*.tmp")) and not list((repo / "reports").rglob("*.tmp"))
+    assert not list((study / "data").rglob("*.tmp")) and not list((study / "reports").rglob("*.tmp"))
 
 
 def test_metrics_show_both_predictors_and_coarse_change_helps(smoke_study):
-    repo, env, _, _ = smoke_study
-    shown = json.loads(_run(["dvc", "metrics", "show", "--json"], repo, env))
-    metrics = {Path(path).stem: values["data"] for path, values in shown[""]["data"].items()}
+    study, env, _, _ = smoke_study
+    shown = json.loads(_run(["dvc", "metrics", "show", "--json"], study, env))
+    metrics = {Path(path).stem: values["data"] for path, values in shown[""]["data"].items()
+               if not path.startswith("..")}  # the project's default study shows its own metrics too
     assert set(metrics) == set(DATASETS)
     for dataset, values in metrics.items():
         assert set(values) == set(METHODS)
@@ -105,70 +106,72 @@ def test_metrics_show_both_predictors_and_coarse_change_helps(smoke_study):
 
 
 def test_second_repro_reruns_nothing_quickly(smoke_study):
-    repo, env, _, _ = smoke_study
+    study, env, _, _ = smoke_study
     start = time.perf_counter()
-    log = _run(["dvc", "repro"], repo, env)  # a plain repro finds everything `stfusion study` made up to date
+    log = _run(["dvc", "repro"], study, env)  # a plain repro finds everything `stfusion study` made up to date
     seconds = time.perf_counter() - start
     assert "Running stage" not in log
     assert seconds < 10, f"a no-op dvc repro took {seconds:.1f} s"
-    assert "up to date" in _run(["dvc", "status"], repo, env)
+    assert "up to date" in _run(["dvc", "status", "dvc.yaml"], study, env)
 
 
 def test_plots_show_renders_the_figures(smoke_study):
-    repo, env, _, _ = smoke_study
-    log = _run(["dvc", "plots", "show", "-o", "plots-html"], repo, env)
+    study, env, _, _ = smoke_study
+    log = _run(["dvc", "plots", "show", "-o", "plots-html"], study, env)
     assert "failed" not in log.lower()
-    assert len(list((repo / "plots-html" / "static").glob("*.png"))) == len(DATASETS) * len(FIGURES)
+    # from a profile's folder DVC shows the project's default study too (workspace_.._.._reports_...)
+    ours = [p for p in (study / "plots-html" / "static").glob("*.png") if p.name.startswith("workspace_reports_")]
+    assert len(ours) == len(DATASETS) * len(FIGURES)
 
 
 def test_deep_models_leave_weights_history_and_curves(smoke_study):
-    repo = smoke_study[0]
+    study = smoke_study[0]
     for dataset in DATASETS:
-        assert (repo / "data" / "autoencoders" / dataset / "autoencoder.pt").is_file()
+        assert (study / "data" / "autoencoders" / dataset / "autoencoder.pt").is_file()
         for method in DEEP:
-            folder = repo / "data" / "predictions" / dataset / method
+            folder = study / "data" / "predictions" / dataset / method
             assert {"model.pt", "history.csv", "run.json"} <= {p.name for p in folder.iterdir()}
             run = json.loads((folder / "run.json").read_text())
             assert run["parameters"] > 0 and run["train_seconds"] > 0 and run["best_epoch"] is not None
             assert run["cpu_threads"] == 1  # profiles/smoke.yaml train.threads
-            assert (repo / "reports" / "tables" / "training" / f"{dataset}_{method}.csv").is_file()
-        assert not (repo / "data" / "checkpoints" / dataset).exists() or not any((repo / "data" / "checkpoints" / dataset).iterdir())
+            assert (study / "reports" / "tables" / "training" / f"{dataset}_{method}.csv").is_file()
+        assert not (study / "data" / "checkpoints" / dataset).exists() or not any((study / "data" / "checkpoints" / dataset).iterdir())
 
 
 def test_stfdiff_records_sampling_and_writes_uncertainty(smoke_study):
-    repo = smoke_study[0]
-    runs = pd.read_csv(repo / "reports" / "tables" / "runs.csv")
+    study = smoke_study[0]
+    runs = pd.read_csv(study / "reports" / "tables" / "runs.csv")
     stfdiff = runs[runs["method"] == "stfdiff"]
     assert len(stfdiff) == len(DATASETS)
     assert (stfdiff[["sampling_steps", "sampling_eta", "sampling_samples"]].to_numpy() == [2, 0.0, 2]).all()
-    deciles = pd.read_csv(repo / "reports" / "tables" / "uncertainty.csv")
+    deciles = pd.read_csv(study / "reports" / "tables" / "uncertainty.csv")
     assert set(deciles["dataset"]) == set(DATASETS) and set(deciles["method"]) == {"stfdiff"}
     assert (deciles["std_mean"] > 0).all() and (deciles["decile"].between(1, 10)).all()
     for dataset in DATASETS:
-        assert list((repo / "data" / "predictions" / dataset / "stfdiff").glob("*_std.tif"))
-        assert (repo / "reports" / "figures" / "png" / f"uncertainty_{dataset}.png").stat().st_size > 10_000
+        assert list((study / "data" / "predictions" / dataset / "stfdiff").glob("*_std.tif"))
+        assert (study / "reports" / "figures" / "png" / f"uncertainty_{dataset}.png").stat().st_size > 10_000
 
 
 def test_dag_shows_every_stage(smoke_study):
-    repo, env, _, _ = smoke_study
-    dag = _run(["dvc", "dag", "--md"], repo, env)
+    study, env, _, _ = smoke_study
+    dag = _run(["dvc", "dag", "--md"], study, env)
     for stage in ("download@cia-sim", "preprocess@lgc-sim", "predict@cia-sim-persistence", "train@lgc-sim-dcstfn", "ablation@lgc-sim",
                   "sources", "evaluate", "figures", "report"):
         assert stage in dag
 
 
-def _stale_after(repo, env, path: str, edit) -> set[str]:
+def _stale_after(study, env, path: str, edit) -> set[str]:
     """The stages `dvc status` finds out of date after ``edit`` changes ``path`` (the sources stage rerun
     first, as `dvc repro` would); ``path`` is restored and the sources rewritten afterwards."""
-    target = repo / path
+    target = study.parents[1] / path  # the project root: the study is studies/smoke/
     original = target.read_text()
     try:
         target.write_text(edit(original))
-        _run(["dvc", "repro", "sources"], repo, env)
-        return set(json.loads(_run(["dvc", "status", "--json"], repo, env)))
+        _run(["dvc", "repro", "sources"], study, env)
+        return set(json.loads(_run(["dvc", "status", "--json", "dvc.yaml"], study, env)))
     finally:
         target.write_text(original)
-        _run(["dvc", "repro", "sources"], repo, env)
+        _run(["dvc", "repro", "sources"], study, env)
 
 
 def _lr(model: str):
@@ -192,10 +195,19 @@ def _comment(text: str) -> str:
     ("src/stfusion/methods/baselines/starfm.py", _comment, {f"predict@{d}-starfm" for d in DATASETS}),
     ("src/stfusion/methods/models/mcbam_gan.py", _comment,
      {f"train@{d}-mcbam-gan" for d in DATASETS} | {f"ablation@{d}" for d in DATASETS}),
-    ("params.yaml", _lr("swinstfm"), {f"train@{d}-swinstfm" for d in DATASETS}),
-    ("params.yaml", _lr("mcbam-gan"), {f"train@{d}-mcbam-gan" for d in DATASETS} | {f"ablation@{d}" for d in DATASETS}),
+    ("studies/smoke/params.yaml", _lr("swinstfm"), {f"train@{d}-swinstfm" for d in DATASETS}),
+    ("studies/smoke/params.yaml", _lr("mcbam-gan"), {f"train@{d}-mcbam-gan" for d in DATASETS} | {f"ablation@{d}" for d in DATASETS}),
 ])
 def test_an_edit_reruns_only_the_stages_that_use_it(smoke_study, path, edit, expected):
-    repo, env, _, _ = smoke_study
-    assert _stale_after(repo, env, path, edit) == expected
-    assert "up to date" in _run(["dvc", "status"], repo, env)
+    study, env, _, _ = smoke_study
+    assert _stale_after(study, env, path, edit) == expected
+    assert "up to date" in _run(["dvc", "status", "dvc.yaml"], study, env)
+
+
+def test_the_profile_study_leaves_the_default_study_alone(smoke_study):
+    study = smoke_study[0]
+    project = study.parents[1]
+    assert (project / "params.yaml").read_text() == (ROOT / "params.yaml").read_text()
+    assert (project / "dvc.lock").read_text() == (ROOT / "dvc.lock").read_text()
+    assert not list((project / "reports" / "notebooks").glob("*.ipynb"))  # no stage of the default study ran
+    assert "profile: smoke" in (study / "params.yaml").read_text() and (study / "dvc.lock").is_file()

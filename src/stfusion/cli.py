@@ -104,15 +104,14 @@ def _stage(args: argparse.Namespace) -> None:
 def _study(args: argparse.Namespace) -> None:
     from stfusion.pipeline.study import run_study
 
-    run_study(args.lanes)
+    run_study(args.lanes, args.profile)
 
 
 def _sources(args: argparse.Namespace) -> None:
     from stfusion.paths import find_root
     from stfusion.pipeline.sources import write_sources
 
-    root = find_root()
-    paths = write_sources(root, root / "data" / "sources")
+    paths = write_sources(find_root() / "data" / "sources")
     print(f"sources: the code of {len(paths)} stages and methods in {paths[0].parent}")
 
 
@@ -181,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     study = commands.add_parser("study", help="the whole pipeline (dvc repro), the datasets side by side")
     study.add_argument("--lanes", type=int, default=None,
                        help="datasets trained side by side (default: one lane per dataset, at most one per core)")
+    study.add_argument("--profile", help="a profile of profiles/ (smoke, full), run in studies/<profile>/ "
+                       "(default: the default study, params.yaml, here)")
     study.set_defaults(run=_study)
     sources = commands.add_parser("sources", help="write data/sources/<unit>.json: the code each pipeline stage "
                                   "and method runs (the sources stage)")

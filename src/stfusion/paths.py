@@ -1,9 +1,11 @@
 """Where things live. Every path in the project is resolved from here.
 
-JupyterLab and nbval start kernels in ``notebooks/``, papermill under DVC starts in the
-repository root, and the end-to-end test runs in a temporary copy of the repository. So the root
-is found from the working directory (the nearest folder holding ``dvc.yaml`` and
-``params.yaml``), or set explicitly with ``STFUSION_ROOT``.
+Two roots. The *study root* holds a study's dvc.yaml, params.yaml, data/ and reports/: the project
+root for the default study, ``studies/<profile>/`` for another profile. The *code root* holds
+notebooks/ and src/: the project root always. JupyterLab and nbval start kernels in ``notebooks/``,
+papermill under DVC in the study root, and the end-to-end test runs in a temporary copy of the
+repository; so both are found from the working directory, and ``STFUSION_ROOT`` names the code
+root explicitly.
 """
 
 from __future__ import annotations
@@ -14,12 +16,22 @@ from pathlib import Path
 
 
 def find_root(start: Path | None = None) -> Path:
-    """The project root: ``$STFUSION_ROOT``, else the nearest ancestor with dvc.yaml and params.yaml."""
-    if os.environ.get("STFUSION_ROOT"):
-        return Path(os.environ["STFUSION_ROOT"]).resolve()
+    """The study root: the nearest ancestor of the working directory with dvc.yaml and params.yaml."""
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         if (folder / "dvc.yaml").is_file() and (folder / "params.yaml").is_file():
+            return folder
+    return code_root()
+
+
+def code_root() -> Path:
+    """The folder holding notebooks/ and src/stfusion: ``$STFUSION_ROOT``, else the nearest such ancestor
+    of the working directory, else the checkout this package was installed from."""
+    if os.environ.get("STFUSION_ROOT"):
+        return Path(os.environ["STFUSION_ROOT"]).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "notebooks").is_dir() and (folder / "src" / "stfusion").is_dir():
             return folder
     return Path(__file__).resolve().parents[2]
 
@@ -35,8 +47,8 @@ class Workspace:
     def resolve(cls, workspace: str | os.PathLike | None) -> "Workspace":
         """``None`` means the scratch workspace; a relative path is taken from the project root."""
         root = find_root()
-        if workspace is None:
-            return cls(root / "scratch")
+        if workspace is None:  # notebooks opened by hand: the project's scratch folder
+            return cls(code_root() / "scratch")
         path = Path(workspace)
         return cls((path if path.is_absolute() else root / path).resolve())
 

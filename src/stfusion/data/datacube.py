@@ -7,7 +7,7 @@ returns an :class:`xarray.Dataset` with
   1e-4, so CF-aware tools show reflectance). The coarse image sits on the fine grid, as the real
   CIA/LGC MODIS files are delivered.
 - ``valid``: uint8 (time, y, x), 1 where both images hold a valid reflectance in every band,
-  i.e. 0 < value <= 10000 (data.md: negatives, zeros and the MOD09GA fill value -28672 are invalid).
+  i.e. 0 < value <= 10000.
 - ``cover`` and ``change``: uint8 (time, y, x), the synthetic generator's truth, when present.
 - ``x``/``y`` pixel-centre coordinates and the CRS (``spatial_ref``, written by rioxarray).
 

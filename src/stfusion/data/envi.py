@@ -1,11 +1,11 @@
 """Reading (and, for tests and fixtures, writing) ENVI raw binary rasters.
 
-The CIA and LGC files (dataset reference ``data.md`` §2) are raw ENVI-style
+The CIA and LGC files are raw ENVI-style
 binaries: no header inside the data file, 6 bands of int16 little-endian, reflectance x 10000.
 The layout differs by file kind and nothing in the bytes tells it apart:
 
 - CIA Landsat ``*.bil`` is **BIL** (band interleaved by line): for each line, all bands of that
-  line follow each other. Reading it as BSQ silently gives striped garbage (data.md §2, §6.5).
+  line follow each other. Reading it as BSQ silently gives striped garbage.
 - every ``*.int`` file (CIA MODIS, LGC Landsat and MODIS) is **BSQ** (band sequential).
 
 Whether companion ``.hdr`` files ship with the data is unconfirmed, so :func:`read_envi` uses a
@@ -52,7 +52,7 @@ _FILE_AXES = {"bsq": ("b", "y", "x"), "bil": ("y", "b", "x"), "bip": ("y", "x", 
 _TO_BYX = {"bsq": (0, 1, 2), "bil": (1, 0, 2), "bip": (2, 0, 1)}
 
 # UTM "map info" datum names -> EPSG base code (+ zone). Only used when the header has no
-# "coordinate system string". AGD66/AMG is what the CIA "agd66" suffix suggests (data.md §2).
+# "coordinate system string". AGD66/AMG is what the CIA "agd66" suffix suggests.
 _UTM_DATUMS = {
     "wgs84": (32600, 32700),
     "northamerica1983": (26900, None),

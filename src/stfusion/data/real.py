@@ -1,6 +1,6 @@
 """The real CIA and LGC datasets (Emelyanova et al. 2013): specs, local scan, DAP download.
 
-Facts from ``/work/shared/reference/data.md``:
+Facts about the delivered files:
 
 - Both collections are on the CSIRO Data Access Portal (DAP): CIA ``csiro:5846``
   (DOI 10.4225/08/5111AC0BF1229), LGC ``csiro:5847`` (DOI 10.4225/08/5111AD2B7FEE6) (§1).
@@ -58,7 +58,7 @@ class DownloadError(InputError):
 
 @dataclass(frozen=True)
 class DateRow:
-    """One pair of data.md §3: the folder name, the canonical (folder) date and the Landsat file date."""
+    """One pair: the folder name, the canonical (folder) date and the Landsat file date."""
 
     folder: str
     date: str  # ISO; = folder date = MODIS date
@@ -137,7 +137,7 @@ def _rows(table: str, landsat_offset_days: int) -> tuple[DateRow, ...]:
     return tuple(rows)
 
 
-# data.md §3.1: CIA, 17 pairs; the Landsat file date is one day before the folder date.
+# CIA, 17 pairs; the Landsat file date is one day before the folder date.
 CIA = DatasetSpec(
     name="cia",
     title="Landsat and MODIS data for the Coleambally Irrigation Area",
@@ -158,10 +158,10 @@ CIA = DatasetSpec(
     fine_interleave="bil",
     example_fine="L71093084_084{date}_HRF_modtran_surf_ref_agd66.bil",
     shape=(6, 2040, 1720),
-    related_dois=("10.4225/08/514B80FD805F4",),  # cited by rsatExtra for a 2-pair subset (data.md §1)
+    related_dois=("10.4225/08/514B80FD805F4",),  # cited by rsatExtra for a 2-pair subset
 )
 
-# data.md §3.2: LGC, 14 pairs; Landsat file date = folder date.
+# LGC, 14 pairs; Landsat file date = folder date.
 LGC = DatasetSpec(
     name="lgc",
     title="Landsat and MODIS data for the Lower Gwydir Catchment study site",
@@ -243,10 +243,10 @@ def _check_file(spec: DatasetSpec, path: Path, role: str) -> str:
         )
     interleave = spec.interleave(role)
     header = find_header(path)
-    if header is not None:  # data.md §6.5: trust a header, but say when it disagrees with the table
+    if header is not None:  # trust a header, but say when it disagrees with the table
         said = parse_header(header).get("interleave", interleave).strip().lower()
         if said != interleave:
-            warnings.warn(f"{header}: says interleave {said!r}, data.md §2 says {interleave!r}; trusting the header")
+            warnings.warn(f"{header}: says interleave {said!r}, the dataset description says {interleave!r}; trusting the header")
             interleave = said
     return f"envi-{interleave}"
 
@@ -563,7 +563,7 @@ def _block_mean(data: np.ndarray, valid: np.ndarray, ratio: int) -> tuple[np.nda
 
 
 def _valid(data: np.ndarray) -> np.ndarray:
-    """data.md §6.3: valid = 0 < x <= 10000 in every band (excludes fill -28672 and wrapped negatives)."""
+    """Valid = 0 < x <= 10000 in every band (excludes fill -28672 and wrapped negatives)."""
     return ((data > 0) & (data <= REFLECTANCE_SCALE)).all(axis=0)
 
 
@@ -572,7 +572,7 @@ def _band_name(index: int, count: int) -> str:
 
 
 def check_band_order(fine: np.ndarray | Raster, coarse: np.ndarray | Raster, ratio: int = 20, *, what: str = "") -> None:
-    """Check that coarse band i is the best-correlated coarse band of fine band i (data.md §4).
+    """Check that coarse band i is the best-correlated coarse band of fine band i.
 
     Both images are block-averaged to the coarse grid (``ratio`` x ``ratio`` blocks; a coarse
     image already at 1/ratio size is used as it is), every fine band is correlated with every

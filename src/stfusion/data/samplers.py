@@ -1,12 +1,12 @@
 """Random patches from a datacube for training, without re-reading files per sample.
 
 :class:`PairPatchDataset` holds the cube's int16 arrays in memory (public STF loaders re-read
-three or four full scenes from disk for every patch; data.md §8) and cuts aligned patches of the
+three or four full scenes from disk for every patch) and cuts aligned patches of the
 reference fine and coarse images, the target coarse and fine images and their joint valid mask.
 
 Augmentations are flips and 90-degree rotations of the spatial axes only, applied identically to
 every image and to the mask, so band order is never touched (one public Transformer model
-"rotated" the band axis; models.md lists it among the defects to avoid).
+"rotated" the band axis).
 
 Sample ``i`` of epoch ``e`` is a pure function of ``(seed, e, i)``: the same seed gives the same
 patches whatever the number of workers.

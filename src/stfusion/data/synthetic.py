@@ -11,7 +11,7 @@ Two templates mimic the two landscapes of Emelyanova et al. (2013):
 - ``lgc`` (dataset ``lgc-sim``): larger fields (30-90 pixels), a meandering river, grassland and
   riparian woodland in irregular patches biased towards the river, and the December 2004 flood.
 
-Both templates use the real acquisition calendars (reference data.md, section 3) and a fixed pixel
+Both templates use the real acquisition calendars and a fixed pixel
 size of 25 m; field sizes are physical and do not scale with the scene, while the river, the natural
 vegetation patches and the flood do scale with it (they are fractions of the scene).
 

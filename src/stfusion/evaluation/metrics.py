@@ -4,7 +4,7 @@ NumPy in, NumPy (or a tidy table) out; the arithmetic runs in torch float64 on t
 present (a full 6 x 2720 x 3200 LGC scene fits easily), else on the CPU. Metrics never use bf16:
 differences of nearly equal reflectances need the precision.
 
-Conventions (shared/reference/metrics.md; recorded in every results file through ``Conventions``):
+Conventions:
 
 - Images are (band, y, x) reflectance scaled to [0, 1]; ``data_range`` L = 1.
 - A pixel counts only where the mask is true **and** every band of both images is finite, so NaN

@@ -39,7 +39,7 @@ Consequence: for a model with ``input_statistics`` False whose attributes are ho
 of every window equals the whole-scene prediction, so the result does not depend on ``tile`` (within
 float32 rounding on the CPU; under bf16 autocast or with non-deterministic GPU kernels, within their
 precision). Blending then changes nothing; it is there for models whose windows disagree. This is what
-the public code got wrong (shared/reference/models.md section 6, items 8-9): EDCSTFN and GAN-STFM
+the public code got wrong: EDCSTFN and GAN-STFM
 replicate-pad at every tile edge and stitch tiles without overlap, SwinSTFM keeps tile centres without
 blending, so seams and tile-size dependence appear.
 

@@ -4,8 +4,7 @@ An exported file is a plain dict of tensors and JSON-like values, so it loads wi
 ``torch.load(weights_only=True)`` (no pickled code runs). It names its model and carries the
 architecture it was built with; loading checks both and loads the state strictly, so a file of
 another model, or of the same model at another width, is a clear error, never a silent partial
-load (the public EDCSTFN code loaded nothing and trained against a random "feature" network:
-models.md section 6, item 1).
+load (the public EDCSTFN code loaded nothing and trained against a random "feature" network).
 """
 
 from __future__ import annotations

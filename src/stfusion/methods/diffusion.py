@@ -7,8 +7,7 @@
 
 The sampler draws no random numbers itself: the caller passes the starting noise and, for ``eta > 0``,
 one noise image per step (:func:`noise_channels` says how many channels), so that a scene cut into tiles
-can be given one noise field cut like its inputs, and tiles agree (shared/reference/models.md section 6,
-item 9: the public code draws noise per tile).
+can be given one noise field cut like its inputs, and tiles agree.
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ from stfusion.errors import InputError
 from stfusion.io import atomic_dir, write_json
 from stfusion.methods.models import AUTOENCODER, MODELS
 from stfusion.methods.registry import METHODS
+from stfusion.paths import code_root
 
-PACKAGE = Path(__file__).resolve().parents[1]  # src/stfusion
 NOTEBOOKS = {  # unit -> the notebook whose imports it follows
     "download": "01_download.py", "preprocess": "02_preprocess.py", "autoencoder": "03_autoencoder.py",
     "predict": "04_predict.py", "train": "05_train.py", "ablation": "06_ablation.py",
@@ -30,10 +30,15 @@ NOTEBOOKS = {  # unit -> the notebook whose imports it follows
 }
 
 
+def package_folder() -> Path:
+    """src/stfusion of the code root: the files the pipeline's stages depend on."""
+    return code_root() / "src" / "stfusion"
+
+
 def module_path(name: str) -> Path | None:
     """The file of module ``stfusion...`` (a package's ``__init__.py``), or None if there is none."""
     parts = name.split(".")[1:]
-    folder = PACKAGE.joinpath(*parts)
+    folder = package_folder().joinpath(*parts)
     for path in (folder / "__init__.py", folder.with_suffix(".py")):
         if path.is_file():
             return path
@@ -112,8 +117,10 @@ def fingerprint(modules: set[str], root: Path) -> dict[str, str]:
     return {os.path.relpath(path, root): hashlib.md5(path.read_bytes()).hexdigest() for path in files}
 
 
-def write_sources(root: Path, out_dir: Path) -> list[Path]:
-    """Write ``<unit>.json`` of every unit into ``out_dir`` (replaced as a whole); return the paths."""
+def write_sources(out_dir: Path) -> list[Path]:
+    """Write ``<unit>.json`` of every unit into ``out_dir`` (replaced as a whole); return the paths.
+    Paths in them are relative to the code root, so every study's files agree."""
+    root = code_root()
     found = units(root / "notebooks")
     with atomic_dir(out_dir) as tmp:
         for unit, modules in found.items():

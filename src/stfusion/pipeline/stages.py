@@ -34,7 +34,7 @@ from stfusion.methods.registry import get_method
 from stfusion.pipeline.params import load_params, study_methods
 from stfusion.errors import ConfigError, StfusionError
 from stfusion.io import atomic_path
-from stfusion.paths import find_root
+from stfusion.paths import code_root, find_root
 from stfusion.train.config import variant_settings
 
 ParamBuilder = Callable[..., dict[str, Any]]
@@ -176,7 +176,7 @@ def run_stage(name: str, *, dataset: str | None = None, method: str | None = Non
     root = find_root()
     params = load_params(params_path, build_models=False)  # the stage builds the model it trains
     parameters = stage_parameters(name, params, dataset=dataset, method=method, workspace=workspace)
-    source = root / "notebooks" / STAGES[name].notebook
+    source = code_root() / "notebooks" / STAGES[name].notebook
     output = root / "reports" / "notebooks" / executed_name(name, dataset, method)
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="stfusion-stage-") as tmpdir:

@@ -1,12 +1,15 @@
 """``stfusion study``: the whole DVC pipeline, with the datasets' chains side by side.
 
 ``dvc repro`` runs one stage at a time. Each dataset's chain (download, preprocess, autoencoder,
-train of every method, ablation) depends on nothing of the other datasets', and a CPU stage trains
-on ``train.threads`` threads (1 in the default study: the quick models gain nothing from a second,
-see benchmarks/bench_ablation.py). So this runs one ``dvc repro`` per lane of datasets at the same
-time, each lane pinned to its own share of the cores where the OS allows it, and then ``dvc repro``
-for what is left (evaluate, figures, report). DVC releases its repository lock while a stage
-command runs, and ``--wait-for-lock`` makes a lane wait while the other writes ``dvc.lock``.
+predict, train, ablation) depends on nothing of the other datasets' but the ``sources`` stage, and a
+CPU stage trains on ``train.threads`` threads (1 in the default study: the quick models gain nothing
+from a second, see benchmarks/bench_ablation.py). So this runs ``dvc repro sources``, then one
+``dvc repro --single-item`` of each lane's chain, in order, per lane of datasets at the same time,
+each lane pinned to its own share of the cores where the OS allows it, and then ``dvc repro`` for
+what is left (evaluate, figures, report). DVC releases its repository lock while a stage command
+runs, and ``--wait-for-lock`` makes a lane wait while the other writes ``dvc.lock``. Single items,
+because DVC write-locks a stage's outputs even to skip it: two lanes walking up to ``sources`` would
+lock each other out of ``data/sources``.
 
 The results are those of a plain ``dvc repro``: every stage runs with the same parameters and
 threads, and DVC records the same lock file.
@@ -21,8 +24,9 @@ import threading
 from pathlib import Path
 
 from stfusion.errors import ConfigError, StfusionError
-from stfusion.paths import find_root
+from stfusion.paths import code_root, find_root
 from stfusion.pipeline.params import load_params
+from stfusion.pipeline.profiles import DEFAULT, write_study
 from stfusion.train.ablation import usable_cores
 
 DVC = ("dvc", "--wait-for-lock", "repro")
@@ -37,9 +41,13 @@ def lanes_for(datasets: list[str], lanes: int | None = None) -> list[list[str]]:
     return [datasets[i::count] for i in range(count)]
 
 
+CHAIN = ("download@{d}", "preprocess@{d}", "autoencoder@{d}", "predict@{d}-*", "train@{d}-*", "ablation@{d}")
+"""A dataset's chain in dvc.yaml, each stage after those it depends on."""
+
+
 def lane_targets(datasets: list[str]) -> list[str]:
-    """The last stages of each dataset's chain; DVC runs their upstream stages first."""
-    return [target for d in datasets for target in (f"predict@{d}-*", f"train@{d}-*", f"ablation@{d}")]
+    """The stages of each dataset's chain, in the order they must run."""
+    return [stage.format(d=d) for d in datasets for stage in CHAIN]
 
 
 def _pin(cores: list[int]):
@@ -59,7 +67,7 @@ def run_lanes(lanes: list[list[str]], root: Path) -> None:
     cores = usable_cores()
     shares = [cores[i::len(lanes)] for i in range(len(lanes))] if len(cores) >= len(lanes) else [[]] * len(lanes)
     # Every lane starts before any relay thread does: preexec_fn is only safe without other threads.
-    processes = [subprocess.Popen([*DVC, "--glob", *lane_targets(lane)], cwd=root, stdout=subprocess.PIPE,
+    processes = [subprocess.Popen([*DVC, "--single-item", "--glob", *lane_targets(lane)], cwd=root, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True, preexec_fn=_pin(share))
                  for lane, share in zip(lanes, shares)]
     relays = [threading.Thread(target=_relay, args=(process.stdout, "+".join(lane)), daemon=True)
@@ -71,12 +79,14 @@ def run_lanes(lanes: list[list[str]], root: Path) -> None:
         relay.join()
     if failed:
         raise StfusionError(f"study: dvc repro failed for {', '.join('+'.join(lane) for lane in failed)} "
-                            "(its output above names the stage; rerun `stfusion study` to resume)")
+                            "(its output above names the stage; run the same command again to resume)")
 
 
-def run_study(lanes: int | None = None) -> None:
-    """The pipeline of the project's params.yaml: the lanes side by side, then the rest."""
-    root = find_root()
+def run_study(lanes: int | None = None, profile: str | None = None) -> None:
+    """The pipeline of the study's params.yaml (``profile``: of that profile, in studies/<profile>/):
+    the lanes side by side, then the rest."""
+    root = find_root() if profile in (None, DEFAULT) else write_study(code_root(), profile)
+    print(f"study: {root}", flush=True)
     groups = lanes_for(load_params(root / "params.yaml", build_models=False)["datasets"], lanes)
     print(f"study: {len(groups)} lane(s) side by side: {' | '.join(' '.join(g) for g in groups)}", flush=True)
     if len(groups) > 1:

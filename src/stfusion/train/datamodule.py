@@ -7,8 +7,7 @@ train a model depends on how it uses its reference:
 - ``"pairs"``: the manifest's training pairs (neighbouring training dates, both directions), as
   the CNNs are trained on (C1, F1, C2) -> F2 triplets;
 - ``"random"``: GAN-STFM's reference-insensitive training, where the fine reference is drawn at
-  random for every sample. The public code drew it from all fine images, test dates included
-  (models.md section 6, item 4); here it is drawn from the *other training dates* only (the
+  random for every sample. The public code drew it from all fine images, test dates included; here it is drawn from the *other training dates* only (the
   public code could also draw the target date itself, which teaches the identity);
 - ``"any"``: every training date as the reference of every training target, the target itself
   included, as the public GAN-STFM code draws it (from its whole pool; here from training dates only).

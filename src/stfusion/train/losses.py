@@ -10,7 +10,7 @@ see it: invalid pixels then match perfectly and contribute no gradient.
 MS-SSIM is torchmetrics' implementation (Gaussian 11 x 11, sigma 1.5, 2 x 2 average pooling
 between scales, last scale weighted by its own exponent), not the copy of pytorch-msssim in the
 public EDCSTFN / GAN-STFM / MLFF-GAN code, which raises the last scale's SSIM to 4 w_5 instead of
-w_5 (models.md section 6, item 11). Small patches need fewer scales (a 64 px patch shrinks to
+w_5. Small patches need fewer scales (a 64 px patch shrinks to
 4 px at the fifth scale): ``scales`` takes the first ``scales`` standard weights
 (0.0448, 0.2856, 0.3001, 0.2363, 0.1333), renormalised to sum to 1 so that 1 - MS-SSIM keeps
 its range. ``data_range`` is 1 (reflectance).

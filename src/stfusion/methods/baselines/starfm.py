@@ -1,77 +1,8 @@
-"""STARFM (Gao et al. 2006) as Gao's C code v1.2.1 computes it, vectorised in torch.
+"""STARFM (Gao et al. 2006, doi:10.1109/TGRS.2006.872081) as Gao's C code v1.2.1 computes it, vectorised in torch.
 
-Source of the rules: ``StarFM_compute.c`` (``doStatistics``, ``doOnePixel``), ``StarFM_util.c``
-(``initializeVariables``, ``loadFirstBlock``) and ``StarFM.h`` of v1.2.1; shared/reference/baselines.md
-section 1. The C code works on int16 reflectance x ``SCALE_FACTOR`` (10000), so this module converts
-the float reflectance it is given to those integer units first (``round(x * scale_factor)``, lossless
-for the study's data, which are stored as int16 x 10000) and then follows the C arithmetic. Every
-rule is per band; pairs are the input (fine, coarse) pairs, "centre" is the pixel being predicted.
-
-0. Window. ``WIN_SIZE = int(2 * MAX_SEARCH_DISTANCE / RESOLUTION)`` and the centre sits at row and
-   column ``WIN_SIZE / 2`` of the window, so the C code searches offsets ``-(WIN_SIZE // 2) ..
-   WIN_SIZE - 1 - WIN_SIZE // 2``: with 750 m at 25 m that is -30..+29, a 60 x 60 window, not the
-   61 x 61 the reference notes assume. That is the default here; ``symmetric_window=True`` gives
-   -30..+30 (61 x 61). Neighbours outside the image are not candidates.
-1. Similarity threshold, per pair and band, from the whole image before any tiling: over the fine
-   pixels that are unmasked and strictly inside the data range (``0 < L < 10000``), the population
-   standard deviation ``sqrt(sum x^2 / n - mean^2)`` in double, truncated to an integer (the C
-   field is a short), then ``slice = int(2 * stdev / NUM_SLICE_PURE_TEST + 0.5)``.
-2. Similar pixels: a neighbour is a candidate of pair p if ``|L_p(nb) - L_p(centre)| < slice_p``
-   (strict, same band only). A constant band has slice 0 and so no candidate and no prediction.
-3. Uncertainties in integer units, truncated like the C ``int`` variables: ``u_M = int(MODIS_UNC)``,
-   ``u_L = int(LANDSAT_UNC)``, ``r_msr = int(sqrt(2 u_M^2))``, ``r_lsr = int(sqrt(u_M^2 + u_L^2))``,
-   ``combined = int(sqrt(r_msr^2 + r_lsr^2))``: 70, 70 and 98 for the defaults (50 = 0.005).
-4. Sample filter: with ``min_lsr`` and ``min_msr`` the minima over the pairs, at the centre, of
-   ``|M_p - L_p|`` and ``|M_p - M_tp|``, a candidate is dropped only if **both**
-   ``|M - L|(nb) > min_lsr + r_lsr`` and ``|M - M_tp|(nb) > min_msr + r_msr``.
-5. Distance T, in integer units: one pair ``T = |M - L| + 1``; two or more ``T = (|M - M_tp| + 1)
-   (|M - L| + 1)`` (a float, as the C ``t_dis``).
-6. Weight: ``w = 1`` if ``T < combined``, else ``w = 1 / (T (1 + d RESOLUTION / MAX_SEARCH_DISTANCE))``
-   with d the Euclidean offset in pixels.
-7. Prediction: ``sum w (L + M_tp - M) / sum w`` over the candidates of all pairs; no candidate ->
-   fill, and a prediction not strictly inside the data range -> fill. Fill is NaN here.
-8. USE_SPATIAL_FLAG = 0: the centre pixel of each pair is the only candidate (no similarity test),
-   still subject to the filter (rule 4) and weighted by rule 6 with d = 0.
-
-Deviations from the C code, and why:
-
-- Output is float reflectance, not ``int(fsr + 0.5)``: rounding to int16 only adds up to 0.5e-4 error.
-- A neighbour whose M_tp is invalid is not a candidate (the C code keeps it with ``r_msr = fill``,
-  which adds ``L - fill`` to the prediction: a bug).
-- A pair whose centre pixel is invalid (masked, non-finite or outside the data range in L_p, M_p or
-  M_tp) contributes no candidate and is left out of the rule-4 minima (the C code compares against the
-  fill values). So a pixel gets NaN wherever it is invalid in every pair, and ``valid`` False pixels
-  are never candidates.
-- ``valid`` masks the fine and the coarse image of its pair alike (the C code has one mask file per image).
-- Float inputs that are not whole 1e-4 units are rounded to them (the C code cannot read them at all).
-- Weights are summed in float32, like the C code's floats, but in another order: the prediction can
-  differ in the last float digits.
-- Not implemented, as in v1.2.x or unused by it: the classification map (IN_PAIR_CLASSIFICATION_MAP),
-  PREDICTION_METHOD 2, the LUT improvement, MIN_SAMPLE_PERCENT (read but never applied), sub-windows.
-
-``ratio`` (coarse / fine pixel size) is not used by STARFM: the C code takes the coarse images already
-on the fine grid and sets its window by distance. It is only checked to divide the grid, which catches
-inputs cut to the wrong size.
-
-Vectorisation (reference section 4): a Python loop over the window offsets; each offset is eleven
-whole-tile tensor operations over all pairs and bands at once. Everything that depends on the
-neighbour only (validity, |M - L|, |M - M_tp|, T, the weight without its distance factor, the
-candidate prediction L + M_tp - M) or on the centre only (the rule-4 thresholds) is computed once per
-tile, and the weight at each distance once per ring of equal-distance offsets. The candidate test is
-exact integer arithmetic in int16 (int32 for data ranges beyond 16383 units), which halves the memory
-traffic of float32; see ``_accumulate``. Tiles are padded by the window's reach and flattened, so
-every offset is a contiguous slice (the columns that wrap around are computed and cropped).
-Tiles cannot change the result: the only global statistic (rule 1) is computed on the whole scene,
-and every other quantity is per pixel, with the same operations in the same order whatever the tile.
-Speed (benchmarks/bench_starfm.py): a CIA scene (2040 x 1720, 6 bands, one pair) takes ~50 s on 2 CPU
-cores, 0.65 ns per pixel, band and offset, peak RSS ~1 GB. The loop is bound by memory traffic: each
-of the eleven operations streams its operands through the caches, ~100 bytes per pixel, band and
-offset in all (~160 GB/s), while the arithmetic alone would take ~10 s; only a fused kernel would
-close that gap (torch.compile's CPU kernel for it was slower than this eager loop when tried).
-
-Precision: float32 throughout (on CUDA too). bf16 and fp16 are not safe: bf16 resolves only ~40 of
-the 10000 units near full scale and fp16 ~8, far coarser than the slice (~25 units) and uncertainty
-(70 units) thresholds, and T products reach 1e8. The integer tests stay exact in int16.
+``starfm(fine_ref, coarse_ref, coarse_target, *, valid, ratio, window)`` follows the C code rule by rule,
+in its integer units, so every threshold test is exact; docs/methods/starfm.md lists the rules and the
+deviations.
 """
 
 from __future__ import annotations

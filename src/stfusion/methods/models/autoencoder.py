@@ -1,6 +1,6 @@
 """The feature autoencoder whose encoder defines the feature losses of EDCSTFN and GAN-STFM.
 
-An hourglass U-Net on fine images (shared/reference/models.md section 2.4): four 3x3 convs down to 1/8
+An hourglass U-Net on fine images: four 3x3 convs down to 1/8
 resolution, three nearest-upsample + 3x3 convs back up with skip connections, and a 1x1 conv to the bands.
 After training on fine images alone, ``encode`` gives 128-channel features that summarise local structure;
 the fusion models compare ``encode(prediction)`` with ``encode(target)``.
@@ -49,7 +49,7 @@ class FeatureAutoencoder(nn.Module):
     Why one autoencoder for both models: the public EDCSTFN branch (theonegis/ganstfm ``edcstfn``) meant
     to load exactly this autoencoder for its feature loss, but its loss encoder had other widths
     (B->32->64->128) and the loader silently kept only matching keys, so its "perceptual" term used a
-    random frozen network (models.md section 6, item 1). We use this autoencoder's encoder for both
+    random frozen network. We use this autoencoder's encoder for both
     EDCSTFN and GAN-STFM, trained by the pipeline on training-date fine images and loaded strictly.
 
     Sizes: ``forward`` replicate-pads H and W (bottom/right) to multiples of 8 so the skip connections

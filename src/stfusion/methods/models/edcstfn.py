@@ -1,6 +1,5 @@
 """EDCSTFN: enhanced deep convolutional spatiotemporal fusion network (Tan et al. 2019, Remote Sensing
-11(24):2898), in the CIA/LGC variant of theonegis/ganstfm branch ``edcstfn`` (shared/reference/models.md
-section 1).
+11(24):2898), in the CIA/LGC variant of theonegis/ganstfm branch ``edcstfn``.
 
 ``F2 = D(E_f(F1) + E_r(C1, F1, C2))``: a fine encoder carries the spatial detail of F1, a residual encoder
 sees all three inputs and learns the temporal change as a feature-space residual (hence no activation

@@ -3,7 +3,7 @@
 The generator predicts F2 from C2 and a fine image of *any* date, F_ref; no coarse image at the reference
 date is needed, because switchable normalisation lets the network strip the reference's date-specific
 radiometry and keep its spatial detail. A multi-scale conditional discriminator judges cat(image, C2).
-Facts from shared/reference/models.md sections 2.2-2.3 (public code: theonegis/ganstfm, ``SFFusion`` and
+Facts from the public code (theonegis/ganstfm, ``SFFusion`` and
 ``MSDiscriminator``).
 """
 
@@ -85,7 +85,7 @@ class GANSTFM(nn.Module):
       be a fine image of any date (``uses_coarse_ref = False``). ``coarse_ref`` may be None.
     - ``input_statistics = True``: switchable normalisation always takes instance and layer statistics
       from the input (also in eval mode), so every output pixel depends on the whole input tile and tiled
-      inference is not exactly equal to whole-scene inference (models.md section 6, item 8).
+      inference is not exactly equal to whole-scene inference.
     - ``receptive_field = 8``: ignoring those statistics, each encoder block adds one 3x3 conv on each
       stream and each decoder block one 3x3 conv, 4 + 4 = 8 (a 17x17 window, as reported). ``alignment =
       1`` (no down-sampling).
@@ -157,7 +157,7 @@ class MultiScaleDiscriminator(nn.Module):
     Choices and deviations:
 
     - **Output: a list of three per-patch score maps** (N, 1, h, w), one per scale, instead of the public
-      code's single scalar averaged over the batch and the three scales (models.md section 6, item 12).
+      code's single scalar averaged over the batch and the three scales.
       The LSGAN loss is applied per patch and per sample; a 256-px patch gives 1x1 maps at every scale,
       where the mean of the per-patch losses differs from the public loss on the averaged score.
     - Spectral norm is ``torch.nn.utils.parametrizations.spectral_norm`` (one power iteration per

@@ -1,7 +1,6 @@
 """Small building blocks shared by the fusion networks.
 
-- ``conv3x3_rep``: replicate padding + unpadded 3x3 convolution, the convolution of EDCSTFN and GAN-STFM
-  (shared/reference/models.md, notation). Replicate rather than zero padding keeps image borders (and tile
+- ``conv3x3_rep``: replicate padding + unpadded 3x3 convolution, the convolution of EDCSTFN and GAN-STFM. Replicate rather than zero padding keeps image borders (and tile
   borders) free of the dark rim that zero padding teaches the network to undo.
 - ``SwitchNorm2d``: switchable normalisation (Luo et al. 2019) as GAN-STFM uses it.
 - ``pad_to_multiple`` / ``crop``: let networks that down-sample accept any H, W >= 1.
@@ -94,12 +93,11 @@ class SwitchNorm2d(nn.Module):
     ``mean = sum_k softmax(mean_weight)_k mean_k`` and likewise for the variance, with k over IN (per
     sample and channel), LN (per sample) and BN (per channel over the batch); then an affine
     ``weight * x_hat + bias``. 2C + 6 parameters, as in the switchablenorms reference code that GAN-STFM
-    copies (shared/reference/models.md section 2.2).
+    copies.
 
     - BN statistics come from the batch in training mode and from running statistics in eval mode.
       **IN and LN statistics are always computed from the input**, also in eval mode, so the output of a
-      pixel depends on the whole input tile: this is why GAN-STFM is tile-sensitive (models.md section 6,
-      item 8) and why its ``input_statistics`` is True.
+      pixel depends on the whole input tile: this is why GAN-STFM is tile-sensitive and why its ``input_statistics`` is True.
     - ``running_var`` starts at 1, not 0 as in the reference code: with 0, a model evaluated before its
       running statistics have converged divides the BN share by sqrt(eps) and explodes; 1 is the
       torch ``BatchNorm`` convention.

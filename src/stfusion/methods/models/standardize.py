@@ -9,7 +9,7 @@ Why: the public codes feed reflectance x 1e-4 directly (values 0.02-0.5 that dif
 which their hundreds of epochs absorb. With a few hundred CPU steps (the ``quick`` scale),
 networks without a skip from F1 to the output spend most of their budget learning each band's
 offset and scale; standardised inputs and targets remove that. It is a preprocessing choice,
-set per scale (``standardize`` in params.yaml), and recorded in the README's deviations.
+set per scale (``standardize`` in params.yaml), and recorded in docs/methods/training.md.
 Standardisation is per band and constant, so it changes neither the receptive field nor the
 tiling behaviour of the wrapped model.
 """

@@ -1,49 +1,9 @@
-"""STFDiff (Huang, He, Zhang, Xia, Zhang; Information Fusion 111 (2024) 102505): conditional diffusion
-with a dual-stream denoiser that predicts the fine image at the target date.
+"""STFDiff (Huang et al. 2024, doi:10.1016/j.inffus.2024.102505): conditional diffusion with a dual-stream
+denoiser that predicts the fine image at the target date.
 
-Written from shared/reference/models.md section 5 (the public code prowDIY/STF, ``model6_GN_SiLU``;
-not copied). The schedule and the DDIM sampler live in :mod:`stfusion.methods.diffusion`; this file holds the
-denoiser and :class:`STFDiff`, which binds them into the study's generator call.
-
-**Denoiser** (:class:`DualStreamUNet`): a condition stream (no time input) on F1 and [C1, C2], and a
-noise stream on x_t with a sinusoidal time embedding (FiLM in its residual blocks). Both streams run the
-same three-level encoder (residual block, then a 4x4 stride-2 convolution; the last level a 3x3 one);
-each level's skip is the *difference* noise - condition, and so is the bottleneck. The decoder works on
-the noise path only: cat(x, skip), a time-conditioned residual block, nearest 2x up-sampling + 3x3
-conv; then cat(x, r) with r the difference of the two stems, one more residual block and a 1x1 conv.
-Residual blocks: weight-standardised 3x3 conv, GroupNorm(8), FiLM, SiLU; 3x3 conv, GroupNorm(8), SiLU.
-
-At ``dim = 64, dim_mults = (1, 2, 4)`` and 6 bands the denoiser has 7,478,534 parameters: the public
-code's 7,482,054 less the 3,520 of a convolution it never calls. **Our paper scale matches the public
-code (7.48 M), not the paper's 4.6 M** (review Table 8): the public code is the architecture that was
-run, and the paper gives no widths that reach 4.6 M.
-
-**Diffusion**: cosine schedule, T = 100; the network predicts x0; L1 loss on x0 at t ~ U{0..T-1}; EMA
-weights (training, :class:`stfusion.train.tasks.DiffusionTask`). **Sampling**: DDIM with ``sample_steps``
-and ``eta`` (default 10 steps and eta = 0, deterministic for a given noise; the public inference configs
-use eta = 1). ``forward(fine_ref, coarse_ref, coarse_target, noise=None)`` samples; without ``noise`` it
-draws one from ``torch.Generator`` seeded with ``seed``, so repeated calls on one input agree.
-
-Choices where this differs from the public code, and why (rows of the README's deviations table):
-
-1. **Data space.** The chain generates ``x0 = (F2 - (F1 if residual else 0)) * gain + shift``. At paper
-   scale ``gain = 2, shift = -1, clip = 1``: reflectance in [0, 1] becomes the public code's [-1, 1] and
-   every x0 estimate is clamped to [-1, 1] as there. The conditions enter as reflectance (the public
-   code also maps them to [-1, 1]; a first convolution absorbs any such affine map). With
-   ``standardize`` (quick scale) every input is per-band standardised first.
-2. **Residual target** (``residual``, off at paper scale, on at the quick scale): the chain generates
-   the change F2 - F1 and F1 is added back. With a few hundred CPU steps a denoiser that must generate
-   the whole image from noise does not reach the accuracy of persistence; generating the change does.
-   ``gain`` brings the change, much smaller than the image, to about unit scale, so that the noise
-   schedule means at each t what it means for an image; ``clip = None`` leaves the estimate unbounded.
-3. **Any H, W.** Inputs are replicate-padded at the bottom/right to a multiple of 4 (two stride-2
-   levels) and the output is cropped back; the public code asserts the training size.
-4. **Tiling.** Each DDIM step widens the reach of the convolutions, so an output depends on far more
-   than any practical margin: ``input_statistics = True`` and a scene is sampled whole when it fits one
-   tile, otherwise in large blended tiles. The noise is one field per scene, cut like the inputs
-   (:func:`stfusion.inference.sampling.deep_predictor`), never drawn per tile. ``receptive_field`` is the reach
-   of one denoiser evaluation, ``alignment = 4``.
-5. **EMA per optimiser step** (beta ``ema_decay``), not once per epoch as the public code does (defect 19).
+The schedule and the DDIM sampler live in :mod:`stfusion.methods.diffusion`; this file holds the denoiser
+and :class:`STFDiff`, which binds them into the study's generator call. docs/methods/stfdiff.md gives
+the architecture and the choices.
 """
 
 from __future__ import annotations

@@ -1,53 +1,8 @@
-"""SwinSTFM (Chen, Jiao, Hu, Xiao, Ye; IEEE TGRS 60, 2022): Swin Transformer encoders and a
+"""SwinSTFM (Chen et al. 2022, doi:10.1109/TGRS.2022.3182809): Swin Transformer encoders and a
 cross-attention decoder that applies the coarse change to the fine reference's features.
 
-Written from shared/reference/models.md section 4 (the public code LouisChen0104/swinstfm, not copied).
-
-- **Encoders.** One Swin encoder for the coarse images (weights shared by C1 and C2) and one for F1:
-  a 2x2 stride-2 patch embedding to ``embed_dim`` with LayerNorm, then four stages of Swin blocks
-  (window ``window``, shifted by half a window in every second block, ``heads = dim / head_dim``,
-  MLP hidden size = dim, qkv bias) of depths ``depths`` and widths ``embed_dim * (1, 2, 4, 8)``,
-  each followed by patch merging (the last keeps its width). Five feature maps come out, at
-  1/2, 1/4, 1/8, 1/16 and 1/32 of the input.
-- **Decoder.** At every level a cross-attention layer turns the coarse change into fine features:
-  per window, ``A = softmax(q k^T / sqrt(d) + B) * softmax(q2 k2^T / sqrt(d) + B2)`` renormalised,
-  with q, q2 from the C1 features, k from the F1 features, k2 from the C2 features and the values
-  from the change (C2 - C1) features; its output, plus the change, goes through LayerNorm + MLP and
-  is added to the F1 features. From the bottom (1/32) level up: the previous output is 2x up-sampled
-  (3x3 conv to 4x width + PixelShuffle), concatenated with the C2 features and the cross-attention
-  result of the level, projected by a linear layer and refined by a Swin stage (depths 2, 6, 2, 2).
-  A 3x3 conv + PixelShuffle + 3x3 conv head returns to full resolution.
-
-At ``embed_dim=64, depths=(2, 2, 6, 2), window=8, head_dim=32`` and 6 bands this is 37,535,290
-parameters (coarse encoder 7.55 M, fine encoder 7.55 M, decoder 22.44 M), the public code's count;
-the review's Table 8 lists 39.67 M.
-
-Choices where this differs from the public code, and why (also rows of the README's deviations table):
-
-1. **Any input size.** The public code hard-codes 256 x 256. Here inputs are replicate-padded at the
-   bottom and right to a multiple of 32 (patch embedding and four mergings), and the output is cropped
-   back. Inside each Swin block the token grid is zero-padded at the bottom/right to a multiple of the
-   window, and padded tokens are masked out of every attention (they are never attended to), so the
-   padding changes no real token's attention. Where the token grid is no larger than the window along
-   an axis, the window shrinks to the grid and that axis is not shifted (as the public code does for
-   square grids).
-2. **No tanh and no [-1, 1] scaling.** Inputs are reflectance, optionally standardised per band
-   (``standardize`` in params.yaml, :mod:`stfusion.methods.models.standardize`); the head is linear, so it can
-   reach any value of that space. The public code scales to [-1, 1] and ends in tanh.
-3. **Reference skip** (``reference_skip``, off at paper scale, on at the quick scale): the output is
-   F1 plus the head's output, whose last convolution starts at zero, so an untrained model predicts
-   persistence and training learns the change. The paper's network outputs the image; with the few
-   hundred CPU steps of the quick scale, a Transformer trained from scratch spends them on
-   reproducing F1 (the same reason as MCBAM-GAN's choice 10).
-4. **Heads** = ``max(1, dim // head_dim)``, so narrow quick-scale widths keep at least one head.
-5. **Tiling.** Window attention makes an output depend on its whole window at every level (8 tokens
-   of 32 px at the deepest windowed level) and, where a grid is no larger than a window, on the whole
-   input, so ``input_statistics = True``: a scene is predicted whole when it fits one tile, otherwise in
-   large blended tiles. ``receptive_field = 64`` is the margin the public code trusts (it keeps the
-   central 128 px of 256 px tiles); ``alignment = 32`` keeps tiles on the patch and merging grid.
-6. **Defects not reproduced** (models.md section 6): no band-reversing "-90" rotation (our samplers
-   rotate only the spatial axes, and the valid mask moves with the images), and the checkpoint is
-   chosen on validation pairs, never on the test pair.
+Written from the public code's architecture (not copied); it takes any input size, with padded tokens
+masked out of attention. docs/methods/swinstfm.md gives the architecture and the choices.
 """
 
 from __future__ import annotations

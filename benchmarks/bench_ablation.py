@@ -1,11 +1,11 @@
 """Why the ablation stage trains its variants side by side: one process on every core against one
-single-thread process per core, training the same quick-scale model at the same time.
+single-thread process per core, training the same quick-tier model at the same time.
 
     python benchmarks/bench_ablation.py [--model mcbam-gan] [--steps 20] [--rounds 3] [--processes N]
 
 Each measurement runs in fresh spawned processes: training throughput (patches per second of full
 optimiser steps, median over ``--steps`` steps after one warm-up; ``bench_models.training_rate``)
-of the model's quick scale, on synthetic patches, with a random frozen feature encoder (same cost
+of the model's quick tier, on synthetic patches, with a random frozen feature encoder (same cost
 as the trained one). "alone" is one process with torch's default thread count (every core);
 "side by side" is ``--processes`` (default: every core) single-thread processes started together,
 whose rates add up. Printed per round, then the medians and their ratio.
@@ -27,11 +27,11 @@ def _rate(name: str, encoder: str, steps: int, threads: int | None, start, queue
     from bench_models import training_rate
 
     from stfusion.pipeline.params import load_params
-    from stfusion.train.config import scale_settings
+    from stfusion.train.config import tier_settings
 
     if threads:
         torch.set_num_threads(threads)
-    config = scale_settings(load_params()["models"], name, "quick")
+    config = tier_settings(load_params()["models"], name, "quick")
     start.wait()  # side-by-side processes begin their steps together
     queue.put(training_rate(name, config, encoder, steps, "cpu"))
 
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--processes", type=int, default=cores)
     args = parser.parse_args()
-    print(f"{args.model} quick scale, {cores} cores, torch default threads {torch.get_num_threads()}, "
+    print(f"{args.model} quick tier, {cores} cores, torch default threads {torch.get_num_threads()}, "
           f"{args.steps} steps per measurement")
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(0)

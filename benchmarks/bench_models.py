@@ -1,17 +1,17 @@
-"""Per deep model: training throughput at both scales, full-scene inference time and peak memory.
+"""Per deep model: training throughput at both tiers, full-scene inference time and peak memory.
 
     python benchmarks/bench_models.py [--repeats 5] [--paper-repeats 2] [--paper-batch 2]
                                       [--height 2040 --width 1720] [--models dcstfn ...]
-                                      [--inference-scales quick paper]
+                                      [--inference-tiers quick paper]
 
 Training throughput is patches per second of full optimiser steps (forward, loss, backward, Adam;
-GANs: discriminator and generator steps) at each scale's batch and patch size, median over
-``--repeats`` steps (``--paper-repeats`` at paper scale) after one warm-up step, with the scale's real loss (a random frozen feature
-encoder stands in for the trained one: same cost). A paper-scale step at the paper's batch takes
-minutes on a CPU (DCSTFN: 12 x 256 px, about 100 s on 2 cores), so on CPU the paper scale is
+GANs: discriminator and generator steps) at each tier's batch and patch size, median over
+``--repeats`` steps (``--paper-repeats`` at paper tier) after one warm-up step, with the tier's real loss (a random frozen feature
+encoder stands in for the trained one: same cost). A paper-tier step at the paper's batch takes
+minutes on a CPU (DCSTFN: 12 x 256 px, about 100 s on 2 cores), so on CPU the paper tier is
 measured at ``--paper-batch`` patches per step (the printed batch); patches per second hardly
 depends on the batch once a batch fills the cores. Inference is ``stfusion.inference.tiling.predict_scene``
-(for STFDiff: its DDIM sampling, ``uncertainty_samples`` times) on a synthetic CIA-size scene (2040 x 1720, 6 bands) with the scale's tile; peak memory is the
+(for STFDiff: its DDIM sampling, ``uncertainty_samples`` times) on a synthetic CIA-size scene (2040 x 1720, 6 bands) with the tier's tile; peak memory is the
 peak RSS of a fresh process on CPU (``resource``; the RSS
 before prediction, inputs and model included, is printed beside it), or ``torch.cuda.max_memory_allocated`` on CUDA.
 """
@@ -34,7 +34,7 @@ import torch
 from stfusion.pipeline.params import load_params
 from stfusion.methods.models import AUTOENCODER, MODELS, build_autoencoder
 from stfusion.inference.sampling import deep_predictor
-from stfusion.train.config import scale_settings
+from stfusion.train.config import tier_settings
 from stfusion.train.fit import build_task
 from stfusion.inference.weights import export_weights
 
@@ -80,7 +80,7 @@ def _inference_worker(name, config, height, width, device, queue) -> None:
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    # STFDiff samples (DDIM steps of its scale, mean of uncertainty_samples draws); the rest one pass.
+    # STFDiff samples (DDIM steps of its tier, mean of uncertainty_samples draws); the rest one pass.
     deep_predictor(model, tile=config.tile, device=device, samples=config.uncertainty_samples)(*scene)
     seconds = time.perf_counter() - start
     if device == "cuda":
@@ -105,13 +105,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--paper-repeats", type=int, default=2)
-    parser.add_argument("--paper-batch", type=int, default=2, help="CPU only: batch of the paper-scale steps")
+    parser.add_argument("--paper-batch", type=int, default=2, help="CPU only: batch of the paper-tier steps")
     parser.add_argument("--height", type=int, default=2040)
     parser.add_argument("--width", type=int, default=1720)
     parser.add_argument("--models", nargs="*", default=list(MODELS))
-    parser.add_argument("--skip-paper-training", action="store_true", help="paper-scale steps are slow on CPU")
-    parser.add_argument("--inference-scales", nargs="*", default=["quick", "paper"], choices=["quick", "paper"],
-                        help="scales whose full-scene inference is measured (paper-scale STFDiff samples 8 x 10 "
+    parser.add_argument("--skip-paper-training", action="store_true", help="paper-tier steps are slow on CPU")
+    parser.add_argument("--inference-tiers", nargs="*", default=["quick", "paper"], choices=["quick", "paper"],
+                        help="tiers whose full-scene inference is measured (paper-tier STFDiff samples 8 x 10 "
                              "evaluations of a 7.5 M-parameter U-Net: about an hour on 2 CPU cores)")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -121,23 +121,23 @@ def main() -> None:
         torch.manual_seed(0)
         ae_arch = params["models"][AUTOENCODER]["paper"]["arch"]
         encoder = export_weights(Path(tmp) / "ae.pt", AUTOENCODER, build_autoencoder(ae_arch), ae_arch)
-        print(f"{'model':10s} {'scale':6s} {'batch x patch':>14s} {'train patches/s':>16s} {'tile':>5s} "
+        print(f"{'model':10s} {'tier':6s} {'batch x patch':>14s} {'train patches/s':>16s} {'tile':>5s} "
               f"{'inference s':>12s} {'peak GiB':>9s} {'before GiB':>10s}")
         for name in args.models:
-            for scale in ("quick", "paper"):
-                config = scale_settings(params["models"], name, scale)
+            for tier in ("quick", "paper"):
+                config = tier_settings(params["models"], name, tier)
                 repeats = args.repeats
-                if scale == "paper":
+                if tier == "paper":
                     repeats = args.paper_repeats
                     if device == "cpu":
                         config = dataclasses.replace(config, batch_size=min(config.batch_size, args.paper_batch))
-                rate = (float("nan") if scale == "paper" and args.skip_paper_training
+                rate = (float("nan") if tier == "paper" and args.skip_paper_training
                         else training_rate(name, config, encoder, repeats, device))
-                if scale in args.inference_scales:
+                if tier in args.inference_tiers:
                     seconds, peak, before = inference(name, config, args.height, args.width, device)
                 else:
                     seconds = peak = before = float("nan")
-                print(f"{name:10s} {scale:6s} {config.batch_size:>6d} x {config.patch_size:<5d} {rate:>16.3f} "
+                print(f"{name:10s} {tier:6s} {config.batch_size:>6d} x {config.patch_size:<5d} {rate:>16.3f} "
                       f"{config.tile:>5d} {seconds:>12.1f} {peak:>9.2f} {before:>10.2f}", flush=True)
 
 

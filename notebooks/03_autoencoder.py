@@ -11,8 +11,8 @@
 # %% tags=["parameters"]
 dataset = "cia-sim"
 seed = 42
-scale = "quick"
-settings = None  # this model's scale settings from params.yaml (None: read params.yaml)
+tier = "quick"
+settings = None  # this model's settings at the tier, from params.yaml (None: read params.yaml)
 train = {}
 workspace = None
 
@@ -33,12 +33,12 @@ from stfusion.inference.weights import load_model
 ws = Workspace.resolve(workspace)
 cube = open_cube(ws.cube(dataset))
 split = Splits.load(ws.splits(dataset))
-config = resolve_settings(AUTOENCODER, scale, settings)
+config = resolve_settings(AUTOENCODER, tier, settings)
 print(f"training dates: {', '.join(split.train_dates)}; validation: {', '.join(t for _, t in split.val)}")
 
 # %%
 record = run_autoencoder(cube, split, ws.autoencoder(dataset), seed=seed, config=config,
-                         checkpoint_dir=ws.checkpoints(dataset, AUTOENCODER), scale=scale, train_options=train)
+                         checkpoint_dir=ws.checkpoints(dataset, AUTOENCODER), tier=tier, train_options=train)
 {k: record[k] for k in ("parameters", "train_seconds", "best_epoch", "best_val_rmse")}
 
 # %% [markdown]

@@ -6,8 +6,8 @@
 # `data/predictions/<dataset>/<method>/`, with `run.json` recording parameter count and timings.
 #
 # - The deep models (CNN: `dcstfn`, `edcstfn`; GAN: `gan-stfm`, `mcbam-gan`; Transformer: `swinstfm`;
-#   diffusion: `stfdiff`) are trained with Lightning on patches of the training pairs, at the scale
-#   `train.scale` of params.yaml (`quick` on a CPU, `paper` for the full reproduction). The
+#   diffusion: `stfdiff`) are trained with Lightning on patches of the training pairs, at the tier
+#   `train.tier` of params.yaml (`quick` on a CPU, `paper` for the full reproduction). The
 #   checkpoint with the lowest RMSE on the **validation** pairs is kept (test pairs are never seen),
 #   exported as `model.pt`, and run over each test scene in overlapping tiles. STFDiff predicts by
 #   DDIM sampling from one noise field per scene; with `uncertainty_samples` it writes the mean of
@@ -17,8 +17,8 @@
 dataset = "cia-sim"
 method = "dcstfn"
 seed = 42
-scale = "quick"
-settings = None  # this model's scale settings from params.yaml (None: read params.yaml)
+tier = "quick"
+settings = None  # this model's settings at the tier, from params.yaml (None: read params.yaml)
 train = {}
 workspace = None
 
@@ -42,14 +42,14 @@ cube = open_cube(ws.cube(dataset))
 split = Splits.load(ws.splits(dataset))
 chosen = get_method(method)
 print(f"{chosen.name} ({chosen.family}): {chosen.description}")
-config = resolve_settings(method, scale, settings)
-print(f"scale {scale}: {config.epochs} epochs × {config.steps_per_epoch} steps of {config.batch_size} "
+config = resolve_settings(method, tier, settings)
+print(f"tier {tier}: {config.epochs} epochs × {config.steps_per_epoch} steps of {config.batch_size} "
       f"patches of {config.patch_size} px; architecture {config.arch}")
 
 # %%
 encoder = ws.autoencoder(dataset) / "autoencoder.pt" if get_model_spec(method).feature_encoder else None
 out_dir = ws.predictions(dataset, method)
-record = run_method(method, cube, split, out_dir, seed=seed, config=config, scale=scale,
+record = run_method(method, cube, split, out_dir, seed=seed, config=config, tier=tier,
                     checkpoint_dir=ws.checkpoints(dataset, method), feature_encoder_path=encoder, train_options=train)
 {k: record.get(k) for k in ("method", "family", "parameters", "train_seconds", "best_epoch", "predict_seconds")}
 

@@ -3,7 +3,7 @@
 #
 # One run of this notebook trains every ablation variant of MCBAM-GAN on one dataset (DVC runs it
 # once per dataset) and predicts every test pair, exactly as the train stage does for a method.
-# A variant is the model's settings at the study's scale with the overrides of
+# A variant is the model's settings at the study's tier with the overrides of
 # `ablation.settings.<variant>` in params.yaml:
 #
 # | variant | multi-scale (depth) | CBAM | AFF | multi-loss | paper table |
@@ -23,8 +23,8 @@
 # `stfusion.train.ablation`): these small models gain little from a second thread, so two cores
 # train two variants in about the time of one. With CUDA they train one after another.
 #
-# At the quick scale each variant trains for about a minute of CPU: differences between variants are
-# within the run-to-run spread and are **not significant**. The paper scale (`train.scale: paper`, on a
+# At the quick tier each variant trains for about a minute of CPU: differences between variants are
+# within the run-to-run spread and are **not significant**. The paper tier (`train.tier: paper`, on a
 # GPU) is the one to compare with the published tables.
 
 # %% tags=["parameters"]
@@ -32,7 +32,7 @@ dataset = "cia-sim"
 model = "mcbam-gan"
 variants = ["depth-1"]  # the variants to train (the stage passes ablation.variants)
 seed = 42
-scale = "quick"
+tier = "quick"
 settings = None  # {variant: its merged settings} (None: built from params.yaml)
 train = {}
 workers = None  # worker processes (None: one per core on CPU, 0 with CUDA; 0 = in this process)
@@ -49,11 +49,11 @@ from stfusion.train.config import project_settings, train_config, variant_settin
 ws = Workspace.resolve(workspace)
 if settings is None:
     params = project_settings()
-    settings = {variant: variant_settings(params, variant, scale) for variant in variants}
+    settings = {variant: variant_settings(params, variant, tier) for variant in variants}
 encoder = ws.autoencoder(dataset) / "autoencoder.pt" if get_model_spec(model).feature_encoder else None
 runs = [VariantRun(model=model, variant=variant, settings=settings[variant], dataset=dataset,
                    out_dir=str(ws.ablation(dataset)), cube=str(ws.cube(dataset)), splits=str(ws.splits(dataset)),
-                   checkpoint_dir=str(ws.checkpoints(dataset, f"ablation-{variant}")), seed=seed, scale=scale,
+                   checkpoint_dir=str(ws.checkpoints(dataset, f"ablation-{variant}")), seed=seed, tier=tier,
                    feature_encoder=str(encoder) if encoder else None, train=train)
         for variant in variants]
 for run in runs:
@@ -61,7 +61,7 @@ for run in runs:
     print(f"{run.variant:22s} architecture {config.arch}; loss weights pixel {config.pixel_weight}, feature "
           f"{config.feature_weight}, spectral {config.cosine_weight}, vision {config.msssim_weight}, "
           f"adversarial {config.adversarial_weight}")
-print(f"{len(runs)} variants of {model} on {dataset}, scale {scale}; workers: "
+print(f"{len(runs)} variants of {model} on {dataset}, tier {tier}; workers: "
       f"{default_workers(runs) if workers is None else workers}")
 
 # %%

@@ -23,7 +23,7 @@ def runs_for(tiny_processed, out, variants: dict[str, dict]) -> list[VariantRun]
     return [VariantRun(model="mcbam-gan", variant=name, settings={**TINY, "arch": {**TINY["arch"], **arch}},
                        dataset=splits.dataset, out_dir=str(out), cube=str(folder / "cube.nc"),
                        splits=str(folder / "splits.json"), checkpoint_dir=str(out.parent / "ckpt" / name), seed=5,
-                       scale="quick", train={"progress": False})
+                       tier="quick", train={"progress": False})
             for name, arch in variants.items()]
 
 

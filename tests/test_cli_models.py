@@ -1,4 +1,4 @@
-"""`stfusion info models`: every model, both scales, and paper-scale counts that match the papers."""
+"""`stfusion info models`: every model, both tiers, and paper-tier counts that match the papers."""
 
 from __future__ import annotations
 
@@ -25,15 +25,15 @@ def rows():
 
 @pytest.mark.parametrize("model, field", list(PAPER))
 def test_paper_scale_counts_match_the_papers_within_ten_percent(rows, model, field):
-    row = next(r for r in rows if r["model"] == model and r["scale"] == "paper" and r["variant"] is None)
+    row = next(r for r in rows if r["model"] == model and r["tier"] == "paper" and r["variant"] is None)
     assert row[field] == pytest.approx(PAPER[model, field], rel=0.10)
 
 
-def test_every_model_has_both_scales_and_quick_is_not_larger(rows):
+def test_every_model_has_both_tiers_and_quick_is_not_larger(rows):
     for model in ("dcstfn", "edcstfn", "gan-stfm", "mcbam-gan", "swinstfm", "stfdiff", "autoencoder"):
-        scales = {r["scale"]: r for r in rows if r["model"] == model and r["variant"] is None}
-        assert set(scales) == {"quick", "paper"}
-        assert scales["quick"]["parameters"] <= scales["paper"]["parameters"]
+        tiers = {r["tier"]: r for r in rows if r["model"] == model and r["variant"] is None}
+        assert set(tiers) == {"quick", "paper"}
+        assert tiers["quick"]["parameters"] <= tiers["paper"]["parameters"]
 
 
 def test_json_output_lists_family_scale_and_count():
@@ -45,9 +45,9 @@ def test_json_output_lists_family_scale_and_count():
 
 
 def test_every_ablation_variant_is_listed_at_both_scales(rows):
-    variants = {(r["variant"], r["scale"]) for r in rows if r["variant"] is not None}
+    variants = {(r["variant"], r["tier"]) for r in rows if r["variant"] is not None}
     assert {v for v, _ in variants} == {"depth-1", "depth-2", "multi-scale", "cbam", "multi-scale+cbam",
                                         "multi-scale+aff", "multi-scale+cbam+aff"}
     assert all((v, s) in variants for v, _ in variants for s in ("quick", "paper"))
-    depth = {r["variant"]: r["parameters"] for r in rows if r["scale"] == "paper" and r["variant"]}
+    depth = {r["variant"]: r["parameters"] for r in rows if r["tier"] == "paper" and r["variant"]}
     assert depth["depth-1"] < depth["depth-2"]  # each reconstruction scale adds a head

@@ -213,7 +213,7 @@ def _paper_generator(params: dict, variant: str | None) -> nn.Module:
 
 
 def test_paper_scale_generator_matches_table_2_to_4_parameter_counts():
-    """Every configuration of the paper's tables, built from params.yaml at paper scale, within 10%."""
+    """Every configuration of the paper's tables, built from params.yaml at paper tier, within 10%."""
     params = load_params()
     full = _paper_generator(params, None)
     rows = {variant: _paper_generator(params, variant) for variant in params["ablation"]["variants"]}

@@ -29,7 +29,7 @@ def test_every_stage_parameter_is_declared_by_its_notebook(name, tmp_path):
 def test_ablation_stage_gets_every_variant_with_its_merged_settings():
     params = load_params(ROOT / "params.yaml")
     values = stage_parameters("ablation", params, dataset="cia-sim")
-    base = params["models"]["mcbam-gan"][params["train"]["scale"]]
+    base = params["models"]["mcbam-gan"][params["train"]["tier"]]
     assert values["model"] == "mcbam-gan" and values["variants"] == params["ablation"]["variants"]
     assert list(values["settings"]) == params["ablation"]["variants"]
     cbam = values["settings"]["cbam"]
@@ -40,7 +40,7 @@ def test_ablation_stage_gets_every_variant_with_its_merged_settings():
 
 
 def test_the_stage_runner_checks_settings_without_building_models():
-    """Building every model at both scales takes seconds; the runner does it at none of its ~40 runs,
+    """Building every model at both tiers takes seconds; the runner does it at none of its ~40 runs,
     yet a misspelt hyper-parameter is still caught before any notebook starts."""
     import copy
 

@@ -13,7 +13,7 @@ from stfusion.data.raster import read_geotiff
 from stfusion.data.splits import Splits
 from stfusion.errors import ConfigError, InputError
 from stfusion.inference.predict import prediction_name, uncertainty_name
-from stfusion.train.config import scale_settings, train_config
+from stfusion.train.config import tier_settings, train_config
 from stfusion.train.datamodule import FusionDataModule, training_pairs
 from stfusion.train.fit import build_task, train_model
 from stfusion.train.run import run_method
@@ -52,11 +52,11 @@ def test_train_config_names_the_bad_setting():
         train_config(missing, key="test")
 
 
-def test_scale_settings_require_both_scales():
+def test_tier_settings_require_both_tiers():
     with pytest.raises(ConfigError, match=r"models\.dcstfn\.paper: missing"):
-        scale_settings({"dcstfn": {"quick": TINY}}, "dcstfn", "paper")
-    with pytest.raises(ConfigError, match="train.scale"):
-        scale_settings({"dcstfn": {"quick": TINY}}, "dcstfn", "huge")
+        tier_settings({"dcstfn": {"quick": TINY}}, "dcstfn", "paper")
+    with pytest.raises(ConfigError, match="train.tier"):
+        tier_settings({"dcstfn": {"quick": TINY}}, "dcstfn", "huge")
 
 
 def test_invalid_hyper_parameter_is_a_config_error(tiny_processed, tmp_path):

@@ -3,7 +3,7 @@
 - ``stfusion stage NAME [--dataset D] [--method M]``: run one pipeline stage (what DVC calls).
 - ``stfusion study [--lanes N]``: the whole pipeline, the datasets' chains side by side (``make study``).
 - ``stfusion info datasets|methods|stages``: what the study knows.
-- ``stfusion info models [--json]``: every deep model with its family, both scales and their
+- ``stfusion info models [--json]``: every deep model with its family, both tiers and their
   parameter counts (generator, and discriminator for GANs), built from params.yaml.
 - ``stfusion acquire DATASET [--raw-dir DIR]``: make a dataset's raw files available.
 - ``stfusion fuse --method M --fine-ref F1 --coarse-ref C1 --coarse-target C2 --out P.tif``: fuse
@@ -42,28 +42,28 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def model_table(params_path: str | None = None) -> list[dict]:
-    """One row per model (and ablation variant, ``variant`` set) and scale: family, parameter counts."""
+    """One row per model (and ablation variant, ``variant`` set) and tier: family, parameter counts."""
     from stfusion.pipeline.params import load_params
     from stfusion.methods.models import AUTOENCODER, MODELS
-    from stfusion.train.config import SCALES, scale_settings, train_config, variant_settings
+    from stfusion.train.config import TIERS, tier_settings, train_config, variant_settings
 
     params = load_params(params_path)
-    selected = params["train"]["scale"]
+    selected = params["train"]["tier"]
     rows = []
     for name in [*MODELS, AUTOENCODER]:
         if name in params["models"]:
-            rows += [_model_row(name, None, scale, scale_settings(params["models"], name, scale), selected)
-                     for scale in SCALES]
+            rows += [_model_row(name, None, tier, tier_settings(params["models"], name, tier), selected)
+                     for tier in TIERS]
     ablation = params["ablation"]
     if ablation["model"] in params["models"]:
         for variant in ablation["settings"]:
-            rows += [_model_row(ablation["model"], variant, scale, train_config(
-                variant_settings(params, variant, scale), key=f"ablation.settings.{variant}"), selected)
-                for scale in SCALES]
+            rows += [_model_row(ablation["model"], variant, tier, train_config(
+                variant_settings(params, variant, tier), key=f"ablation.settings.{variant}"), selected)
+                for tier in TIERS]
     return rows
 
 
-def _model_row(name: str, variant: str | None, scale: str, config, selected: str) -> dict:
+def _model_row(name: str, variant: str | None, tier: str, config, selected: str) -> dict:
     from stfusion.methods.models import AUTOENCODER, MODELS, build_autoencoder, build_model, construct, count_parameters
 
     if name == AUTOENCODER:
@@ -72,10 +72,10 @@ def _model_row(name: str, variant: str | None, scale: str, config, selected: str
         spec = MODELS[name]
         model, family = build_model(name, config.arch), spec.family
         discriminator = (count_parameters(construct(spec.discriminator_class(), dict(config.discriminator),
-                                                    key=f"models.{name}.{scale}.discriminator"))
+                                                    key=f"models.{name}.{tier}.discriminator"))
                          if spec.discriminator else 0)
-    return {"model": name, "variant": variant, "family": family, "scale": scale, "parameters": count_parameters(model),
-            "discriminator_parameters": discriminator, "arch": config.arch, "selected": scale == selected}
+    return {"model": name, "variant": variant, "family": family, "tier": tier, "parameters": count_parameters(model),
+            "discriminator_parameters": discriminator, "arch": config.arch, "selected": tier == selected}
 
 
 def _info_models(as_json: bool, params_path: str | None) -> None:
@@ -85,13 +85,13 @@ def _info_models(as_json: bool, params_path: str | None) -> None:
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    print(f"{'model':34s} {'family':16s} {'scale':6s} {'generator':>11s} {'discriminator':>14s}")
+    print(f"{'model':34s} {'family':16s} {'tier':6s} {'generator':>11s} {'discriminator':>14s}")
     for r in rows:
         mark = " *" if r["selected"] else ""
         label = r["model"] if r["variant"] is None else f"{r['model']} [{r['variant']}]"
-        print(f"{label:34s} {r['family']:16s} {r['scale']:6s} {r['parameters']:>11,d} "
+        print(f"{label:34s} {r['family']:16s} {r['tier']:6s} {r['parameters']:>11,d} "
               f"{format(r['discriminator_parameters'], ',d') if r['discriminator_parameters'] else '':>14s}{mark}")
-    print("* = the scale params.yaml's train.scale selects")
+    print("* = the tier params.yaml's train.tier selects")
 
 
 def _stage(args: argparse.Namespace) -> None:

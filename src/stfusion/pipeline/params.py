@@ -19,7 +19,7 @@ from stfusion.errors import ConfigError
 from stfusion.methods.models import AUTOENCODER, MODELS, autoencoder_class, check_keywords, construct, get_model_spec
 from stfusion.methods.registry import get_method
 from stfusion.paths import find_root
-from stfusion.train.config import SCALES, scale_settings, train_config, variant_settings
+from stfusion.train.config import TIERS, tier_settings, train_config, variant_settings
 
 TOP_LEVEL = ("profile", "seed", "datasets", "methods", "download", "preprocess", "ablation", "train", "models",
              "evaluate", "figures")
@@ -29,7 +29,7 @@ def load_params(path: str | os.PathLike | None = None, *, build_models: bool = T
     """Read and validate params.yaml (the project's own unless ``path`` is given).
 
     ``build_models=False`` checks every setting but builds no architecture: the stage runner's choice,
-    because building every model at both scales takes seconds at each of the study's ~40 stage runs,
+    because building every model at both tiers takes seconds at each of the study's ~40 stage runs,
     and each stage builds the model it trains anyway (with errors naming the same parameter)."""
     path = Path(path) if path else find_root() / "params.yaml"
     if not path.is_file():
@@ -57,7 +57,7 @@ def _check_list(params: dict, key: str, check) -> None:
 
 def validate_params(params: Any, *, source: str = "params.yaml", build_models: bool = True) -> None:
     """Raise ConfigError naming the first invalid parameter (``build_models``: also build every
-    architecture and discriminator the study trains, at both scales)."""
+    architecture and discriminator the study trains, at both tiers)."""
     _require(isinstance(params, dict), source, "a mapping of parameters", type(params).__name__)
     unknown = sorted(set(params) - set(TOP_LEVEL))
     _require(not unknown, f"{source}: {unknown[0] if unknown else ''}", f"one of {list(TOP_LEVEL)}", unknown)
@@ -174,8 +174,8 @@ def trained_methods(params: dict) -> list[str]:
 
 def _check_train(section: Any) -> None:
     _require(isinstance(section, dict), "train", "a mapping", section)
-    _check_keys(section, "train", ("scale", "accelerator", "devices", "strategy", "num_workers", "threads"))
-    _require(section.get("scale") in SCALES, "train.scale", f"one of {list(SCALES)}", section.get("scale"))
+    _check_keys(section, "train", ("tier", "accelerator", "devices", "strategy", "num_workers", "threads"))
+    _require(section.get("tier") in TIERS, "train.tier", f"one of {list(TIERS)}", section.get("tier"))
     accelerator = section.get("accelerator", "auto")
     _require(accelerator in ("auto", "cpu", "gpu", "cuda"), "train.accelerator", "auto, cpu or gpu", accelerator)
     devices = section.get("devices", 1)
@@ -192,27 +192,27 @@ def _check_train(section: Any) -> None:
 
 
 def _check_models(section: Any, trained: list[str], *, build: bool = True) -> None:
-    """Both scales of every model the study trains: settings valid and the architecture buildable."""
-    _require(isinstance(section, dict), "models", "a mapping of model name to its scales", section)
+    """Both tiers of every model the study trains: settings valid and the architecture buildable."""
+    _require(isinstance(section, dict), "models", "a mapping of model name to its tiers", section)
     for name in section:
         if name != AUTOENCODER:
             get_model_spec(name, key=f"models.{name}")
     for name in trained:
-        for scale in SCALES:
-            _check_scale(name, scale_settings(section, name, scale), key=f"models.{name}.{scale}", build=build)
+        for tier in TIERS:
+            _check_tier(name, tier_settings(section, name, tier), key=f"models.{name}.{tier}", build=build)
 
 
 def _check_variant_settings(params: dict, *, build: bool = True) -> None:
-    """Every variant defined under ablation.settings, merged over its model's scales, valid and buildable."""
+    """Every variant defined under ablation.settings, merged over its model's tiers, valid and buildable."""
     model = params["ablation"]["model"]
     for variant in params["ablation"]["settings"]:
-        for scale in SCALES:
-            key = f"ablation.settings.{variant} (over models.{model}.{scale})"
-            _check_scale(model, train_config(variant_settings(params, variant, scale), key=key), key=key, build=build)
+        for tier in TIERS:
+            key = f"ablation.settings.{variant} (over models.{model}.{tier})"
+            _check_tier(model, train_config(variant_settings(params, variant, tier), key=key), key=key, build=build)
 
 
-def _check_scale(name: str, config, *, key: str, build: bool = True) -> None:
-    """One model's scale: the architecture (and discriminator) take these keywords and, with ``build``,
+def _check_tier(name: str, config, *, key: str, build: bool = True) -> None:
+    """One model's tier: the architecture (and discriminator) take these keywords and, with ``build``,
     build; MS-SSIM fits in the patches."""
     from stfusion.train.losses import min_patch_for_ms_ssim  # torch: only once a model is checked
 

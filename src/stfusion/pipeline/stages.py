@@ -59,14 +59,14 @@ def _preprocess(p: dict, dataset: str | None, method: str | None) -> dict[str, A
     return {"dataset": dataset, "splits": p["preprocess"].get("splits", {}).get(dataset, {})}
 
 
-def _scale(p: dict, name: str) -> dict[str, Any] | None:
-    """The settings of ``name`` at the study's scale (None for methods that do not train)."""
-    return p["models"].get(name, {}).get(p["train"]["scale"])
+def _tier_settings(p: dict, name: str) -> dict[str, Any] | None:
+    """The settings of ``name`` at the study's tier (None for methods that do not train)."""
+    return p["models"].get(name, {}).get(p["train"]["tier"])
 
 
 def _autoencoder(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
-    return {"dataset": dataset, "seed": p["seed"], "scale": p["train"]["scale"],
-            "settings": _scale(p, AUTOENCODER), "train": p["train"]}
+    return {"dataset": dataset, "seed": p["seed"], "tier": p["train"]["tier"],
+            "settings": _tier_settings(p, AUTOENCODER), "train": p["train"]}
 
 
 def _predict(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
@@ -74,15 +74,15 @@ def _predict(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]
 
 
 def _train(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
-    return {"dataset": dataset, "method": method, "seed": p["seed"], "scale": p["train"]["scale"],
-            "settings": _scale(p, method), "train": p["train"]}
+    return {"dataset": dataset, "method": method, "seed": p["seed"], "tier": p["train"]["tier"],
+            "settings": _tier_settings(p, method), "train": p["train"]}
 
 
 def _ablation(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
-    scale = p["train"]["scale"]
+    tier = p["train"]["tier"]
     variants = p["ablation"]["variants"]
     return {"dataset": dataset, "model": p["ablation"]["model"], "variants": variants, "seed": p["seed"],
-            "scale": scale, "settings": {v: variant_settings(p, v, scale) for v in variants}, "train": p["train"]}
+            "tier": tier, "settings": {v: variant_settings(p, v, tier) for v in variants}, "train": p["train"]}
 
 
 def _evaluate(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:

@@ -10,6 +10,7 @@ report):
 
 from __future__ import annotations
 
+import io
 import numbers
 import textwrap
 import warnings
@@ -29,6 +30,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
+from PIL import Image
 
 from stfusion import BANDS
 from stfusion.data.datacube import date_index, open_cube, reflectance
@@ -89,12 +91,12 @@ FIGURE_GUIDE = {
     ),
     "ablation": (
         "The MCBAM-GAN paper's ablation: one row per metric of its Tables 2 to 4, one column for this study's "
-        "runs and one for the published values of the matching paper dataset (real CIA or LGC, paper scale). "
+        "runs and one for the published values of the matching paper dataset (real CIA or LGC, paper tier). "
         "The x-axis lists the configurations in the paper's order: Table 2's depths (reconstruction scales), "
         "then Tables 3 and 4's module sets (MS = multi-scale, CBAM, AFF fusion, ML = multi-loss); depth 3 "
         "and the full module set are the same model. This study's points are single test pairs and the "
         "bar marks their mean, so the spread shows how much of a difference between two configurations "
-        "is noise; at the quick scale the differences are not significant. The y-axis label gives the "
+        "is noise; at the quick tier the differences are not significant. The y-axis label gives the "
         "better direction."
     ),
     "uncertainty": (
@@ -120,6 +122,7 @@ __doc__ = (__doc__ or "") + "".join(f"\n{kind}\n{textwrap.fill(text, 96, initial
 FALSE_COLOUR_MAX = (0.5, 0.25, 0.25)  # NIR, red, green: vegetation is twice as bright in the NIR
 NDVI_RANGE = (-0.2, 0.9)  # water and bare soil at the low end, dense crops at the high end
 NODATA_COLOUR = "#ff00ff"  # magenta occurs in none of the colour maps and composites used here
+PNG_WIDTH = 1400  # pixels: the committed PNGs are for screens
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # methods of one family, in the order given
 HATCHES = ("", "//", "..", "xx", "\\\\", "oo", "--", "++")
 BOX_METRICS = ("rmse", "ssim", "cc", "sam", "ergas", "psnr")
@@ -280,16 +283,24 @@ def changed_shares(cube: xr.Dataset, pairs) -> list[float] | None:
 
 # --- drawing helpers --------------------------------------------------------------------------------
 
+def save_png(fig: plt.Figure, path: Path, dpi: int) -> None:
+    """A PNG for screens: at most ``PNG_WIDTH`` pixels wide, in 256 colours (the figures are committed
+    to git at every study run; the PDF keeps the full resolution)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=min(dpi, PNG_WIDTH / fig.get_figwidth()))
+    image = Image.open(buffer).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG", optimize=True)
+
+
 def _save(fig: plt.Figure, folder, name: str, dpi: int) -> list:
     """Save ``fig`` as ``folder/png/name.png`` and ``folder/pdf/name.pdf`` (DVC shows the PNGs as plots)."""
-    paths = []
-    for suffix in (".png", ".pdf"):
-        path = folder / suffix[1:] / f"{name}{suffix}"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=suffix[1:], dpi=dpi)
-        paths.append(path)
+    png, pdf = folder / "png" / f"{name}.png", folder / "pdf" / f"{name}.pdf"
+    save_png(fig, png, dpi)
+    with atomic_path(pdf) as tmp:
+        fig.savefig(tmp, format="pdf", dpi=dpi)
     plt.close(fig)
-    return paths
+    return [png, pdf]
 
 
 def _image(ax: plt.Axes, image: np.ndarray, **imshow):
@@ -622,7 +633,7 @@ def ablation_figure(ablation_scores: pd.DataFrame, published: pd.DataFrame, data
             axis.axvline(2.5, color="0.6", lw=0.8, ls=":")  # Table 2 | Tables 3 and 4
             axis.grid(axis="y", color="0.9")
     axes[0, 0].set_title(f"this study: {dataset} (points = test pairs, bar = mean)", fontsize=10)
-    axes[0, 1].set_title(f"published: {PAPER_NAMES[paper_dataset]} (paper scale)", fontsize=10)
+    axes[0, 1].set_title(f"published: {PAPER_NAMES[paper_dataset]} (paper tier)", fontsize=10)
     for ax in axes[-1]:
         ax.set_xticks(range(len(order)), [_ablation_tick(v) for v in order], rotation=35, ha="right", fontsize=8)
         ax.set_xlabel("configuration (Table 2: depth | Tables 3-4: modules)")

@@ -18,9 +18,9 @@ from stfusion.evaluation.scores import (COLUMNS, ablation_folders, change_table,
 from stfusion.io import atomic_dir, write_text
 from stfusion.reporting.tables import markdown, write_paper_tables
 
-ABLATION_NOTE = ("\nAt the quick scale (the default study) every variant trains for a few hundred CPU steps: differences "
+ABLATION_NOTE = ("\nAt the quick tier (the default study) every variant trains for a few hundred CPU steps: differences "
                  "between variants are not significant (compare them with the spread over test pairs in the "
-                 "`ablation` figure). The paper scale on a GPU is the one to compare with the published tables.\n")
+                 "`ablation` figure). The paper tier on a GPU is the one to compare with the published tables.\n")
 
 
 def write_training_curves(workspace, datasets: list[str], methods: list[str], folder: Path) -> list[Path]:

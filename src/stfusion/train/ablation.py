@@ -3,7 +3,7 @@
 Each variant trains exactly as the train stage trains a method (:func:`stfusion.train.run.run_method`)
 and writes ``<out_dir>/<variant>/`` the same way, atomically.
 
-**Side by side on CPU.** The quick-scale models are small: a second intra-op thread speeds one
+**Side by side on CPU.** The quick-tier models are small: a second intra-op thread speeds one
 MCBAM-GAN run up by about 10 %, while two single-thread runs side by side train two variants in
 about the time of one (measured on 2 cores: 70 s alone on two threads, 75 s and 79 s for two runs
 side by side on one thread each). So on CPU the variants train in ``workers`` spawned processes,
@@ -40,7 +40,7 @@ class VariantRun:
     splits: str
     checkpoint_dir: str
     seed: int
-    scale: str | None = None
+    tier: str | None = None
     feature_encoder: str | None = None
     train: dict[str, Any] = field(default_factory=dict)  # params.yaml train options
 
@@ -56,7 +56,7 @@ def run_variant(run: VariantRun, progress: bool = True) -> dict[str, Any]:
 
     config = train_config(run.settings, key=f"ablation.settings.{run.variant}")
     return run_method(run.model, open_cube(run.cube), Splits.load(run.splits), Path(run.out_dir) / run.variant,
-                      seed=run.seed, config=config, scale=run.scale, checkpoint_dir=run.checkpoint_dir,
+                      seed=run.seed, config=config, tier=run.tier, checkpoint_dir=run.checkpoint_dir,
                       feature_encoder_path=run.feature_encoder, train_options={**run.train, "progress": progress and run.train.get("progress", True)},
                       extra={"variant": run.variant})
 

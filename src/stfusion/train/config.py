@@ -1,13 +1,13 @@
-"""Training settings: one scale of one model in params.yaml ``models``, validated.
+"""Training settings: one tier of one model in params.yaml ``models``, validated.
 
-Each model has two scales, ``paper`` (its paper's architecture and hyper-parameters, for the full
+Each model has two tiers, ``paper`` (its paper's architecture and hyper-parameters, for the full
 reproduction) and ``quick`` (fewer steps and, where needed, narrower layers, so the default study
-fits its CPU budget). ``train.scale`` in params.yaml picks one for every model. A scale is a
+fits its CPU budget). ``train.tier`` in params.yaml picks one for every model. A tier is a
 mapping of the training keys below plus ``arch`` (the generator's keyword arguments) and, for
 GANs, ``discriminator`` (the discriminator's).
 
 An epoch is ``steps_per_epoch`` batches of random patches (``patch_size``) drawn from the
-training pairs; the public code's epochs are passes over a fixed grid of patches, so paper-scale
+training pairs; the public code's epochs are passes over a fixed grid of patches, so paper-tier
 ``steps_per_epoch`` is set to about the number of batches in one such pass.
 """
 
@@ -21,7 +21,7 @@ import yaml
 from stfusion.errors import ConfigError
 from stfusion.paths import find_root
 
-SCALES = ("quick", "paper")
+TIERS = ("quick", "paper")
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def _number(value: Any) -> bool:
 
 
 def train_config(settings: Any, *, key: str) -> TrainConfig:
-    """Validate one scale's mapping and return it as a TrainConfig; errors name ``key.<field>``."""
+    """Validate one tier's mapping and return it as a TrainConfig; errors name ``key.<field>``."""
     if not isinstance(settings, dict):
         raise ConfigError(f"{key}: expected a mapping of training settings, got {settings!r}")
     known = {f.name for f in fields(TrainConfig)}
@@ -107,16 +107,16 @@ def train_config(settings: Any, *, key: str) -> TrainConfig:
     return TrainConfig(**{k: float(v) if k in _FLOATS and v is not None else v for k, v in settings.items()})
 
 
-def scale_settings(models: Any, name: str, scale: str, *, key: str = "models") -> TrainConfig:
-    """The TrainConfig of model ``name`` at ``scale`` from params.yaml's ``models`` mapping."""
-    if scale not in SCALES:
-        raise ConfigError(f"train.scale: expected one of {list(SCALES)}, got {scale!r}")
+def tier_settings(models: Any, name: str, tier: str, *, key: str = "models") -> TrainConfig:
+    """The TrainConfig of model ``name`` at ``tier`` from params.yaml's ``models`` mapping."""
+    if tier not in TIERS:
+        raise ConfigError(f"train.tier: expected one of {list(TIERS)}, got {tier!r}")
     if not isinstance(models, dict) or name not in models:
         raise ConfigError(f"{key}.{name}: no settings for this model in params.yaml")
     entry = models[name]
-    if not isinstance(entry, dict) or scale not in entry:
-        raise ConfigError(f"{key}.{name}.{scale}: missing; every model needs both scales {list(SCALES)}")
-    return train_config(entry[scale], key=f"{key}.{name}.{scale}")
+    if not isinstance(entry, dict) or tier not in entry:
+        raise ConfigError(f"{key}.{name}.{tier}: missing; every model needs both tiers {list(TIERS)}")
+    return train_config(entry[tier], key=f"{key}.{name}.{tier}")
 
 
 def project_settings() -> dict[str, Any]:
@@ -130,11 +130,11 @@ def project_settings() -> dict[str, Any]:
     return {key: params.get(key, {}) for key in ("models", "ablation")}
 
 
-def resolve_settings(name: str, scale: str, settings: dict[str, Any] | None) -> TrainConfig:
+def resolve_settings(name: str, tier: str, settings: dict[str, Any] | None) -> TrainConfig:
     """A notebook's settings: the mapping DVC passed (``settings``), else read from params.yaml."""
     if settings is not None:
-        return train_config(settings, key=f"models.{name}.{scale}")
-    return scale_settings(project_settings()["models"], name, scale)
+        return train_config(settings, key=f"models.{name}.{tier}")
+    return tier_settings(project_settings()["models"], name, tier)
 
 
 def merge_settings(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -146,13 +146,13 @@ def merge_settings(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     return merged
 
 
-def variant_settings(params: dict[str, Any], variant: str, scale: str) -> dict[str, Any]:
-    """An ablation variant's settings: its overrides (``ablation.settings``) over the ablation model's scale."""
+def variant_settings(params: dict[str, Any], variant: str, tier: str) -> dict[str, Any]:
+    """An ablation variant's settings: its overrides (``ablation.settings``) over the ablation model's tier."""
     ablation = params["ablation"]
     model, settings = ablation["model"], ablation["settings"]
     if variant not in settings:
         raise ConfigError(f"ablation.settings: no variant {variant!r}; defined variants are {sorted(settings)}")
-    base = params["models"].get(model, {}).get(scale)
+    base = params["models"].get(model, {}).get(tier)
     if not isinstance(base, dict):
-        raise ConfigError(f"models.{model}.{scale}: missing; the ablation's variants are built on it")
+        raise ConfigError(f"models.{model}.{tier}: missing; the ablation's variants are built on it")
     return merge_settings(base, settings[variant])

@@ -39,7 +39,7 @@ def _train_options(options: dict[str, Any] | None) -> dict[str, Any]:
 
 def run_method(name: str, cube: xr.Dataset, splits: Splits, out_dir: str | os.PathLike, *, seed: int,
                config: TrainConfig | None = None, checkpoint_dir: str | os.PathLike | None = None,
-               feature_encoder_path: str | os.PathLike | None = None, scale: str | None = None,
+               feature_encoder_path: str | os.PathLike | None = None, tier: str | None = None,
                train_options: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``name`` if it learns, then write its test predictions to ``out_dir``; return run.json
     (``extra`` adds entries, such as the ablation variant)."""
@@ -56,13 +56,13 @@ def run_method(name: str, cube: xr.Dataset, splits: Splits, out_dir: str | os.Pa
     predictor = deep_predictor(result.model, tile=config.tile, samples=config.uncertainty_samples, seed=seed)
     trained = dataclasses.replace(method, predictor=predictor,
                                   parameters=result.record["parameters"])
-    extra = {**{k: v for k, v in result.record.items() if k != "parameters"}, "scale": scale, "tile": config.tile,
+    extra = {**{k: v for k, v in result.record.items() if k != "parameters"}, "tier": tier, "tile": config.tile,
              **sampling_record(result.model, config.uncertainty_samples),
              "feature_encoder": str(feature_encoder_path) if feature_encoder_path else None, **(extra or {})}
     with tempfile.TemporaryDirectory(prefix="stfusion-train-") as staging:
         weights = export_weights(Path(staging) / "model.pt", name, result.model, config.arch,
                                  standardize=result.record["standardize"],
-                                 dataset=splits.dataset, seed=seed, scale=scale, best_epoch=result.record["best_epoch"],
+                                 dataset=splits.dataset, seed=seed, tier=tier, best_epoch=result.record["best_epoch"],
                                  tile=config.tile, uncertainty_samples=config.uncertainty_samples)
         history = Path(staging) / "history.csv"
         result.history.to_csv(history, index=False)
@@ -73,17 +73,17 @@ def run_method(name: str, cube: xr.Dataset, splits: Splits, out_dir: str | os.Pa
 
 
 def run_autoencoder(cube: xr.Dataset, splits: Splits, out_dir: str | os.PathLike, *, seed: int,
-                    config: TrainConfig, checkpoint_dir: str | os.PathLike, scale: str | None = None,
+                    config: TrainConfig, checkpoint_dir: str | os.PathLike, tier: str | None = None,
                     train_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train the feature autoencoder on training-date fine images; write ``out_dir/autoencoder.pt``."""
     result = train_model(AUTOENCODER, cube, splits, config, seed=seed, checkpoint_dir=checkpoint_dir,
                          **_train_options(train_options))
     if not result.is_global_zero:
         return result.record
-    record = {**result.record, "dataset": splits.dataset, "scale": scale, "train_dates": list(splits.train_dates)}
+    record = {**result.record, "dataset": splits.dataset, "tier": tier, "train_dates": list(splits.train_dates)}
     with atomic_dir(out_dir) as tmp:
         export_weights(Path(tmp) / "autoencoder.pt", AUTOENCODER, result.model, config.arch,
-                       dataset=splits.dataset, seed=seed, scale=scale, train_dates=list(splits.train_dates))
+                       dataset=splits.dataset, seed=seed, tier=tier, train_dates=list(splits.train_dates))
         result.history.to_csv(Path(tmp) / "history.csv", index=False)
         write_json(Path(tmp) / "run.json", record)
     finish(checkpoint_dir)

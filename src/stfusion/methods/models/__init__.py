@@ -108,7 +108,7 @@ def construct(cls: type[torch.nn.Module], arch: dict, *, key: str) -> torch.nn.M
 
 
 def build_model(name: str, arch: dict | None = None, *, key: str | None = None) -> torch.nn.Module:
-    """The generator of model ``name`` with architecture ``arch`` (paper-scale defaults)."""
+    """The generator of model ``name`` with architecture ``arch`` (paper-tier defaults)."""
     spec = get_model_spec(name)
     return construct(spec.generator_class(), dict(arch or {}), key=key or f"models.{name}.arch")
 

@@ -31,7 +31,7 @@ def _up(in_channels: int, out_channels: int) -> nn.Sequential:
 class FeatureAutoencoder(nn.Module):
     """GAN-STFM's hourglass feature autoencoder (public code: theonegis/ganstfm ``AutoEncoder``).
 
-    With ``channels = (c1, c2, c3, c4)`` (paper scale (16, 32, 64, 128)) and B bands; every conv but conv8
+    With ``channels = (c1, c2, c3, c4)`` (paper tier (16, 32, 64, 128)) and B bands; every conv but conv8
     is a replicate-padded 3x3 conv followed by LeakyReLU (slope 0.01):
 
     - encoder: conv1 B->c1, conv2 c1->c2 stride 2, conv3 c2->c3 stride 2, conv4 c3->c4 stride 2;
@@ -39,7 +39,7 @@ class FeatureAutoencoder(nn.Module):
       conv7 = up x2 + conv (c2 + c2)->c1 on cat(conv2, conv6); conv8 = 1x1 (c1 + c1)->B on
       cat(conv1, conv7), linear.
 
-    217,990 parameters at paper scale with 6 bands, exactly the count of the published checkpoint
+    217,990 parameters at paper tier with 6 bands, exactly the count of the published checkpoint
     (encoder conv1..conv4: 97,872). Skip tensors come first in each concatenation and every block is
     ``Sequential([Upsample,] Sequential(pad, conv), LeakyReLU)``, so the state-dict keys
     (``conv1.0.1.weight`` ... ``conv5.1.1.weight`` ... ``conv8.weight``) mirror the module layout of the

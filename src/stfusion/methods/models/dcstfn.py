@@ -22,7 +22,7 @@ def _conv_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
 class DCSTFN(nn.Module):
     """DCSTFN adapted to 6-band images with MODIS already on the fine grid.
 
-    Architecture (``channels = (c1, c2, c3)``, paper scale (64, 96, 128), B bands):
+    Architecture (``channels = (c1, c2, c3)``, paper tier (64, 96, 128), B bands):
 
     - fine encoder (F1): conv B->c1, conv c1->c2, max-pool 2, conv c2->c2, conv c2->c3;
     - coarse encoder (C1 and C2, shared weights): conv B->c1, conv c1->c2, max-pool 2, conv c2->c2,
@@ -31,7 +31,7 @@ class DCSTFN(nn.Module):
     - reconstruction: ConvTranspose2d(c3->c2, 3, stride 2, padding 1, output_padding 1), then two
       per-pixel dense layers as 1x1 convs c2->c1->B, linear output.
 
-    All 3x3 convs are replicate-padded and followed by ReLU. 705,670 parameters at paper scale with 6
+    All 3x3 convs are replicate-padded and followed by ReLU. 705,670 parameters at paper tier with 6
     bands (the MCBAM-GAN paper's Table 5 lists DCSTFN at 0.71 M).
 
     Deviations from the public code (theonegis/dcstfn), and why:

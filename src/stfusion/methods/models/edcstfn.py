@@ -19,7 +19,7 @@ __all__ = ["EDCSTFN"]
 class EDCSTFN(nn.Module):
     """EDCSTFN generator, single reference pair, coarse images on the fine grid.
 
-    Architecture (``channels = (c1, c2, c3)``, paper scale (32, 64, 128), B bands), all 3x3 convs
+    Architecture (``channels = (c1, c2, c3)``, paper tier (32, 64, 128), B bands), all 3x3 convs
     replicate-padded, stride 1, no normalisation, no down- or up-sampling:
 
     - FEncoder(F1): B -> c1 -> c2 -> c3, ReLU after each;

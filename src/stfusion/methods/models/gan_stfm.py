@@ -69,14 +69,14 @@ class _ResidualBlock(nn.Module):
 class GANSTFM(nn.Module):
     """GAN-STFM generator (public ``SFFusion``), full resolution throughout.
 
-    With ``channels = (c1, c2, c3, c4)`` (paper scale (16, 32, 64, 128)) and B bands:
+    With ``channels = (c1, c2, c3, c4)`` (paper tier (16, 32, 64, 128)) and B bands:
 
     - encoder: four ``_SwitchNormBlock`` B->c1->c2->c3->c4; the first block gets coarse = C2 and
       fine = F_ref, each later block the (lateral, fused) pair of the previous one;
     - decoder on cat(lateral, fused) (2 c4 channels): residual blocks 2c4->c4->c3->c2->c1 without
       normalisation, then a linear 1x1 conv c1->B.
 
-    578,130 parameters at paper scale with 6 bands (encoder 120,348 + decoder 457,782), as the public code.
+    578,130 parameters at paper tier with 6 bands (encoder 120,348 + decoder 457,782), as the public code.
 
     Interface choices:
 
@@ -150,7 +150,7 @@ class MultiScaleDiscriminator(nn.Module):
     ``_SpectralResidualBlock`` (each halves the resolution) ending in an SN 1x1 conv to one channel. Channel
     lists after the 2B input channels: (32, 32, 64, 64, 128, 128, 256, 256), (32, 64, 64, 128, 128, 256,
     256) and (32, 64, 128, 128, 256, 256), multiplied by ``width_multiplier`` (rounded, at least 1) for
-    reduced scales. 3,665,959 parameters at paper scale with 6 bands (1,244,813 + 1,233,325 + 1,187,821),
+    reduced scales. 3,665,959 parameters at paper tier with 6 bands (1,244,813 + 1,233,325 + 1,187,821),
     counted as ``sum(p.numel() for p in parameters())``: spectral norm keeps the unnormalised weight as
     the parameter ``parametrizations.weight.original``, and its power-iteration vectors u, v are buffers.
 

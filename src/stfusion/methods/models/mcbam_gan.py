@@ -32,7 +32,7 @@ def box_filter(x: Tensor, size: int) -> Tensor:
     """Mean over a ``size`` x ``size`` window around each pixel, replicate-padded: same shape as ``x``.
 
     Separable (columns, then rows): 2 ``size`` additions per pixel instead of ``size``^2, which at
-    ``size`` 20 would cost as much as the quick-scale generator itself."""
+    ``size`` 20 would cost as much as the quick-tier generator itself."""
     low, high = size // 2, size - 1 - size // 2
     x = F.pad(x, (low, high, low, high), mode="replicate")
     return F.avg_pool2d(F.avg_pool2d(x, (size, 1), stride=1), (1, size), stride=1)
@@ -168,7 +168,7 @@ def _image_head(in_channels: int, out_channels: int, bands: int) -> nn.Sequentia
 class MCBAMGAN(nn.Module):
     """MCBAM-GAN generator; see the module docstring for the layout and every choice.
 
-    ``channels = (c1, c2, c3)``: widths at scales 1, 1/2, 1/4 (paper scale (96, 192, 384)).
+    ``channels = (c1, c2, c3)``: widths at scales 1, 1/2, 1/4 (paper tier (96, 192, 384)).
     ``depth``: number of reconstruction scales, 1 to 3 (Table 2). ``cbam``/``aff``: the ablation
     switches of Tables 3 and 4. ``skip``: what the output is added to (choice 10); ``ratio``: the coarse
     pixel side in fine pixels, used by the coarse-corrected skip.

@@ -23,7 +23,7 @@ variants = []  # ablation.variants: MCBAM-GAN variants trained by the ablation s
 ablation_model = "mcbam-gan"
 full_model_rows = []  # ablation rows filled by the ablation model's own train-stage run
 profile = "smoke"
-settings = {"change_threshold": 0.05, "ergas_ratio": None}
+settings = {"change_threshold": 0.05}
 workspace = None
 
 # %%

@@ -12,7 +12,7 @@ from rasterio.crs import CRS
 from stfusion.cli import main
 from stfusion.data.envi import write_envi
 from stfusion.data.raster import Grid, write_geotiff
-from stfusion.evaluation.metrics import compute_metrics
+from stfusion.evaluation.metrics import Conventions, compute_metrics
 
 GRID = Grid(30, 24, Affine(25.0, 0, 500000.0, 0, -25.0, 6200000.0), CRS.from_epsg(32755))
 
@@ -34,14 +34,15 @@ def test_geotiff_scores_match_the_metrics_module(tmp_path, images, capsys):
     pred, truth = images
     write_geotiff(tmp_path / "p.tif", pred, GRID)
     write_geotiff(tmp_path / "t.tif", truth, GRID)
-    result = run_json(capsys, "--pred", str(tmp_path / "p.tif"), "--truth", str(tmp_path / "t.tif"))
-    expected = compute_metrics(pred / 1e4, truth / 1e4, device="cpu")["all"]
+    result = run_json(capsys, "--pred", str(tmp_path / "p.tif"), "--truth", str(tmp_path / "t.tif"), "--ratio", "20")
+    expected = compute_metrics(pred / 1e4, truth / 1e4, device="cpu", conventions=Conventions(ratio=20))["all"]
     assert result["pixels"] == 30 * 24 and result["scale"]["truth"] == pytest.approx(1e-4)
     for metric in ("rmse", "ssim", "sam", "ergas"):
         assert result["scores"][metric]["all"] == pytest.approx(expected[metric]["all"]), metric
     assert main(["evaluate", "--pred", str(tmp_path / "p.tif"), "--truth", str(tmp_path / "t.tif")]) == 0
     text = capsys.readouterr().out
     assert "rmse" in text and "band3" in text and "720 valid pixels" in text
+    assert "no ERGAS (give --ratio" in text  # the ratio is never assumed
 
 
 def test_envi_inputs_and_float_geotiff_agree(tmp_path, images, capsys):
@@ -68,8 +69,8 @@ def test_nan_nodata_and_mask_pixels_are_excluded(tmp_path, images, capsys):
     write_geotiff(tmp_path / "t.tif", truth_nd, GRID, nodata=-9999)
     write_geotiff(tmp_path / "m.tif", mask, GRID)
     result = run_json(capsys, "--pred", str(tmp_path / "p.tif"), "--truth", str(tmp_path / "t.tif"),
-                      "--mask", str(tmp_path / "m.tif"), "--ratio", "1/16")
-    assert result["pixels"] == 18 * 24 and result["conventions"]["ratio"] == pytest.approx(1 / 16)
+                      "--mask", str(tmp_path / "m.tif"), "--ratio", "16")
+    assert result["pixels"] == 18 * 24 and result["conventions"]["ratio"] == 16
     expected = compute_metrics(pred[:, 12:] / 1e4, truth[:, 12:] / 1e4, device="cpu")["all"]
     assert result["scores"]["rmse"]["all"] == pytest.approx(expected["rmse"]["all"], rel=1e-6)
     assert result["scores"]["ssim"]["all"] == pytest.approx(expected["ssim"]["all"], rel=1e-6)
@@ -102,8 +103,8 @@ def test_missing_file_and_bad_ratio_are_named(tmp_path, images, capsys):
     assert main(["evaluate", "--pred", str(tmp_path / "nope.tif"), "--truth", str(tmp_path / "t.tif")]) == 2
     assert "nope.tif: raster file not found" in capsys.readouterr().err
     write_geotiff(tmp_path / "p.tif", pred, GRID)
-    assert main(["evaluate", "--pred", str(tmp_path / "p.tif"), "--truth", str(tmp_path / "t.tif"), "--ratio", "20"]) == 2
-    assert "did you mean 1/20" in capsys.readouterr().err
+    assert main(["evaluate", "--pred", str(tmp_path / "p.tif"), "--truth", str(tmp_path / "t.tif"), "--ratio", "0"]) == 2
+    assert "ratio: expected the coarse over fine pixel size" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["evaluate", "--pred", "p", "--truth", "t", "--ratio", "one"])
-    assert "fraction" in capsys.readouterr().err
+        main(["evaluate", "--pred", "p", "--truth", "t", "--ratio", "1/20"])
+    assert "invalid int value" in capsys.readouterr().err

@@ -100,8 +100,13 @@ def test_traditional_methods_fuse_with_a_window(tmp_path, method, capsys):
     paths = {"f1": tmp_path / "f1.tif", "c1": tmp_path / "c1.tif", "c2": tmp_path / "c2.tif"}
     for name, data in (("f1", f1), ("c1", f1), ("c2", f1 + 100)):
         write_geotiff(paths[name], data, grid)
-    assert main(["fuse", "--method", method, "--fine-ref", str(paths["f1"]), "--coarse-ref", str(paths["c1"]),
-                 "--coarse-target", str(paths["c2"]), "--out", str(tmp_path / "p.tif"), "--window", "9"]) == 0
+    args = ["fuse", "--method", method, "--fine-ref", str(paths["f1"]), "--coarse-ref", str(paths["c1"]),
+            "--coarse-target", str(paths["c2"]), "--out", str(tmp_path / "p.tif"), "--window", "9"]
+    if method == "fsdaf":  # the ratio is never assumed: FSDAF unmixes coarse pixels of that size
+        assert main(args) == 2 and "--ratio: fsdaf needs" in capsys.readouterr().err
+        assert not (tmp_path / "p.tif").exists()
+        args += ["--ratio", "20"]
+    assert main(args) == 0
     np.testing.assert_allclose(read_geotiff(tmp_path / "p.tif").data, (f1 + 100) / 1e4, atol=1e-5)
 
 

@@ -84,7 +84,7 @@ def _params():
         (["ablation", "tables"], 1, "ablation.tables"),
         (["bogus"], 1, "bogus"),
         (["evaluate", "change_threshold"], -0.1, "evaluate.change_threshold"),
-        (["evaluate", "ergas_ratio"], 20, "evaluate.ergas_ratio"),
+        (["evaluate", "ergas_ratio"], 0.05, "evaluate.ergas_ratio"),  # the ratio comes from the data
         (["evaluate", "ssim"], 11, "evaluate.ssim"),
         (["figures", "dpi"], 5, "figures.dpi"),
         (["figures", "difference_band"], "thermal", "figures.difference_band"),

@@ -320,7 +320,7 @@ def test_outlier_clip_follows_the_official_rule():
 
 def test_method_signature_wrapper():
     fine, c1, _ = field_scene(nb=2, size=40)
-    out = fsdaf(fine, c1, c1 + 0.01)
+    out = fsdaf(fine, c1, c1 + 0.01, ratio=20)
     assert out.shape == fine.shape and out.dtype == np.float32 and np.isfinite(out).all()
 
 

@@ -108,7 +108,7 @@ def test_switchnorm_train_updates_running_statistics_and_eval_does_not():
 @pytest.mark.parametrize("size", [(37, 45), (9, 17), (1, 3), (64, 64)])
 def test_generator_accepts_any_size_through_padding(depth, size):
     torch.manual_seed(4)
-    model = MCBAMGAN(**TINY, depth=depth).eval()
+    model = MCBAMGAN(**TINY, depth=depth, ratio=4).eval()
     f1, c1, c2 = inputs(2, *size)
     with torch.no_grad():
         out = model(f1, c1, c2)
@@ -123,12 +123,14 @@ def test_generator_accepts_any_size_through_padding(depth, size):
 
 def test_generator_ignores_coarse_ref_and_declares_its_interface():
     torch.manual_seed(5)
-    model = MCBAMGAN(**TINY).eval()
+    model = MCBAMGAN(**TINY, ratio=4).eval()
     f1, c1, c2 = inputs(2, 20, 24)
     with torch.no_grad():
         assert torch.equal(model(f1, c1, c2), model(f1, None, c2))
     assert (model.family, model.alignment, model.input_statistics, model.uses_coarse_ref) == ("gan", 4, True, False)
     assert model.reconstruction_scales == 3
+    with pytest.raises(ConfigError, match="ratio: the coarse-corrected skip needs"):  # never assumed
+        MCBAMGAN(**TINY)(f1, None, c2)
     spec = get_model_spec("mcbam-gan")
     assert spec.references == "any" and spec.feature_encoder and spec.discriminator  # docstring choice 11
 
@@ -271,7 +273,7 @@ def test_receptive_field_bounds_the_convolution_stack(arch):
 def test_whole_scene_tile_is_exactly_the_forward_pass():
     """The tiling choice for input-dependent statistics: one tile covering the scene = the model itself."""
     torch.manual_seed(7)
-    model = MCBAMGAN(**TINY).eval()
+    model = MCBAMGAN(**TINY, ratio=4).eval()
     f1, c1, c2 = (t[0].numpy() for t in inputs(1, 45, 38))
     tiled = predict_scene(model, f1, c1, c2, tile=160, device="cpu")
     with torch.no_grad():

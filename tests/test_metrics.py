@@ -20,8 +20,8 @@ def pair():
     return prediction, observed
 
 
-def scores(prediction, observed, mask=None, **kw):
-    return compute_metrics(prediction, observed, mask, device="cpu", **kw)["all"]
+def scores(prediction, observed, mask=None, conventions=Conventions(ratio=20), **kw):
+    return compute_metrics(prediction, observed, mask, device="cpu", conventions=conventions, **kw)["all"]
 
 
 def test_identical_images_score_perfectly(pair):
@@ -37,7 +37,7 @@ def test_identical_images_score_perfectly(pair):
 def test_by_hand_on_a_small_case():
     observed = np.array([[[0.1, 0.2], [0.3, 0.4]], [[0.2, 0.2], [0.4, 0.6]]])
     prediction = np.array([[[0.2, 0.2], [0.3, 0.2]], [[0.2, 0.4], [0.4, 0.6]]])
-    s = scores(prediction, observed, conventions=Conventions(ratio=0.5))
+    s = scores(prediction, observed, conventions=Conventions(ratio=2))
     err = prediction - observed
     assert s["rmse"]["band1"] == pytest.approx(np.sqrt((0.01 + 0.04) / 4))
     assert s["rmse"]["band2"] == pytest.approx(np.sqrt(0.04 / 4))
@@ -87,8 +87,11 @@ def test_sam_ignores_per_pixel_scaling_and_reports_degrees(pair):
 
 def test_ergas_scales_with_the_resolution_ratio_and_cc_with_nothing(pair):
     prediction, observed = pair
-    s20, s40 = scores(prediction, observed), scores(prediction, observed, conventions=Conventions(ratio=1 / 40))
+    s20, s40 = scores(prediction, observed), scores(prediction, observed, conventions=Conventions(ratio=40))
     assert s40["ergas"]["all"] == pytest.approx(s20["ergas"]["all"] / 2)
+    assert math.isnan(scores(prediction, observed, conventions=Conventions())["ergas"]["all"])  # no ratio, no ERGAS
+    with pytest.raises(InputError, match="ratio: expected the coarse over fine pixel size"):
+        Conventions(ratio=0.05)
     assert scores(prediction * 3 + 0.1, observed)["cc"]["all"] == pytest.approx(s20["cc"]["all"])
 
 
@@ -124,16 +127,19 @@ def test_regions_split_the_pixels(pair):
 def test_score_table_is_tidy_and_drops_undefined_values(pair):
     prediction, observed = pair
     empty = np.zeros(observed.shape[1:], bool)
-    table = score_table(prediction, observed, regions={"all": ~empty, "changed": empty}, band_names=list("abcd"), device="cpu")
+    table = score_table(prediction, observed, regions={"all": ~empty, "changed": empty}, band_names=list("abcd"),
+                        device="cpu", conventions=Conventions(ratio=20))
     assert list(table.columns) == ["band", "region", "metric", "value"]
     assert set(table["metric"]) == set(METRICS) and set(table["region"]) == {"all"}
+    without_ratio = score_table(prediction, observed, regions={"all": ~empty}, device="cpu")
+    assert "ergas" not in set(without_ratio["metric"])  # undefined without the ratio, so left out
     assert set(table[table["metric"] == "sam"]["band"]) == {"all"}
     assert len(table[table["metric"] == "rmse"]) == 5
     assert np.isfinite(table["value"]).all()
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"ratio": 20}, "did you mean 1/20"),
+    ({"ratio": 1 / 20}, "ratio: expected the coarse over fine pixel size"),
     ({"sam_unit": "grad"}, "sam_unit"),
     ({"data_range": 0}, "data_range"),
 ])

@@ -14,7 +14,7 @@ from stfusion.inference.weights import export_weights
 
 SETTINGS = {"epochs": 1, "steps_per_epoch": 1, "batch_size": 2, "patch_size": 48, "lr": 3e-3, "msssim_scales": 2}
 ARCH = {"dcstfn": {"channels": [8, 8, 16]}, "edcstfn": {"channels": [8, 8, 16]}, "gan-stfm": {"channels": [4, 8, 8, 16]},
-        "mcbam-gan": {"channels": [4, 8, 8], "depth": 3}, "autoencoder": {"channels": [4, 8, 8, 16]},
+        "mcbam-gan": {"channels": [4, 8, 8], "depth": 3, "ratio": 4}, "autoencoder": {"channels": [4, 8, 8, 16]},
         "swinstfm": {"embed_dim": 8, "depths": [1, 1, 1, 1], "decoder_depths": [1, 1, 1, 1], "head_dim": 4},
         "stfdiff": {"dim": 8, "dim_mults": [1, 2, 2], "sample_steps": 2}}
 EXTRA = {"swinstfm": {"pixel_loss": "charbonnier"}, "stfdiff": {"ema_decay": 0.9, "gradient_clip": 1.0}}

@@ -9,7 +9,7 @@
 - ``stfusion fuse --method M --fine-ref F1 --coarse-ref C1 --coarse-target C2 --out P.tif``: fuse
   your own images with a method that needs no training, or with a trained deep model
   (``--weights model.pt`` instead of ``--method``).
-- ``stfusion evaluate --pred P --truth T [--mask M] [--ratio R] [--scale S] [--json]``: score any
+- ``stfusion evaluate --pred P --truth T [--mask M] [--ratio N] [--scale S] [--json]``: score any
   two rasters (GeoTIFF, ENVI, anything GDAL reads) with the study's metrics.
 
 Errors the user can fix print one clear message (no traceback) and exit with status 2.
@@ -155,15 +155,6 @@ def _fuse(args: argparse.Namespace) -> None:
     print(f"{result['method']}: wrote {result['out']}{std} ({result['bands']} bands, {result['pixels']} valid pixels)")
 
 
-def _fraction(text: str) -> float:
-    """A number or a fraction such as 1/20."""
-    try:
-        num, _, den = text.partition("/")
-        return float(num) / float(den) if den else float(num)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"expected a number or a fraction such as 1/20, got {text!r}") from None
-
-
 SCALE_OPTION = {"type": float, "default": None,
                 "help": "multiply values by this to get reflectance (default: 1e-4 for integer files, 1 for float)"}
 
@@ -207,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "gan-stfm and mcbam-gan)")
     fuse.add_argument("--coarse-target", required=True, help="coarse image of the target date, on the fine grid")
     fuse.add_argument("--out", required=True, help="output GeoTIFF (float32 reflectance, NaN = nodata)")
-    fuse.add_argument("--ratio", type=int, default=20, help="coarse over fine pixel size (default 20 = 500 m / 25 m)")
+    fuse.add_argument("--ratio", type=int, help="coarse over fine pixel size, e.g. 20 for 500 m MODIS over 25 m "
+                      "Landsat (FSDAF needs it; a trained model knows its own)")
     fuse.add_argument("--window", type=int, help="search window side in fine pixels (odd), for methods with one")
     fuse.add_argument("--scale", **SCALE_OPTION)
     fuse.add_argument("--tile", type=int, help="trained models: inference tile side in pixels (default: as evaluated)")
@@ -222,8 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--pred", required=True, help="predicted image (GeoTIFF, ENVI with .hdr, ...)")
     evaluate.add_argument("--truth", required=True, help="observed image on the same grid")
     evaluate.add_argument("--mask", help="single-band raster on the same grid, non-zero = evaluate this pixel")
-    evaluate.add_argument("--ratio", type=_fraction, default=1 / 20,
-                          help="ERGAS h/l, fine over coarse pixel size (default 1/20 = 25 m / 500 m)")
+    evaluate.add_argument("--ratio", type=int,
+                          help="coarse over fine pixel size, e.g. 20 for 500 m over 25 m: ERGAS uses h/l = 1/ratio "
+                          "(without it ERGAS is not computed)")
     evaluate.add_argument("--scale", **SCALE_OPTION)
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
     evaluate.set_defaults(run=_evaluate)

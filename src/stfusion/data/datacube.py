@@ -148,6 +148,14 @@ def cube_grid(cube: xr.Dataset) -> Grid:
     return Grid(cube.sizes["y"], cube.sizes["x"], transform=cube.rio.transform(), crs=cube.rio.crs)
 
 
+def cube_ratio(cube: xr.Dataset) -> int:
+    """The coarse over fine pixel size of ``cube`` (20 for 500 m MODIS over 25 m Landsat), as its manifest said."""
+    if "ratio" not in cube.attrs:
+        raise InputError(f"datacube of {cube.attrs.get('dataset')}: no 'ratio' attribute (the coarse over fine pixel "
+                         "size); rerun the preprocess stage")
+    return int(cube.attrs["ratio"])
+
+
 def date_index(cube: xr.Dataset, date: str) -> int:
     """Position of the ISO ``date`` on the cube's time axis."""
     stamps = pd.DatetimeIndex(cube["time"].values).strftime("%Y-%m-%d").tolist()

@@ -27,6 +27,11 @@ class Dataset:
     coarse_metres: float = 500.0
 
     @property
+    def ratio(self) -> int:
+        """The coarse over fine pixel size of the real sensors (the synthetic generator takes its own)."""
+        return round(self.coarse_metres / self.fine_metres)
+
+    @property
     def synthetic(self) -> bool:
         return self.kind == "synthetic"
 

@@ -46,8 +46,8 @@ class Manifest:
     dates: list[dict[str, str]]
     files: dict[str, dict[str, Any]]
     folder: Path
+    ratio: int  # coarse over fine pixel size
     bands: list[str] = field(default_factory=lambda: ["blue", "green", "red", "nir", "swir1", "swir2"])
-    ratio: int = 20
     scale: int = 10000
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -91,7 +91,8 @@ class Manifest:
 
         dates = [{k: (v if k == "date" else move(v)) for k, v in entry.items()} for entry in self.dates]
         files = {move(rel): info for rel, info in self.files.items()}
-        return Manifest(self.dataset, self.source, dates, files, folder, list(self.bands), self.ratio, self.scale, dict(self.meta))
+        return Manifest(self.dataset, self.source, dates, files, folder, ratio=self.ratio, bands=list(self.bands),
+                        scale=self.scale, meta=dict(self.meta))
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "Manifest":
@@ -104,7 +105,7 @@ class Manifest:
             manifest = cls(
                 dataset=raw["dataset"], source=raw["source"], dates=list(raw["dates"]), files=dict(raw["files"]),
                 folder=folder, bands=list(raw.get("bands", cls.__dataclass_fields__["bands"].default_factory())),
-                ratio=int(raw.get("ratio", 20)), scale=int(raw.get("scale", 10000)), meta=dict(raw.get("meta", {})),
+                ratio=int(raw["ratio"]), scale=int(raw.get("scale", 10000)), meta=dict(raw.get("meta", {})),
             )
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise InputError(f"{path}: not a valid manifest ({err!r})") from err

@@ -40,6 +40,7 @@ import requests
 from tqdm.auto import tqdm
 
 from stfusion import BANDS, REFLECTANCE_SCALE
+from stfusion.data.datasets import get_dataset
 from stfusion.data.envi import find_header, parse_header
 from stfusion.data.manifest import Manifest, describe_file
 from stfusion.data.raster import Raster
@@ -307,7 +308,7 @@ def scan_raw_dir(
         dates.append(entry)
     manifest = Manifest(
         dataset=spec.name, source=SOURCE, dates=dates, files=files, folder=target,
-        bands=list(BANDS), ratio=20, scale=REFLECTANCE_SCALE, meta=_meta(spec, raw_files, folder),
+        bands=list(BANDS), ratio=get_dataset(spec.name).ratio, scale=REFLECTANCE_SCALE, meta=_meta(spec, raw_files, folder),
     )
     manifest.check_structure()
     if manifest_folder is not None:
@@ -571,7 +572,7 @@ def _band_name(index: int, count: int) -> str:
     return f"{index + 1} ({BANDS[index]})" if count == len(BANDS) else str(index + 1)
 
 
-def check_band_order(fine: np.ndarray | Raster, coarse: np.ndarray | Raster, ratio: int = 20, *, what: str = "") -> None:
+def check_band_order(fine: np.ndarray | Raster, coarse: np.ndarray | Raster, ratio: int, *, what: str = "") -> None:
     """Check that coarse band i is the best-correlated coarse band of fine band i.
 
     Both images are block-averaged to the coarse grid (``ratio`` x ``ratio`` blocks; a coarse

@@ -22,7 +22,8 @@ Conventions:
   pixels where both spectra have a non-zero norm. Radians, or degrees with ``sam_unit="deg"``.
   Overall only (a spectral angle has no per-band value).
 - ``ergas`` (Wald): 100 (h/l) sqrt(mean_k (RMSE_k / mu_k)^2), mu_k the mean of the **observed**
-  band; h/l = ``ratio``, fine over coarse pixel size: 1/20 for 25 m Landsat / 500 m MODIS.
+  band; h/l = 1 / ``ratio``, with ``ratio`` the coarse over fine pixel size (20 for 500 m MODIS over
+  25 m Landsat), read from the data; without a ratio ERGAS is not computed.
   Overall only.
 - ``cc``: Pearson r per band from centred float64 sums; overall = band mean.
 - ``uiqi`` (Wang and Bovik 2002): Q = 4 s_PR mu_P mu_R / ((s_P^2 + s_R^2)(mu_P^2 + mu_R^2)),
@@ -65,7 +66,7 @@ class Conventions:
     """The settings every score depends on; written next to the results."""
 
     data_range: float = 1.0
-    ratio: float = 1 / 20  # h/l: fine pixel size over coarse pixel size (25 m / 500 m)
+    ratio: int | None = None  # coarse over fine pixel size (ERGAS h/l = 1 / ratio); None: no ERGAS
     ssim_window: int = 11
     ssim_sigma: float = 1.5
     ssim_k1: float = 0.01
@@ -73,10 +74,10 @@ class Conventions:
     sam_unit: str = "rad"
 
     def __post_init__(self) -> None:
-        if not 0 < self.ratio <= 1:
-            hint = f" (did you mean 1/{self.ratio:g}?)" if self.ratio > 1 else ""
-            raise InputError(f"ratio: expected h/l, the fine over the coarse pixel size, in (0, 1], "
-                             f"e.g. 0.05 for 25 m / 500 m; got {self.ratio}{hint}")
+        if self.ratio is not None and not (isinstance(self.ratio, int) and not isinstance(self.ratio, bool)
+                                           and self.ratio >= 1):
+            raise InputError(f"ratio: expected the coarse over fine pixel size, an integer >= 1 such as 20 "
+                             f"for 500 m / 25 m; got {self.ratio!r}")
         if self.sam_unit not in ("rad", "deg"):
             raise InputError(f"sam_unit: expected 'rad' or 'deg', got {self.sam_unit!r}")
         if self.data_range <= 0:
@@ -131,7 +132,7 @@ def _pixel_metrics(p: torch.Tensor, r: torch.Tensor, conv: Conventions) -> dict[
         "psnr:all": (10 * torch.log10(conv.data_range**2 / mse_all)).item(),
         "cc": cov / (var_p * var_r).sqrt(),
         "uiqi": 4 * cov * mu_p * mu_r / ((var_p + var_r) * (mu_p**2 + mu_r**2)),
-        "ergas": (100 * conv.ratio * ((rmse_band / mu_r) ** 2).mean().sqrt()).item(),
+        "ergas": (100 * (1 / conv.ratio) * ((rmse_band / mu_r) ** 2).mean().sqrt()).item() if conv.ratio else math.nan,
         "sam": _sam(p, r, conv.sam_unit),
     }
     for name in ("cc", "uiqi"):

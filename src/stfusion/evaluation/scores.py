@@ -20,7 +20,7 @@ import pandas as pd
 import xarray as xr
 from tqdm.auto import tqdm
 
-from stfusion.data.datacube import date_index, open_cube, reflectance
+from stfusion.data.datacube import cube_ratio, date_index, open_cube, reflectance
 from stfusion.data.formats import read_raster
 from stfusion.data.raster import as_reflectance, read_geotiff
 from stfusion.data.splits import Pair, Splits
@@ -38,10 +38,9 @@ def read_run(pred_dir: str | os.PathLike) -> dict:
     return json.loads(path.read_text())
 
 
-def conventions_for(cube: xr.Dataset, ergas_ratio: float | None = None) -> Conventions:
-    """Metric conventions of a dataset: ERGAS h/l from the datacube's resolution ratio unless given."""
-    ratio = ergas_ratio if ergas_ratio is not None else 1 / float(cube.attrs.get("ratio", 20))
-    return Conventions(ratio=ratio)
+def conventions_for(cube: xr.Dataset) -> Conventions:
+    """Metric conventions of a dataset: ERGAS's ratio is the datacube's."""
+    return Conventions(ratio=cube_ratio(cube))
 
 
 def change_regions(cube: xr.Dataset, pair: Pair, threshold: float = DEFAULT_CHANGE_THRESHOLD) -> tuple[dict[str, np.ndarray], str]:
@@ -175,7 +174,7 @@ def dataset_results(workspace, dataset: str, methods: list[str], ablation: dict[
     """Scores, ablation scores, run records and change-mask source of one dataset."""
     cube = open_cube(workspace.cube(dataset))
     splits = Splits.load(workspace.splits(dataset))
-    conventions = conventions_for(cube, settings.get("ergas_ratio"))
+    conventions = conventions_for(cube)
     threshold = settings.get("change_threshold", DEFAULT_CHANGE_THRESHOLD)
     kwargs = {"conventions": conventions, "change_threshold": threshold}
     folders = [workspace.predictions(dataset, m) for m in methods]
@@ -198,7 +197,7 @@ def dataset_results(workspace, dataset: str, methods: list[str], ablation: dict[
 
 
 def score_files(pred: str | os.PathLike, truth: str | os.PathLike, mask: str | os.PathLike | None = None, *,
-                ratio: float = 1 / 20, scale: float | None = None) -> dict:
+                ratio: int | None = None, scale: float | None = None) -> dict:
     """Score a predicted raster against an observed one (same grid and bands).
 
     NaN and nodata pixels of either file, and pixels where the optional single-band ``mask`` raster
@@ -239,4 +238,5 @@ def format_scores(result: dict) -> str:
     conv = result["conventions"]
     return (f"{text}\n\n{result['pixels']} valid pixels; reflectance = value x {result['scale']['truth']:g}; "
             f"SSIM Gaussian {conv['ssim_window']}x{conv['ssim_window']} sigma {conv['ssim_sigma']}; "
-            f"SAM in {conv['sam_unit']}; ERGAS h/l = {conv['ratio']:g}")
+            f"SAM in {conv['sam_unit']}; " + (f"ERGAS h/l = 1/{conv['ratio']}" if conv["ratio"] else
+                                                "no ERGAS (give --ratio, the coarse over fine pixel size)"))

@@ -67,7 +67,8 @@ def _untrained(method_name: str, window: int | None) -> tuple[Callable, dict]:
         check_window(window, key="--window")
     options = {"window": window} if window is not None else {}
     predict = functools.partial(method.predict, **options)
-    return predict, {"method": method_name, "uses_coarse_ref": True, "bands": None, **options}
+    return predict, {"method": method_name, "uses_coarse_ref": True, "bands": None, "needs_ratio": method.needs_ratio,
+                     **options}
 
 
 def _trained(weights: str | os.PathLike, method_name: str | None, *, window: int | None, tile: int | None,
@@ -96,7 +97,7 @@ def _trained(weights: str | os.PathLike, method_name: str | None, *, window: int
 
 
 def fuse_files(method_name: str | None, fine_ref: str | os.PathLike, coarse_ref: str | os.PathLike | None,
-               coarse_target: str | os.PathLike, out: str | os.PathLike, *, ratio: int = 20,
+               coarse_target: str | os.PathLike, out: str | os.PathLike, *, ratio: int | None = None,
                window: int | None = None, scale: float | None = None, weights: str | os.PathLike | None = None,
                tile: int | None = None, samples: int | None = None, seed: int = 0,
                device: str | None = None) -> dict:
@@ -104,7 +105,7 @@ def fuse_files(method_name: str | None, fine_ref: str | os.PathLike, coarse_ref:
 
     ``method_name`` names a method without training; ``weights`` a trained model's ``model.pt`` (then
     ``method_name``, if given, must be the model it holds). ``ratio`` is the coarse over fine pixel size
-    (20 for 500 m / 25 m) and must divide the grid; ``window`` the side of a traditional method's search
+    (20 for 500 m / 25 m; needed by FSDAF, taken from a model built for one) and must divide the grid; ``window`` the side of a traditional method's search
     window in fine pixels (odd). Integer inputs are read as reflectance x 10000 unless ``scale`` says
     otherwise. Trained models only: ``tile`` (default: the tile it was evaluated with), ``samples`` and
     ``seed`` (stochastic models; default samples: as in its study), ``device`` (default: CUDA when present).
@@ -117,6 +118,11 @@ def fuse_files(method_name: str | None, fine_ref: str | os.PathLike, coarse_ref:
     else:
         predict, info = _trained(weights, method_name, window=window, tile=tile, samples=samples, seed=seed,
                                  device=device)
+    if ratio is None:
+        ratio = info.get("ratio")
+    if ratio is None and info.get("needs_ratio"):
+        raise ConfigError(f"--ratio: {info['method']} needs the coarse over fine pixel size of your images, "
+                          "an integer such as 20 for 500 m MODIS over 25 m Landsat")
     if info.get("ratio") is not None and ratio != info["ratio"]:
         raise ConfigError(f"--ratio: {ratio}, but {info['method']} in {weights} was built for coarse pixels "
                           f"{info['ratio']} fine pixels wide; its skip compares the images at that scale")
@@ -137,11 +143,11 @@ def fuse_files(method_name: str | None, fine_ref: str | os.PathLike, coarse_ref:
             "bands": int(layers["prediction"].shape[0])}
 
 
-def _check_inputs(paths: dict[str, Path], grid: Grid, valid: np.ndarray, ratio: int, model_bands: int | None,
+def _check_inputs(paths: dict[str, Path], grid: Grid, valid: np.ndarray, ratio: int | None, model_bands: int | None,
                   bands: int) -> None:
     if model_bands is not None and bands != model_bands:
         raise InputError(f"{paths['fine_ref']}: has {bands} bands; the model was trained on {model_bands}")
-    if ratio < 1 or grid.height % ratio or grid.width % ratio:
+    if ratio is not None and (ratio < 1 or grid.height % ratio or grid.width % ratio):
         raise InputError(f"--ratio: {ratio} does not divide the grid of {paths['fine_ref']} ({grid.height} x {grid.width})")
     if not valid.any():
         raise InputError(f"{', '.join(map(str, paths.values()))}: no pixel is valid in all of them")

@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
-from stfusion.data.datacube import cube_grid, date_index, reflectance, valid_mask
+from stfusion.data.datacube import cube_grid, cube_ratio, date_index, reflectance, valid_mask
 from stfusion.data.raster import write_geotiff
 from stfusion.data.splits import Pair, Splits
 from stfusion.io import atomic_dir, write_json
@@ -52,7 +52,7 @@ def predict_pair(method: Method, cube: xr.Dataset, pair: Pair) -> dict[str, np.n
     (per-pixel standard deviation) when the method draws several samples. NaN outside the valid mask."""
     inputs = pair_inputs(cube, pair)
     result = method.predict(inputs["fine_ref"], inputs["coarse_ref"], inputs["coarse_target"],
-                            valid=inputs["valid"], ratio=int(cube.attrs.get("ratio", 20)))
+                            valid=inputs["valid"], ratio=cube_ratio(cube))
     outputs = dict(result) if isinstance(result, dict) else {"prediction": result}
     for name, array in outputs.items():
         outputs[name] = array = array.astype(np.float32, copy=False)

@@ -42,6 +42,7 @@ class Method:
     parameters: int = 0  # learnable parameters
     options: tuple[str, ...] = ()  # extra keyword arguments ``predict`` accepts, e.g. ("window",)
     trainable: bool = False  # a deep model of stfusion.methods.models: trained by stfusion.train, then predicts
+    needs_ratio: bool = False  # its ``predict`` uses the coarse over fine pixel size
     predictor: Predictor | None = None  # a trained model's predictor (stfusion.inference.sampling)
 
     @property
@@ -65,7 +66,7 @@ METHODS: dict[str, Method] = {
         Method("starfm", "traditional", "STARFM (Gao et al. 2006), rules of Gao's C code v1.2.1", "starfm:starfm",
                options=("window",)),
         Method("fsdaf", "traditional", "FSDAF (Zhu et al. 2016), steps of the official IDL code", "fsdaf:fsdaf",
-               options=("window",)),
+               options=("window",), needs_ratio=True),
         *(Method(spec.name, spec.family, spec.description, trainable=True) for spec in MODELS.values()),
     )
 }

@@ -242,13 +242,10 @@ def _is_number(value: Any) -> bool:
 
 def _check_evaluate(section: Any) -> None:
     _require(isinstance(section, dict), "evaluate", "a mapping", section)
-    _check_keys(section, "evaluate", ("change_threshold", "ergas_ratio"))
+    _check_keys(section, "evaluate", ("change_threshold",))
     threshold = section.get("change_threshold", 0.05)
     _require(_is_number(threshold) and threshold > 0, "evaluate.change_threshold",
              "a positive reflectance difference such as 0.05", threshold)
-    ratio = section.get("ergas_ratio")
-    _require(ratio is None or (_is_number(ratio) and 0 < ratio <= 1), "evaluate.ergas_ratio",
-             "null (from the data) or h/l in (0, 1], e.g. 0.05 for 25 m / 500 m", ratio)
 
 
 def _check_figures(section: Any) -> None:

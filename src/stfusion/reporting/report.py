@@ -67,7 +67,7 @@ def build_report(workspace, datasets: list[str], methods: list[str], profile: st
         f"- **Git commit**: `{git_commit(root)}`",
         "- **Metrics**: reflectance in [0, 1], valid pixels only; SSIM Gaussian 11×11, σ 1.5; SAM per pixel "
         "in radians; ERGAS with h/l = "
-        + ", ".join(f"{d} 1/{round(1 / c['ratio'])}" for d, c in conventions.items())
+        + ", ".join(f"{d} 1/{c['ratio']}" for d, c in conventions.items())
         + "; full conventions in [tables/conventions.json](tables/conventions.json).", "",
         "## Headline numbers", "",
         *[f"- {_headline(metrics[d], d)}" for d in datasets], "",

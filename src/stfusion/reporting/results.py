@@ -47,7 +47,7 @@ def evaluate_study(workspace, datasets: list[str], methods: list[str], variants:
                    full_model_rows: list[str] = ()) -> dict:
     """Score every method and ablation variant on every dataset; write the tables and DVC metrics.
 
-    ``settings`` is the ``evaluate`` section of params.yaml (``change_threshold``, ``ergas_ratio``);
+    ``settings`` is the ``evaluate`` section of params.yaml (``change_threshold``);
     ``variants``, ``ablation_model`` and ``full_model_rows`` come from its ``ablation`` section.
     ``reports/tables`` and ``reports/metrics`` are replaced together, atomically, only after every
     score has been computed, so a failure leaves the previous results whole.

@@ -41,7 +41,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressB
 from lightning.pytorch.loggers import CSVLogger
 
 import stfusion
-from stfusion.data.datacube import date_index
+from stfusion.data.datacube import cube_ratio, date_index
 from stfusion.data.splits import Splits
 from stfusion.errors import ConfigError
 from stfusion.io import write_json
@@ -140,8 +140,7 @@ def config_for_data(name: str, config: TrainConfig, cube: xr.Dataset) -> TrainCo
     """``config`` with what the generator takes from the data (the pixel-size ratio) in its ``arch``."""
     if name == AUTOENCODER:
         return config
-    ratio = cube.attrs.get("ratio")
-    arch = arch_for_data(name, config.arch, None if ratio is None else int(ratio))
+    arch = arch_for_data(name, config.arch, cube_ratio(cube))
     return config if arch == dict(config.arch) else replace(config, arch=arch)
 
 

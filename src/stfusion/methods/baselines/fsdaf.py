@@ -73,7 +73,7 @@ class FsdafParams:
 
 
 def fsdaf(fine_ref: np.ndarray, coarse_ref: np.ndarray, coarse_target: np.ndarray, *,
-          valid: np.ndarray | None = None, ratio: int = 20, window: int | None = None) -> np.ndarray:
+          ratio: int, valid: np.ndarray | None = None, window: int | None = None) -> np.ndarray:
     """The study's predictor signature: default parameters; ``window`` (odd, fine pixels) sets the
     41 x 41 window of the homogeneity index and the similar-pixel filtering to another side."""
     params = FsdafParams()
@@ -83,7 +83,7 @@ def fsdaf(fine_ref: np.ndarray, coarse_ref: np.ndarray, coarse_target: np.ndarra
     return predict_fsdaf(fine_ref, coarse_ref, coarse_target, valid=valid, ratio=ratio, params=params)
 
 
-def predict_fsdaf(fine_ref, coarse_ref, coarse_target, *, valid=None, ratio: int = 20,
+def predict_fsdaf(fine_ref, coarse_ref, coarse_target, *, ratio: int, valid=None,
                   params: FsdafParams | None = None, device=None, classes=None,
                   timings: dict | None = None) -> np.ndarray:
     """Predict the fine image at t2; float32 (band, y, x) reflectance, NaN where invalid.

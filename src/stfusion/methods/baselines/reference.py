@@ -17,12 +17,12 @@ import numpy as np
 
 
 def persistence(fine_ref: np.ndarray, coarse_ref: np.ndarray, coarse_target: np.ndarray, *,
-                valid: np.ndarray | None = None, ratio: int = 20) -> np.ndarray:
+                valid: np.ndarray | None = None, ratio: int | None = None) -> np.ndarray:
     """F2 = F1."""
     return np.array(fine_ref, dtype=np.float32, copy=True)
 
 
 def temporal_difference(fine_ref: np.ndarray, coarse_ref: np.ndarray, coarse_target: np.ndarray, *,
-                        valid: np.ndarray | None = None, ratio: int = 20) -> np.ndarray:
+                        valid: np.ndarray | None = None, ratio: int | None = None) -> np.ndarray:
     """F2 = F1 + (C2 - C1)."""
     return (np.asarray(fine_ref, np.float32) + (np.asarray(coarse_target, np.float32) - np.asarray(coarse_ref, np.float32)))

@@ -100,7 +100,8 @@ def _checked(fine_refs, coarse_refs, coarse_target, valid, ratio) -> tuple[np.nd
     if target.shape[1:] != fine.shape[2:]:
         raise InputError(f"coarse_target: grid {target.shape[1:]} differs from fine_refs {fine.shape[2:]}")
     pairs, _, height, width = fine.shape
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, np.integer)) or ratio < 1 or height % ratio or width % ratio:
+    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, np.integer)) or ratio < 1
+                              or height % ratio or width % ratio):
         raise InputError(f"ratio: {ratio!r} does not divide the fine grid {height} x {width} into whole coarse pixels")
     if valid is None:
         mask = np.ones((pairs, height, width), bool)
@@ -250,14 +251,14 @@ def _rings(params: StarfmParams) -> list[tuple[float, list[tuple[int, int]]]]:
 
 
 def predict_starfm(fine_refs: np.ndarray, coarse_refs: np.ndarray, coarse_target: np.ndarray, *,
-                   valid: np.ndarray | None = None, ratio: int = 20, params: StarfmParams | None = None,
+                   valid: np.ndarray | None = None, ratio: int | None = None, params: StarfmParams | None = None,
                    device: torch.device | str | None = None, tile: int | tuple[int, int] | None = None) -> np.ndarray:
     """STARFM prediction of the fine image at the target date (see the module docstring for the rules).
 
     ``fine_refs``, ``coarse_refs``: one pair (band, y, x) or several (pair, band, y, x), reflectance
     in [0, 1] with the coarse images on the fine grid; ``coarse_target``: (band, y, x). ``valid``:
     (y, x) or (pair, y, x), False = nodata; non-finite or out-of-range values are nodata too.
-    ``ratio``: coarse / fine pixel size, checked only. ``device``: default CUDA when present, else CPU
+    ``ratio``: coarse / fine pixel size, checked only (STARFM does not use it; None: not checked). ``device``: default CUDA when present, else CPU
     (torch's own threads). ``tile``: side, or (rows, cols), of the tiles processed at once (default
     ``TILE``: 256 on the CPU, 2048 on CUDA); the result does not depend on it, memory use does.
     Returns float32 (band, y, x) reflectance, NaN where there is no prediction.
@@ -299,7 +300,7 @@ def _tile_shape(tile, device: torch.device) -> tuple[int, int]:
 
 
 def starfm(fine_ref: np.ndarray, coarse_ref: np.ndarray, coarse_target: np.ndarray, *,
-           valid: np.ndarray | None = None, ratio: int = 20, window: int | None = None) -> np.ndarray:
+           valid: np.ndarray | None = None, ratio: int | None = None, window: int | None = None) -> np.ndarray:
     """The study's predictor signature: one pair, the C code's defaults (60 x 60 window at 25 m).
 
     ``window`` (odd, fine pixels) sets a symmetric window of that side instead, with the distance

@@ -171,14 +171,15 @@ class MCBAMGAN(nn.Module):
     ``channels = (c1, c2, c3)``: widths at scales 1, 1/2, 1/4 (paper tier (96, 192, 384)).
     ``depth``: number of reconstruction scales, 1 to 3 (Table 2). ``cbam``/``aff``: the ablation
     switches of Tables 3 and 4. ``skip``: what the output is added to (choice 10); ``ratio``: the coarse
-    pixel side in fine pixels, used by the coarse-corrected skip.
+    pixel side in fine pixels, used by the coarse-corrected skip: training fills it in from the data
+    (``stfusion.train.fit.config_for_data``) and the weights file keeps it.
     """
 
     family = "gan"
     name = "mcbam-gan"
 
     def __init__(self, bands: int = 6, channels: tuple[int, int, int] = (96, 192, 384), depth: int = 3,
-                 cbam: bool = True, aff: bool = True, skip: str = "coarse-corrected", ratio: int = 20):
+                 cbam: bool = True, aff: bool = True, skip: str = "coarse-corrected", ratio: int | None = None):
         super().__init__()
         bands = check_positive_int("bands", bands)
         channels = check_channels("channels", channels, STAGES)
@@ -191,7 +192,7 @@ class MCBAMGAN(nn.Module):
         if skip not in SKIPS:
             raise ConfigError(f"skip must be one of {list(SKIPS)}, got {skip!r}")
         self.bands, self.channels, self.depth, self.cbam, self.aff = bands, channels, depth, cbam, aff
-        self.skip, self.coarse_ratio = skip, check_positive_int("ratio", ratio)
+        self.skip, self.coarse_ratio = skip, None if ratio is None else check_positive_int("ratio", ratio)
 
         widths = (bands, *channels)
         self.encoder = nn.ModuleList(
@@ -210,7 +211,7 @@ class MCBAMGAN(nn.Module):
                 nn.init.zeros_(head[-1].bias)
 
         # The coarse-corrected skip reaches 2 (ratio // 2) pixels: two box filters of side ratio.
-        self.receptive_field = max(self._receptive_field(), 2 * (ratio // 2) if skip == "coarse-corrected" else 0)
+        self.receptive_field = max(self._receptive_field(), 2 * (ratio // 2) if skip == "coarse-corrected" and ratio else 0)
         self.alignment = 2 ** (STAGES - 1)
         self.input_statistics = True
         self.uses_coarse_ref = False
@@ -248,6 +249,8 @@ class MCBAMGAN(nn.Module):
         """What the heads' output is added to (choice 10): F_ref, or F_ref + box(C2) - box(box(F_ref))."""
         if self.skip == "reference":
             return fine_ref
+        if self.coarse_ratio is None:
+            raise ConfigError("ratio: the coarse-corrected skip needs the coarse over fine pixel size (from the data)")
         return fine_ref + box_filter(coarse_target, self.coarse_ratio) - box_filter(
             box_filter(fine_ref, self.coarse_ratio), self.coarse_ratio)
 

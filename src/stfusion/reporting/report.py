@@ -24,8 +24,8 @@ def git_commit(root: Path) -> str:
 
     try:
         commit = git("rev-parse", "--short=10", "HEAD")
-        # dvc.lock and reports/ are rewritten by the very run that writes this report: not a change of inputs
-        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock", ":!reports")
+        # dvc.lock, data/sources/ and reports/ are written by the very run that writes this report: not inputs
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock", ":!reports", ":!data/sources")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
     return f"{commit} (with uncommitted changes)" if dirty else commit

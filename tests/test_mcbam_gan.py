@@ -10,7 +10,7 @@ from torch import nn
 
 from stfusion.pipeline.params import load_params
 from stfusion.errors import ConfigError
-from stfusion.methods.models import arch_for_data, build_model, get_model_spec
+from stfusion.methods.models import MODELS, arch_for_data, build_model, get_model_spec
 from stfusion.methods.models.layers import SwitchNorm2d
 from stfusion.methods.models.mcbam_gan import AFF, CBAM, MCBAMGAN, ChannelAttention, box_filter
 from stfusion.reporting.published import load_published
@@ -127,8 +127,8 @@ def test_generator_ignores_coarse_ref_and_declares_its_interface():
     f1, c1, c2 = inputs(2, 20, 24)
     with torch.no_grad():
         assert torch.equal(model(f1, c1, c2), model(f1, None, c2))
-    assert (model.family, model.alignment, model.input_statistics, model.uses_coarse_ref) == ("gan", 4, True, False)
-    assert model.reconstruction_scales == 3
+    assert (MODELS["mcbam-gan"].family, model.traits.alignment, model.traits.input_statistics, model.traits.uses_coarse_ref) == ("gan", 4, True, False)
+    assert model.traits.reconstruction_scales == 3
     with pytest.raises(ConfigError, match="ratio: the coarse-corrected skip needs"):  # never assumed
         MCBAMGAN(**TINY)(f1, None, c2)
     spec = get_model_spec("mcbam-gan")
@@ -178,8 +178,8 @@ def test_box_filter_is_a_local_mean_of_the_same_shape():
     # even sides: the window reaches size // 2 before and size // 2 - 1 after the pixel
     assert box_filter(x, 2)[0, 0, 2, 2] == x[0, 0, 1:3, 1:3].mean()
     # the skip's reach (two boxes) bounds the receptive field when it exceeds the convolution stack's
-    assert MCBAMGAN(**TINY, ratio=300).receptive_field == 300
-    assert MCBAMGAN(**TINY, ratio=300, skip="reference").receptive_field < 300
+    assert MCBAMGAN(**TINY, ratio=300).traits.receptive_field == 300
+    assert MCBAMGAN(**TINY, ratio=300, skip="reference").traits.receptive_field < 300
 
 
 def test_the_data_supplies_the_ratio_of_generators_that_take_one():
@@ -266,8 +266,8 @@ def test_receptive_field_bounds_the_convolution_stack(arch):
         rows, cols = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
         distance = torch.maximum((rows - pixel[0]).abs(), (cols - pixel[1]).abs())
         reaches += [int(distance[t.grad.abs().sum((0, 1)) > 0].max()) for t in (f1, c2)]
-    assert max(reaches) <= model.receptive_field  # an upper bound ...
-    assert max(reaches) >= model.receptive_field - 4  # ... and a tight one
+    assert max(reaches) <= model.traits.receptive_field  # an upper bound ...
+    assert max(reaches) >= model.traits.receptive_field - 4  # ... and a tight one
 
 
 def test_whole_scene_tile_is_exactly_the_forward_pass():

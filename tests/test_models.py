@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from stfusion.errors import ConfigError
+from stfusion.methods.models import MODELS
 from stfusion.methods.models.autoencoder import FeatureAutoencoder
 from stfusion.methods.models.dcstfn import DCSTFN
 from stfusion.methods.models.edcstfn import EDCSTFN
@@ -17,6 +18,7 @@ from stfusion.methods.models.layers import SwitchNorm2d
 from model_inputs import n_params, triplet
 
 GENERATORS = [DCSTFN, EDCSTFN, GANSTFM]
+NAMES = {DCSTFN: "dcstfn", EDCSTFN: "edcstfn", GANSTFM: "gan-stfm"}
 TINY = {
     DCSTFN: {"channels": (8, 8, 8)},
     EDCSTFN: {"channels": (8, 8, 8)},
@@ -49,17 +51,17 @@ def test_interface_attributes():
         (GANSTFM, "gan", 1, True, False),
     ]:
         model = cls(**TINY[cls])
-        assert (cls.family, model.alignment, model.input_statistics, model.uses_coarse_ref) == (
+        assert (MODELS[NAMES[cls]].family, model.traits.alignment, model.traits.input_statistics, model.traits.uses_coarse_ref) == (
             family, alignment, stats, coarse_ref,
         )  # fmt: skip
-        assert isinstance(model.receptive_field, int) and model.receptive_field > 0
-    assert {cls.name for cls in GENERATORS} == {"dcstfn", "edcstfn", "gan-stfm"}
+        assert isinstance(model.traits.receptive_field, int) and model.traits.receptive_field > 0
+    assert all(MODELS[name].generator_class() is cls for cls, name in NAMES.items())
 
 
 # --------------------------------------------------------------------------- shapes
 
 
-@pytest.mark.parametrize("cls", GENERATORS, ids=lambda c: c.name)
+@pytest.mark.parametrize("cls", GENERATORS, ids=lambda c: c.__name__)
 @pytest.mark.parametrize("size", [(37, 45), (64, 64), (1, 3)])
 @pytest.mark.parametrize("training", [True, False])
 def test_generator_output_shape_and_finite(cls, size, training):
@@ -105,18 +107,18 @@ def gradient_distances(model, pixel=(47, 47), size=96):
     return [None if t.grad is None else distance[t.grad.abs().sum((0, 1)) > 0] for t in inputs]
 
 
-@pytest.mark.parametrize("cls", [DCSTFN, EDCSTFN], ids=lambda c: c.name)
+@pytest.mark.parametrize("cls", [DCSTFN, EDCSTFN], ids=lambda c: c.__name__)
 def test_receptive_field_is_a_tight_bound(cls):
     torch.manual_seed(3)
     model = cls()
-    assert not model.input_statistics
+    assert not model.traits.input_statistics
     per_input = gradient_distances(model)
     assert all(d is not None and d.numel() > 0 for d in per_input), "every input must influence the output"
     reach = max(int(d.max()) for d in per_input)
-    assert reach <= model.receptive_field  # nothing beyond the declared radius
+    assert reach <= model.traits.receptive_field  # nothing beyond the declared radius
     assert min(int(d.min()) for d in per_input) == 0  # the pixel itself matters
-    assert reach >= model.receptive_field // 2  # not wildly loose ...
-    assert reach == model.receptive_field  # ... in fact exact for this (odd) output pixel
+    assert reach >= model.traits.receptive_field // 2  # not wildly loose ...
+    assert reach == model.traits.receptive_field  # ... in fact exact for this (odd) output pixel
 
 
 def test_gan_stfm_receptive_field_and_input_statistics():
@@ -125,7 +127,7 @@ def test_gan_stfm_receptive_field_and_input_statistics():
     # With the default mix, instance/layer statistics make every pixel depend on the whole input.
     fine, coarse_ref, coarse = gradient_distances(model)
     assert coarse_ref is None  # reference-insensitive: C1 is not used at all
-    assert int(fine.max()) > 3 * model.receptive_field
+    assert int(fine.max()) > 3 * model.traits.receptive_field
     # Switching all normalisations to batch statistics (running stats in eval mode) leaves the conv stack.
     for module in model.modules():
         if isinstance(module, SwitchNorm2d):
@@ -133,7 +135,7 @@ def test_gan_stfm_receptive_field_and_input_statistics():
                 module.mean_weight.copy_(torch.tensor([-1e4, -1e4, 1e4]))
                 module.var_weight.copy_(torch.tensor([-1e4, -1e4, 1e4]))
     fine, _, coarse = gradient_distances(model)
-    assert max(int(fine.max()), int(coarse.max())) == model.receptive_field
+    assert max(int(fine.max()), int(coarse.max())) == model.traits.receptive_field
 
 
 def test_gan_stfm_ignores_coarse_ref():
@@ -145,13 +147,13 @@ def test_gan_stfm_ignores_coarse_ref():
         assert torch.equal(model(f1, c1, c2), model(f1, None, c2))
 
 
-@pytest.mark.parametrize("cls", [DCSTFN, EDCSTFN], ids=lambda c: c.name)
+@pytest.mark.parametrize("cls", [DCSTFN, EDCSTFN], ids=lambda c: c.__name__)
 def test_tiled_inference_matches_whole_scene(cls):
     """A tile at an aligned origin reproduces the scene's output beyond ``receptive_field`` of its edges."""
     torch.manual_seed(6)
     model = cls(**TINY[cls]).double().eval()
     scene = triplet(1, 64, 60, dtype=torch.float64)
-    r, a = model.receptive_field, model.alignment
+    r, a = model.traits.receptive_field, model.traits.alignment
     with torch.no_grad():
         whole = model(*scene)
         for top, left in [(2 * a, 4 * a), (8 * a, 3 * a)]:

@@ -9,6 +9,7 @@ import torch
 from stfusion.methods.diffusion import CosineSchedule, ddim_sample, ddim_times, noise_channels
 from stfusion.errors import ConfigError, InputError
 from stfusion.methods.models import build_model
+from stfusion.methods.models.base import Sampling
 from stfusion.methods.models.stfdiff import STFDiff
 from stfusion.methods.models.standardize import Standardized
 from stfusion.inference.tiling import predict_scene
@@ -69,9 +70,9 @@ def test_paper_scale_parameter_count_matches_the_public_code():
 
 def test_interface_attributes():
     model = STFDiff(**TINY)
-    assert (model.family, model.name, model.alignment, model.input_statistics, model.stochastic) == (
-        "diffusion", "stfdiff", 4, True, True)
-    assert (model.sample_steps, model.eta) == (10, 0.0)  # deterministic by default
+    assert (model.traits.alignment, model.traits.input_statistics, model.traits.stochastic) == (4, True, True)
+    assert model.traits.sampling == Sampling(steps=10, eta=0.0, noise_channels=6)  # deterministic by default
+    assert Standardized(model, [0.0] * 6, [1.0] * 6).traits is model.traits  # the wrapper passes them on whole
 
 
 def _without_group_norm(module: torch.nn.Module) -> None:
@@ -87,13 +88,13 @@ def test_receptive_field_bounds_one_evaluation():
     torch.manual_seed(0)
     model = STFDiff(**TINY)
     _without_group_norm(model)
-    n = 4 * ((2 * model.receptive_field + 12) // 4)  # the denoiser itself needs multiples of 4
+    n = 4 * ((2 * model.traits.receptive_field + 12) // 4)  # the denoiser itself needs multiples of 4
     x = torch.zeros(1, 6, n, n, requires_grad=True)
     out = model.denoiser(x, torch.tensor([50]), x, x, x)
     out[0, :, n // 2, n // 2].sum().backward()
     rows, cols = torch.nonzero(x.grad[0].abs().sum(0), as_tuple=True)
     reach = max((rows - n // 2).abs().max().item(), (cols - n // 2).abs().max().item())
-    assert 0 < reach <= model.receptive_field
+    assert 0 < reach <= model.traits.receptive_field
 
 
 @pytest.mark.parametrize("steps", [1, 10])
@@ -111,7 +112,7 @@ def test_eta_zero_sampling_is_reproducible_and_depends_on_the_noise():
     torch.manual_seed(0)
     model = STFDiff(**TINY).eval()
     inputs = triplet(1, 24, 20)
-    noise = torch.randn(1, model.noise_channels(), 24, 20)
+    noise = torch.randn(1, model.traits.sampling.noise_channels, 24, 20)
     with torch.no_grad():
         a, b = model(*inputs, noise=noise), model(*inputs, noise=noise.clone())
         assert torch.equal(a, b)
@@ -121,7 +122,7 @@ def test_eta_zero_sampling_is_reproducible_and_depends_on_the_noise():
 
 def test_eta_one_uses_per_step_noise():
     model = STFDiff(**TINY, eta=1.0, sample_steps=5).eval()
-    assert model.noise_channels() == 6 * 5
+    assert model.traits.sampling.noise_channels == 6 * 5
     with pytest.raises(ConfigError, match="noise"):
         model(*triplet(1, 8, 8), noise=torch.randn(1, 6, 8, 8))
 
@@ -151,7 +152,7 @@ def test_one_noise_field_per_scene_makes_tiling_whole_scene_exact():
     torch.manual_seed(0)
     model = STFDiff(**TINY, sample_steps=3).eval()
     f1, c1, c2 = (x[0].numpy() for x in triplet(1, 40, 52))
-    noise = np.random.default_rng(0).standard_normal((model.noise_channels(), 40, 52), dtype=np.float32)
+    noise = np.random.default_rng(0).standard_normal((model.traits.sampling.noise_channels, 40, 52), dtype=np.float32)
     with torch.no_grad():
         expected = model(*(torch.from_numpy(a)[None] for a in (f1, c1, c2)), noise=torch.from_numpy(noise)[None])
     got = predict_scene(model, f1, c1, c2, tile=256, device="cpu", extra_inputs={"noise": noise})

@@ -28,9 +28,9 @@ def test_paper_scale_parameter_count_matches_the_public_code():
 
 def test_interface_attributes():
     model = SwinSTFM(**TINY)
-    assert (model.family, model.name, model.alignment, model.input_statistics, model.uses_coarse_ref) == (
-        "transformer", "swinstfm", 32, True, True)
-    assert model.receptive_field == 64
+    assert (model.traits.alignment, model.traits.input_statistics, model.traits.uses_coarse_ref) == (32, True, True)
+    assert not model.traits.stochastic
+    assert model.traits.receptive_field == 64
 
 
 @pytest.mark.parametrize("size", [(37, 45), (64, 64), (1, 3), (70, 33), (300, 20)])

@@ -7,6 +7,7 @@ these tests do not depend on stfusion.methods.models.
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from torch import nn
 
 from stfusion.errors import ConfigError, InputError
 from stfusion.inference.tiling import Window, predict_scene, tile_windows, window_weights
+from stfusion.methods.models.base import FusionModel, ModelTraits
 
 BANDS = 3
 HEIGHT, WIDTH = 70, 95
@@ -25,11 +27,10 @@ def _merge(fine_ref, coarse_ref, coarse_target):
     return torch.cat([fine_ref, coarse_ref, coarse_target], dim=1)
 
 
-class PadConvNet(nn.Module):
+class PadConvNet(FusionModel):
     """Replicate padding once, then three unpadded 3x3 convs: receptive field 3, any alignment."""
 
-    receptive_field = 3
-    alignment = 1
+    traits = ModelTraits(receptive_field=3)
 
     def __init__(self):
         super().__init__()
@@ -41,15 +42,14 @@ class PadConvNet(nn.Module):
         return fine_ref + self.body(self.pad(_merge(fine_ref, coarse_ref, coarse_target)))
 
 
-class DownUpNet(nn.Module):
+class DownUpNet(FusionModel):
     """A 2x down/up U-Net step with zero-padded convs: alignment 2, receptive field 5.
 
     head 3x3 (1 px) -> stride-2 conv k2 -> 3x3 at half resolution -> transposed conv k2 s2 reaches 4 px
     on one side, then the tail 3x3 adds 1. Odd sizes are replicate-padded to even before going down.
     """
 
-    receptive_field = 5
-    alignment = 2
+    traits = ModelTraits(receptive_field=5, alignment=2)
 
     def __init__(self, width: int = 8):
         super().__init__()
@@ -68,11 +68,10 @@ class DownUpNet(nn.Module):
         return self.tail(torch.cat([high, up], dim=1))
 
 
-class InstanceNormNet(nn.Module):
+class InstanceNormNet(FusionModel):
     """Conv, instance norm, conv: the output depends on statistics of the whole input."""
 
-    receptive_field = 2
-    input_statistics = True
+    traits = ModelTraits(receptive_field=2, input_statistics=True)
 
     def __init__(self):
         super().__init__()
@@ -85,16 +84,13 @@ class InstanceNormNet(nn.Module):
         return 0.1 * self.conv2(hidden)
 
 
-class Lying(nn.Module):
+class Lying(FusionModel):
     """Wraps a model and declares other geometry, to show that the exactness test can fail."""
 
-    def __init__(self, inner: nn.Module, **attributes):
+    def __init__(self, inner: FusionModel, **traits):
         super().__init__()
         self.inner = inner
-        self.receptive_field = inner.receptive_field
-        self.alignment = inner.alignment
-        for name, value in attributes.items():
-            setattr(self, name, value)
+        self.traits = replace(inner.traits, **traits)
 
     def forward(self, *inputs):
         return self.inner(*inputs)
@@ -131,7 +127,7 @@ def test_receptive_field_is_honest(cls):
         touched = sum(tensor.grad[0].abs().sum(0) for tensor in inputs) > 0
         rows, cols = np.nonzero(touched.numpy())
         reach = max(reach, np.abs(rows - y).max(), np.abs(cols - x).max())
-    assert reach == model.receptive_field
+    assert reach == model.traits.receptive_field
 
 
 @pytest.mark.parametrize("cls", [PadConvNet, DownUpNet])
@@ -141,7 +137,7 @@ def test_lying_about_geometry_breaks_exactness(cls):
     arrays = random_scene()
     expected = whole_scene(model, arrays)
     liars = [Lying(model, receptive_field=1)]
-    if model.alignment > 1:
+    if model.traits.alignment > 1:
         liars.append(Lying(model, alignment=1))
     for liar in liars:
         tiled = predict_scene(liar, *arrays, tile=31, blend=4)
@@ -293,8 +289,15 @@ def test_bad_parameters_name_the_parameter():
         predict_scene(Lying(model, alignment=2), *arrays, tile=23, blend=16)
     with pytest.raises(ConfigError, match="batch_size"):
         predict_scene(model, *arrays, batch_size=0)
-    with pytest.raises(ConfigError, match="receptive_field"):
+    with pytest.raises(ConfigError, match="Identity is not a FusionModel"):
         predict_scene(nn.Identity(), *arrays)
+
+
+@pytest.mark.parametrize("traits", [{"receptive_field": -1}, {"receptive_field": 2.5}, {"receptive_field": 3, "alignment": 0},
+                                    {"receptive_field": True}, {"receptive_field": 3, "reconstruction_scales": 0}])
+def test_model_traits_are_checked_when_made(traits):
+    with pytest.raises(ConfigError, match=next(k for k, v in traits.items() if k != "receptive_field" or v != 3)):
+        ModelTraits(**traits)
 
 
 def test_tile_at_the_limit_is_accepted():

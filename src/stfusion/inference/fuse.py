@@ -86,13 +86,14 @@ def _trained(weights: str | os.PathLike, method_name: str | None, *, window: int
     metadata = payload.get("metadata") or {}
     tile = check_positive_int("--tile", (metadata.get("tile") or DEFAULT_TILE) if tile is None else tile)
     samples = check_positive_int("--samples", (metadata.get("uncertainty_samples") or 1) if samples is None else samples)
-    stochastic = bool(getattr(model, "stochastic", False))
+    traits = model.traits
+    stochastic = traits.stochastic
     predict = deep_predictor(model, tile=tile, device=device, samples=samples if stochastic else 0, seed=seed)
     bands_default = inspect.signature(get_model_spec(payload["model"]).generator_class()).parameters["bands"].default
-    info = {"method": payload["model"], "weights": str(weights), "uses_coarse_ref": getattr(model, "uses_coarse_ref", True),
+    info = {"method": payload["model"], "weights": str(weights), "uses_coarse_ref": traits.uses_coarse_ref,
             "bands": int(payload["arch"].get("bands", bands_default)), "tile": tile,
             "samples": samples if stochastic else None, "trained_on": metadata.get("dataset"),
-            "ratio": getattr(model, "coarse_ratio", None)}
+            "ratio": traits.ratio}
     return predict, info
 
 

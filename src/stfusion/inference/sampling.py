@@ -9,16 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
-
 from stfusion.inference.tiling import predict_scene
+from stfusion.methods.models.base import FusionModel
 
 
-def deep_predictor(model: torch.nn.Module, *, tile: int, device: str | None = None, samples: int = 0,
+def deep_predictor(model: FusionModel, *, tile: int, device: str | None = None, samples: int = 0,
                    seed: int = 0):
     """A ``predict(fine_ref, coarse_ref, coarse_target, *, valid, ratio)`` over tiled inference.
 
-    Stochastic models (``model.stochastic``, STFDiff) get one noise field per scene and sample, drawn from
+    Stochastic models (``model.traits.sampling``, STFDiff) get one noise field per scene and sample, drawn from
     ``seed`` and cut into tiles like the inputs, so tiles agree and reruns repeat. With ``samples`` >= 2
     the prediction is the mean of that many samples, and their per-pixel standard deviation comes back
     as ``"uncertainty"`` (accumulated sample by sample, so memory does not grow with ``samples``).
@@ -26,7 +25,7 @@ def deep_predictor(model: torch.nn.Module, *, tile: int, device: str | None = No
 
     def predict(fine_ref: np.ndarray, coarse_ref: np.ndarray, coarse_target: np.ndarray, *, valid=None,
                 ratio=None):
-        if not getattr(model, "stochastic", False):
+        if not model.traits.stochastic:
             return predict_scene(model, fine_ref, coarse_ref, coarse_target, tile=tile, device=device)
         return sample_scene(model, fine_ref, coarse_ref, coarse_target, tile=tile, device=device,
                             samples=samples, seed=seed)
@@ -34,10 +33,10 @@ def deep_predictor(model: torch.nn.Module, *, tile: int, device: str | None = No
     return predict
 
 
-def sample_scene(model: torch.nn.Module, fine_ref: np.ndarray, coarse_ref: np.ndarray, coarse_target: np.ndarray,
+def sample_scene(model: FusionModel, fine_ref: np.ndarray, coarse_ref: np.ndarray, coarse_target: np.ndarray,
                  *, tile: int, device: str | None = None, samples: int = 0, seed: int = 0):
     """One sample (``samples`` < 2), or ``{"prediction": mean, "uncertainty": std}`` over ``samples``."""
-    shape = (model.noise_channels(), *fine_ref.shape[1:])
+    shape = (model.traits.sampling.noise_channels, *fine_ref.shape[1:])
     mean = m2 = None
     for k in range(max(1, samples)):
         noise = np.random.default_rng([seed, k]).standard_normal(shape, dtype=np.float32)
@@ -54,8 +53,9 @@ def sample_scene(model: torch.nn.Module, fine_ref: np.ndarray, coarse_ref: np.nd
     return {"prediction": mean.astype(np.float32), "uncertainty": np.sqrt(m2 / (samples - 1)).astype(np.float32)}
 
 
-def sampling_record(model: torch.nn.Module, samples: int) -> dict[str, Any]:
+def sampling_record(model: FusionModel, samples: int) -> dict[str, Any]:
     """What a stochastic model's results depend on: its DDIM steps, eta and number of samples."""
-    if not getattr(model, "stochastic", False):
+    sampling = model.traits.sampling
+    if sampling is None:
         return {}
-    return {"sampling": {"steps": model.sample_steps, "eta": model.eta, "samples": max(1, samples)}}
+    return {"sampling": {"steps": sampling.steps, "eta": sampling.eta, "samples": max(1, samples)}}

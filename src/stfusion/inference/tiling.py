@@ -4,13 +4,13 @@ A fusion model maps ``(fine_ref, coarse_ref, coarse_target)``, float32 tensors `
 one fine grid, to a prediction of the same height and width. A whole CIA or LGC scene does not always
 fit on the device at once, so :func:`predict_scene` cuts it into windows and stitches the predictions.
 
-Model contract (attributes; the first two are read with :func:`getattr`):
+Model contract: a :class:`~stfusion.methods.models.base.FusionModel` whose ``traits`` give
 
-- ``receptive_field`` (int, required): an output pixel does not depend on inputs further than this many
+- ``receptive_field`` (int): an output pixel does not depend on inputs further than this many
   pixels away, in either axis, including the effect of any padding inside the model.
-- ``alignment`` (int, default 1): the model's output at a pixel depends on the pixel's position modulo
+- ``alignment`` (int): the model's output at a pixel depends on the pixel's position modulo
   ``alignment`` (one 2x down/up-sampling gives 2), so windows must start at multiples of it.
-- ``input_statistics`` (bool, default False): True when the output depends on statistics of the whole
+- ``input_statistics`` (bool): True when the output depends on statistics of the whole
   input (instance, layer or switchable normalisation, global attention). Not read: such models are
   tiled the same way, and the caller chooses ``tile`` for them (see below).
 
@@ -76,6 +76,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from stfusion.errors import ConfigError, InputError
+from stfusion.methods.models.base import FusionModel
 
 __all__ = ["Window", "predict_scene", "tile_windows", "window_weights"]
 
@@ -195,14 +196,11 @@ def window_weights(window: Window, blend: int) -> np.ndarray:
 
 
 def _model_geometry(model: nn.Module) -> tuple[int, int]:
-    """The model's receptive field and alignment, checked."""
-    receptive_field = getattr(model, "receptive_field", None)
-    if receptive_field is None:
-        raise ConfigError(f"model {type(model).__name__} has no receptive_field attribute; predict_scene needs "
-                          "it (radius in pixels beyond which an input cannot affect an output)")
-    receptive_field = _check_int("model.receptive_field", receptive_field, 0)
-    alignment = _check_int("model.alignment", getattr(model, "alignment", 1), 1)
-    return receptive_field, alignment
+    """The model's receptive field and alignment (checked when its traits were made)."""
+    if not isinstance(model, FusionModel):
+        raise ConfigError(f"model {type(model).__name__} is not a FusionModel: predict_scene needs its traits "
+                          "(receptive field: the radius in pixels beyond which an input cannot affect an output)")
+    return model.traits.receptive_field, model.traits.alignment
 
 
 def _check_inputs(arrays: Sequence) -> tuple[int, int, int]:

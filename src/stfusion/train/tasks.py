@@ -107,7 +107,7 @@ class FusionTask(L.LightningModule):
 
     def predict_scales(self, batch: dict) -> list[torch.Tensor]:
         """The generator's images, full resolution first (one, unless it reconstructs at several scales)."""
-        if getattr(self.generator, "reconstruction_scales", 1) > 1:
+        if self.generator.traits.reconstruction_scales > 1:
             return list(self.generator(*_inputs(batch), all_scales=True))
         return [self(*_inputs(batch))]
 

@@ -1,12 +1,11 @@
 """The deep fusion models, one file per model, and their registry.
 
-Every generator has the same call, ``model(fine_ref, coarse_ref, coarse_target) -> fine_target``
-on float reflectance tensors (N, band, H, W) with the coarse images on the fine grid, and
-declares ``receptive_field``, ``alignment`` and ``input_statistics`` for tiled inference
-(:mod:`stfusion.inference.tiling`). Models are kept apart from their training (:mod:`stfusion.train`),
-the way diffusers keeps models apart from schedulers.
+Every generator is a :class:`~stfusion.methods.models.base.FusionModel`: the same call
+``model(fine_ref, coarse_ref, coarse_target) -> fine_target`` on float reflectance tensors, and
+``traits`` that declare what tiled inference and sampling need. Models are kept apart from their
+training (:mod:`stfusion.train`), the way diffusers keeps models apart from schedulers.
 
-``build_model(name, **arch)`` builds a generator from the ``arch`` mapping of a scale in
+``build_model(name, **arch)`` builds a generator from the ``arch`` mapping of a tier in
 params.yaml; unknown names and invalid hyper-parameters are ConfigErrors naming the parameter.
 """
 

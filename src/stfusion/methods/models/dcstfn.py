@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from stfusion.methods.models.base import FusionModel, ModelTraits
 from stfusion.methods.models.layers import check_channels, check_positive_int, conv3x3_rep, crop, pad_to_multiple
 
 __all__ = ["DCSTFN"]
@@ -19,7 +20,7 @@ def _conv_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
     return [conv3x3_rep(in_channels, out_channels), nn.ReLU(inplace=True)]
 
 
-class DCSTFN(nn.Module):
+class DCSTFN(FusionModel):
     """DCSTFN adapted to 6-band images with MODIS already on the fine grid.
 
     Architecture (``channels = (c1, c2, c3)``, paper tier (64, 96, 128), B bands):
@@ -56,9 +57,6 @@ class DCSTFN(nn.Module):
     ``alignment = 2`` because of the single 2x2 max-pool: a tile must start on the pooling grid.
     """
 
-    family = "cnn"
-    name = "dcstfn"
-
     def __init__(self, bands: int = 6, channels: tuple[int, int, int] = (64, 96, 128)):
         super().__init__()
         bands = check_positive_int("bands", bands)
@@ -81,10 +79,7 @@ class DCSTFN(nn.Module):
             nn.Conv2d(c1, bands, 1),
         )
 
-        self.receptive_field = 10
-        self.alignment = 2
-        self.input_statistics = False
-        self.uses_coarse_ref = True
+        self.traits = ModelTraits(receptive_field=10, alignment=2)
 
     def forward(self, fine_ref: Tensor, coarse_ref: Tensor, coarse_target: Tensor) -> Tensor:
         fine_ref, size = pad_to_multiple(fine_ref, 2)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from stfusion.methods.models.base import FusionModel, ModelTraits
 from stfusion.methods.models.layers import check_channels, check_positive_int, conv3x3_rep
 
 __all__ = ["EDCSTFN"]
 
 
-class EDCSTFN(nn.Module):
+class EDCSTFN(FusionModel):
     """EDCSTFN generator, single reference pair, coarse images on the fine grid.
 
     Architecture (``channels = (c1, c2, c3)``, paper tier (32, 64, 128), B bands), all 3x3 convs
@@ -37,9 +38,6 @@ class EDCSTFN(nn.Module):
       input pixels within Chebyshev distance 5 (11x11). ``alignment = 1`` (no down-sampling).
     """
 
-    family = "cnn"
-    name = "edcstfn"
-
     def __init__(self, bands: int = 6, channels: tuple[int, int, int] = (32, 64, 128)):
         super().__init__()
         bands = check_positive_int("bands", bands)
@@ -57,10 +55,7 @@ class EDCSTFN(nn.Module):
             conv3x3_rep(c3, c2), relu(), conv3x3_rep(c2, c1), relu(), nn.Conv2d(c1, bands, 1),
         )  # fmt: skip
 
-        self.receptive_field = 5
-        self.alignment = 1
-        self.input_statistics = False
-        self.uses_coarse_ref = True
+        self.traits = ModelTraits(receptive_field=5)
 
     def forward(self, fine_ref: Tensor, coarse_ref: Tensor, coarse_target: Tensor) -> Tensor:
         residual = self.residual_encoder(torch.cat((coarse_ref, fine_ref, coarse_target), 1))

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from stfusion.errors import ConfigError
+from stfusion.methods.models.base import FusionModel, ModelTraits
 from stfusion.methods.models.layers import SwitchNorm2d, check_channels, check_positive_int, conv3x3_rep
 
 __all__ = ["GANSTFM", "MultiScaleDiscriminator"]
@@ -66,7 +67,7 @@ class _ResidualBlock(nn.Module):
         return self.residual(x) + self.transform(x)
 
 
-class GANSTFM(nn.Module):
+class GANSTFM(FusionModel):
     """GAN-STFM generator (public ``SFFusion``), full resolution throughout.
 
     With ``channels = (c1, c2, c3, c4)`` (paper tier (16, 32, 64, 128)) and B bands:
@@ -93,9 +94,6 @@ class GANSTFM(nn.Module):
       population variances; see ``SwitchNorm2d``.
     """
 
-    family = "gan"
-    name = "gan-stfm"
-
     def __init__(self, bands: int = 6, channels: tuple[int, int, int, int] = (16, 32, 64, 128)):
         super().__init__()
         bands = check_positive_int("bands", bands)
@@ -110,10 +108,7 @@ class GANSTFM(nn.Module):
             nn.Conv2d(channels[0], bands, 1),
         )
 
-        self.receptive_field = 8
-        self.alignment = 1
-        self.input_statistics = True
-        self.uses_coarse_ref = False
+        self.traits = ModelTraits(receptive_field=8, input_statistics=True, uses_coarse_ref=False)
 
     def forward(self, fine_ref: Tensor, coarse_ref: Tensor | None, coarse_target: Tensor) -> Tensor:
         coarse, fine = coarse_target, fine_ref

@@ -13,12 +13,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stfusion.errors import ConfigError
+from stfusion.methods.models.base import FusionModel, ModelTraits
 from stfusion.methods.models.layers import SwitchNorm2d, check_channels, check_positive_int, conv3x3_rep, crop, pad_to_multiple
 
 __all__ = ["AFF", "CBAM", "MCBAMGAN"]
 
 SLOPE = 0.01  # LeakyReLU slope, as GAN-STFM (the paper gives none)
 STAGES = 3  # encoder stages at scales 1, 1/2, 1/4 (choice 1)
+ALIGNMENT = 2 ** (STAGES - 1)  # tiles start on the grid of the coarsest stage
 
 
 def _lrelu() -> nn.LeakyReLU:
@@ -165,7 +167,7 @@ def _image_head(in_channels: int, out_channels: int, bands: int) -> nn.Sequentia
     return nn.Sequential(conv3x3_rep(in_channels, out_channels), _lrelu(), nn.Conv2d(out_channels, bands, 1))
 
 
-class MCBAMGAN(nn.Module):
+class MCBAMGAN(FusionModel):
     """MCBAM-GAN generator; see the module docstring for the layout and every choice.
 
     ``channels = (c1, c2, c3)``: widths at scales 1, 1/2, 1/4 (paper tier (96, 192, 384)).
@@ -174,9 +176,6 @@ class MCBAMGAN(nn.Module):
     pixel side in fine pixels, used by the coarse-corrected skip: training fills it in from the data
     (``stfusion.train.fit.config_for_data``) and the weights file keeps it.
     """
-
-    family = "gan"
-    name = "mcbam-gan"
 
     def __init__(self, bands: int = 6, channels: tuple[int, int, int] = (96, 192, 384), depth: int = 3,
                  cbam: bool = True, aff: bool = True, skip: str = "coarse-corrected", ratio: int | None = None):
@@ -192,7 +191,7 @@ class MCBAMGAN(nn.Module):
         if skip not in SKIPS:
             raise ConfigError(f"skip must be one of {list(SKIPS)}, got {skip!r}")
         self.bands, self.channels, self.depth, self.cbam, self.aff = bands, channels, depth, cbam, aff
-        self.skip, self.coarse_ratio = skip, None if ratio is None else check_positive_int("ratio", ratio)
+        self.skip, self.ratio = skip, None if ratio is None else check_positive_int("ratio", ratio)
 
         widths = (bands, *channels)
         self.encoder = nn.ModuleList(
@@ -211,11 +210,9 @@ class MCBAMGAN(nn.Module):
                 nn.init.zeros_(head[-1].bias)
 
         # The coarse-corrected skip reaches 2 (ratio // 2) pixels: two box filters of side ratio.
-        self.receptive_field = max(self._receptive_field(), 2 * (ratio // 2) if skip == "coarse-corrected" and ratio else 0)
-        self.alignment = 2 ** (STAGES - 1)
-        self.input_statistics = True
-        self.uses_coarse_ref = False
-        self.reconstruction_scales = depth
+        receptive_field = max(self._receptive_field(), 2 * (ratio // 2) if skip == "coarse-corrected" and ratio else 0)
+        self.traits = ModelTraits(receptive_field=receptive_field, alignment=ALIGNMENT, input_statistics=True,
+                                  uses_coarse_ref=False, ratio=self.ratio, reconstruction_scales=depth)
 
     def _receptive_field(self) -> int:
         """Upper bound of the convolution stack's reach, in full-resolution pixels (choice 9).
@@ -249,16 +246,15 @@ class MCBAMGAN(nn.Module):
         """What the heads' output is added to (choice 10): F_ref, or F_ref + box(C2) - box(box(F_ref))."""
         if self.skip == "reference":
             return fine_ref
-        if self.coarse_ratio is None:
+        if self.ratio is None:
             raise ConfigError("ratio: the coarse-corrected skip needs the coarse over fine pixel size (from the data)")
-        return fine_ref + box_filter(coarse_target, self.coarse_ratio) - box_filter(
-            box_filter(fine_ref, self.coarse_ratio), self.coarse_ratio)
+        return fine_ref + box_filter(coarse_target, self.ratio) - box_filter(box_filter(fine_ref, self.ratio), self.ratio)
 
     def forward(self, fine_ref: Tensor, coarse_ref: Tensor | None, coarse_target: Tensor, *,
                 all_scales: bool = False) -> Tensor | list[Tensor]:
-        reference, size = pad_to_multiple(fine_ref, self.alignment)
+        reference, size = pad_to_multiple(fine_ref, ALIGNMENT)
         fine = reference
-        coarse, _ = pad_to_multiple(coarse_target, self.alignment)
+        coarse, _ = pad_to_multiple(coarse_target, ALIGNMENT)
         skips = []
         for stage, norm in zip(self.encoder, self.skip_norms):
             main, coarse, fine = stage(fine, coarse)
@@ -277,7 +273,7 @@ class MCBAMGAN(nn.Module):
             images.insert(0, image)
         if self.skip != "none":  # the reference skip is F_ref itself: already padded above
             base = (reference if self.skip == "reference"
-                    else pad_to_multiple(self.skip_image(fine_ref, coarse_target), self.alignment)[0])
+                    else pad_to_multiple(self.skip_image(fine_ref, coarse_target), ALIGNMENT)[0])
             images = [image + (F.avg_pool2d(base, 2**i) if i else base) for i, image in enumerate(images)]
         if not all_scales:
             return crop(images[0], size)

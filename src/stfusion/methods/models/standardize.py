@@ -6,10 +6,10 @@ so fine and coarse inputs stay comparable) and maps its output back with ``y * s
 The statistics are buffers: they travel with the weights and are never trained.
 
 Why: the public codes feed reflectance x 1e-4 directly (values 0.02-0.5 that differ by band),
-which their hundreds of epochs absorb. With a few hundred CPU steps (the ``quick`` scale),
+which their hundreds of epochs absorb. With a few hundred CPU steps (the ``quick`` tier),
 networks without a skip from F1 to the output spend most of their budget learning each band's
 offset and scale; standardised inputs and targets remove that. It is a preprocessing choice,
-set per scale (``standardize`` in params.yaml), and recorded in docs/methods/training.md.
+set per tier (``standardize`` in params.yaml), and recorded in docs/methods/training.md.
 Standardisation is per band and constant, so it changes neither the receptive field nor the
 tiling behaviour of the wrapped model.
 """
@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
+
+from stfusion.methods.models.base import FusionModel
 
 
-class Standardized(nn.Module):
-    def __init__(self, model: nn.Module, mean, std):
+class Standardized(FusionModel):
+    def __init__(self, model: FusionModel, mean, std):
         super().__init__()
         self.model = model
         mean = torch.as_tensor(np.asarray(mean, dtype=np.float32)).view(1, -1, 1, 1)
@@ -31,10 +32,7 @@ class Standardized(nn.Module):
             raise ValueError(f"standardisation needs finite means and positive deviations, got {mean.flatten()}, {std.flatten()}")
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
-        for name in ("receptive_field", "alignment", "input_statistics", "uses_coarse_ref", "name", "family",
-                     "reconstruction_scales", "stochastic", "sample_steps", "eta", "noise_channels", "coarse_ratio"):
-            if hasattr(model, name):
-                setattr(self, name, getattr(model, name))
+        self.traits = model.traits  # the map is per pixel: it changes neither reach nor sampling
 
     def _in(self, x: torch.Tensor | None) -> torch.Tensor | None:
         return None if x is None else (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from stfusion.methods.diffusion import CosineSchedule, ddim_sample, noise_channels
 from stfusion.errors import ConfigError
+from stfusion.methods.models.base import FusionModel, ModelTraits, Sampling
 from stfusion.methods.models.layers import check_positive_int, crop, pad_to_multiple
 
 __all__ = ["DualStreamUNet", "STFDiff"]
@@ -127,7 +128,7 @@ class DualStreamUNet(nn.Module):
         return self.out(self.final(torch.cat([x, stem_difference], 1), time))
 
 
-class STFDiff(nn.Module):
+class STFDiff(FusionModel):
     """Denoiser + cosine schedule + DDIM sampler behind the generator call
     ``forward(fine_ref, coarse_ref, coarse_target, noise=None) -> fine_target``.
 
@@ -135,11 +136,6 @@ class STFDiff(nn.Module):
     (None: none); ``residual``, ``gain``, ``shift``: what the chain generates (choices 1 and 2); ``seed``:
     noise when none is passed.
     """
-
-    family = "diffusion"
-    name = "stfdiff"
-    uses_coarse_ref = True
-    stochastic = True
 
     def __init__(self, bands: int = 6, dim: int = 64, dim_mults: Sequence[int] = (1, 2, 4), timesteps: int = 100,
                  sample_steps: int = 10, eta: float = 0.0, clip: float | None = 1.0, residual: bool = False,
@@ -166,9 +162,10 @@ class STFDiff(nn.Module):
         self.gain, self.shift = float(gain), float(shift)
         self.seed = int(seed)
         self.denoiser = DualStreamUNet(self.bands, dim, dim_mults)
-        self.alignment = 2 ** (len(dim_mults) - 1)
-        self.receptive_field = self.denoiser.receptive_field
-        self.input_statistics = True  # see choice 4: the chain's reach grows with every step
+        sampling = Sampling(self.sample_steps, self.eta, noise_channels(self.bands, self.sample_steps, self.eta))
+        # input_statistics: see choice 4, the chain's reach grows with every step
+        self.traits = ModelTraits(receptive_field=self.denoiser.receptive_field, alignment=2 ** (len(dim_mults) - 1),
+                                  input_statistics=True, sampling=sampling)
 
     # -- the two spaces: what the chain generates (x0) and the fine image ---------------------------------
 
@@ -182,19 +179,17 @@ class STFDiff(nn.Module):
     def denoise(self, x: Tensor, t: Tensor, fine_ref: Tensor, coarse_ref: Tensor, coarse_target: Tensor) -> Tensor:
         """The x0 estimate at step t (padding to the alignment handled here)."""
         size = x.shape[-2:]
-        padded = [pad_to_multiple(v, self.alignment)[0] for v in (x, fine_ref, coarse_ref, coarse_target)]
+        padded = [pad_to_multiple(v, self.traits.alignment)[0] for v in (x, fine_ref, coarse_ref, coarse_target)]
         return crop(self.denoiser(padded[0], t, *padded[1:]), size)
 
-    def noise_channels(self) -> int:
-        return noise_channels(self.bands, self.sample_steps, self.eta)
-
     def forward(self, fine_ref: Tensor, coarse_ref: Tensor, coarse_target: Tensor, noise: Tensor | None = None) -> Tensor:
+        channels = self.traits.sampling.noise_channels
         if noise is None:
             generator = torch.Generator().manual_seed(self.seed)
-            shape = (fine_ref.shape[0], self.noise_channels(), *fine_ref.shape[-2:])
+            shape = (fine_ref.shape[0], channels, *fine_ref.shape[-2:])
             noise = torch.randn(shape, generator=generator).to(fine_ref.device, fine_ref.dtype)
-        if noise.shape[1] != self.noise_channels() or noise.shape[-2:] != fine_ref.shape[-2:]:
-            raise ConfigError(f"noise has shape {tuple(noise.shape)}; expected (N, {self.noise_channels()}, "
+        if noise.shape[1] != channels or noise.shape[-2:] != fine_ref.shape[-2:]:
+            raise ConfigError(f"noise has shape {tuple(noise.shape)}; expected (N, {channels}, "
                               f"{fine_ref.shape[-2]}, {fine_ref.shape[-1]}) for {self.sample_steps} steps, eta={self.eta}")
         x0 = ddim_sample(lambda x, t: self.denoise(x, t, fine_ref, coarse_ref, coarse_target), self.schedule,
                          noise.to(fine_ref.dtype), steps=self.sample_steps, eta=self.eta, clip=self.clip)

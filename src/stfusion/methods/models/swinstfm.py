@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stfusion.errors import ConfigError
+from stfusion.methods.models.base import FusionModel, ModelTraits
 from stfusion.methods.models.layers import check_positive_int, crop, pad_to_multiple
 
 __all__ = ["CrossAttentionLayer", "SwinEncoder", "SwinSTFM", "SwinStage", "WindowAttention"]
@@ -301,7 +302,7 @@ class UpLevel(nn.Module):
         return self.refine(self.fuse(torch.cat([coarse_target, attended, up], dim=-1)))
 
 
-class SwinSTFM(nn.Module):
+class SwinSTFM(FusionModel):
     """SwinSTFM generator: ``forward(fine_ref, coarse_ref, coarse_target) -> fine_target`` (N, B, H, W).
 
     ``embed_dim``, ``depths``, ``window``, ``head_dim``: the encoders (see the module docstring);
@@ -309,9 +310,6 @@ class SwinSTFM(nn.Module):
     to the output (choice 3).
     """
 
-    family = "transformer"
-    name = "swinstfm"
-    uses_coarse_ref = True
     PATCH = 2
 
     def __init__(self, bands: int = 6, embed_dim: int = 64, depths: Sequence[int] = (2, 2, 6, 2), window: int = 8,
@@ -342,9 +340,7 @@ class SwinSTFM(nn.Module):
         if reference_skip:  # start at persistence: the head's last conv outputs zero
             nn.init.zeros_(self.head[-1].weight)
             nn.init.zeros_(self.head[-1].bias)
-        self.alignment = self.PATCH * 2 ** len(depths)
-        self.receptive_field = 64
-        self.input_statistics = True
+        self.traits = ModelTraits(receptive_field=64, alignment=self.PATCH * 2 ** len(depths), input_statistics=True)
 
     @staticmethod
     def _depths(name: str, value) -> tuple[int, ...]:
@@ -353,7 +349,7 @@ class SwinSTFM(nn.Module):
         return tuple(check_positive_int(f"{name}[{i}]", v) for i, v in enumerate(value))
 
     def forward(self, fine_ref: Tensor, coarse_ref: Tensor, coarse_target: Tensor) -> Tensor:
-        padded = [pad_to_multiple(x, self.alignment)[0] for x in (fine_ref, coarse_ref, coarse_target)]
+        padded = [pad_to_multiple(x, self.traits.alignment)[0] for x in (fine_ref, coarse_ref, coarse_target)]
         size = fine_ref.shape[-2:]
         fine = self.fine_encoder(padded[0])
         coarse = self.coarse_encoder(torch.cat([padded[1], padded[2]]))  # shared weights: one pass for both dates

@@ -21,13 +21,13 @@ import torch
 from torch import nn
 
 from stfusion.inference.tiling import predict_scene, tile_windows
+from stfusion.methods.models.base import FusionModel, ModelTraits
 
 BANDS = 6
 
 
-class SmallConvNet(nn.Module):
-    receptive_field = 3
-    alignment = 1
+class SmallConvNet(FusionModel):
+    traits = ModelTraits(receptive_field=3)
 
     def __init__(self, width: int = 16):
         super().__init__()
@@ -66,7 +66,7 @@ def main() -> None:
     context = multiprocessing.get_context("spawn")
     print(f"scene {BANDS} x {args.height} x {args.width}, torch threads {torch.get_num_threads()}")
     for tile in args.tiles:
-        windows = len(tile_windows(args.height, args.width, tile=tile, margin=SmallConvNet.receptive_field,
+        windows = len(tile_windows(args.height, args.width, tile=tile, margin=SmallConvNet.traits.receptive_field,
                                    blend=16, alignment=1))
         with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
             times, rss, device = pool.submit(measure, args.height, args.width, tile, args.repeats,

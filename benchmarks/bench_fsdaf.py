@@ -24,12 +24,13 @@ import numpy as np
 import torch
 
 from stfusion.methods.baselines.fsdaf import predict_fsdaf
-from stfusion.data.datacube import read_image, reflectance, valid_mask
+from stfusion.data.datacube import read_image, valid_mask
 from stfusion.data.manifest import Manifest
 
 GENERATE = """
 import sys
 from stfusion.data.synthetic import generate_dataset, synthetic_config
+from stfusion.units import to_reflectance
 h, w, folder = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 generate_dataset("cia-sim", folder, synthetic_config("cia-sim", {"height": h, "width": w, "n_dates": 2}))
 """
@@ -42,7 +43,7 @@ def load_pair(folder: Path) -> tuple[np.ndarray, ...]:
     roles = ((t1, "fine"), (t1, "coarse"), (t2, "coarse"), (t2, "fine"))
     raw = [read_image(manifest, d, role).data for d, role in roles]
     valid = np.logical_and.reduce([valid_mask(r) for r in raw])
-    return (*(reflectance(r) for r in raw), valid)
+    return (*(to_reflectance(r) for r in raw), valid)
 
 
 def main() -> None:

@@ -23,10 +23,11 @@ import numpy as np
 import torch
 
 from stfusion.methods.baselines.starfm import StarfmParams, predict_starfm
-from stfusion.data.datacube import reflectance, valid_mask
+from stfusion.data.datacube import valid_mask
 from stfusion.data.manifest import Manifest
 from stfusion.data.raster import read_geotiff
 from stfusion.data.synthetic import generate_dataset, synthetic_config
+from stfusion.units import to_reflectance
 
 
 def generate(folder: str, height: int, width: int) -> None:
@@ -39,7 +40,7 @@ def load(folder: Path) -> dict[str, np.ndarray]:
     raw = {"fine_refs": read_geotiff(manifest.file(ref, "fine")).data,
            "coarse_refs": read_geotiff(manifest.file(ref, "coarse")).data,
            "coarse_target": read_geotiff(manifest.file(target, "coarse")).data}
-    inputs = {name: reflectance(data) for name, data in raw.items()}
+    inputs = {name: to_reflectance(data) for name, data in raw.items()}
     inputs["valid"] = np.logical_and.reduce([valid_mask(data) for data in raw.values()])
     return inputs
 

@@ -25,7 +25,8 @@ import pandas as pd
 from stfusion.data.datacube import read_image
 from stfusion.data.sources import acquire
 from stfusion.paths import Workspace
-from stfusion.data.images import true_colour
+from stfusion.data.images import show_true_colour
+from stfusion.units import to_reflectance
 
 ws = Workspace.resolve(workspace)
 manifest = acquire(dataset, ws.raw(dataset), raw_dir=raw_dir, scene=scene)
@@ -44,10 +45,7 @@ files
 
 # %%
 first, last = manifest.date_list()[0], manifest.date_list()[-1]
-fig, axes = plt.subplots(1, 4, figsize=(14, 4), constrained_layout=True)
-for ax, (date, role) in zip(axes, [(first, "fine"), (first, "coarse"), (last, "fine"), (last, "coarse")]):
-    ax.imshow(true_colour(read_image(manifest, date, role).data))
-    ax.set_title(f"{role} · {date}")
-    ax.set_axis_off()
-fig.suptitle(f"{dataset}: true colour (red, green, blue), first and last date")
+show_true_colour({f"{role} · {date}": to_reflectance(read_image(manifest, date, role).data)
+                  for date in (first, last) for role in ("fine", "coarse")},
+                 f"{dataset}: true colour (red, green, blue), first and last date")
 plt.show()

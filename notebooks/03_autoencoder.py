@@ -21,14 +21,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from stfusion.data.datacube import open_cube, reflectance
+from stfusion.data.datacube import open_cube
 from stfusion.data.splits import Splits
 from stfusion.methods.models import AUTOENCODER
 from stfusion.paths import Workspace
-from stfusion.data.images import true_colour
+from stfusion.data.images import show_true_colour
 from stfusion.train.config import resolve_settings
 from stfusion.train.run import run_autoencoder
 from stfusion.inference.weights import load_model
+from stfusion.units import to_reflectance
 
 ws = Workspace.resolve(workspace)
 cube = open_cube(ws.cube(dataset))
@@ -47,12 +48,8 @@ record = run_autoencoder(cube, split, ws.autoencoder(dataset), seed=seed, config
 # %%
 model, _ = load_model(ws.autoencoder(dataset) / "autoencoder.pt", expected=AUTOENCODER)
 date = split.val[0][1]
-image = np.nan_to_num(reflectance(cube["fine"].sel(time=date).values))
+image = np.nan_to_num(to_reflectance(cube["fine"].sel(time=date).values))
 with torch.inference_mode():
     rebuilt = model(torch.from_numpy(image)[None].float())[0].numpy()
-fig, axes = plt.subplots(1, 2, figsize=(9, 4.5), constrained_layout=True)
-for ax, shown, title in zip(axes, (image, rebuilt), ("observed", "reconstructed")):
-    ax.imshow(true_colour(shown * 10000))
-    ax.set_title(f"{title} · {date}")
-    ax.set_axis_off()
+show_true_colour({f"observed · {date}": image, f"reconstructed · {date}": rebuilt})
 plt.show()

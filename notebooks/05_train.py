@@ -24,7 +24,6 @@ workspace = None
 
 # %%
 import matplotlib.pyplot as plt
-import numpy as np
 
 from stfusion.data.datacube import open_cube
 from stfusion.data.raster import read_geotiff
@@ -32,10 +31,11 @@ from stfusion.data.splits import Splits
 from stfusion.methods.registry import get_method
 from stfusion.methods.models import get_model_spec
 from stfusion.paths import Workspace
-from stfusion.data.images import true_colour
+from stfusion.data.images import show_true_colour
 from stfusion.inference.predict import prediction_name
 from stfusion.train.config import resolve_settings
 from stfusion.train.run import run_method
+from stfusion.units import to_reflectance
 
 ws = Workspace.resolve(workspace)
 cube = open_cube(ws.cube(dataset))
@@ -58,11 +58,6 @@ record = run_method(method, cube, split, out_dir, seed=seed, config=config, tier
 
 # %%
 pair = split.test[0]
-prediction = read_geotiff(out_dir / prediction_name(pair)).data
-observed = cube["fine"].sel(time=pair[1]).values / 10000
-fig, axes = plt.subplots(1, 2, figsize=(9, 4.5), constrained_layout=True)
-for ax, image, title in zip(axes, (prediction, observed), (f"{method}", "observed")):
-    ax.imshow(true_colour(np.nan_to_num(image) * 10000))
-    ax.set_title(f"{title} · {pair[1]}")
-    ax.set_axis_off()
+show_true_colour({f"{method} · {pair[1]}": read_geotiff(out_dir / prediction_name(pair)).data,
+                  f"observed · {pair[1]}": to_reflectance(cube["fine"].sel(time=pair[1]).values)})
 plt.show()

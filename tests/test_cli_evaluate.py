@@ -36,7 +36,7 @@ def test_geotiff_scores_match_the_metrics_module(tmp_path, images, capsys):
     write_geotiff(tmp_path / "t.tif", truth, GRID)
     result = run_json(capsys, "--pred", str(tmp_path / "p.tif"), "--truth", str(tmp_path / "t.tif"), "--ratio", "20")
     expected = compute_metrics(pred / 1e4, truth / 1e4, device="cpu", conventions=Conventions(ratio=20))["all"]
-    assert result["pixels"] == 30 * 24 and result["scale"]["truth"] == pytest.approx(1e-4)
+    assert result["pixels"] == 30 * 24 and result["reflectance_scale"]["truth"] == 10000
     for metric in ("rmse", "ssim", "sam", "ergas"):
         assert result["scores"][metric]["all"] == pytest.approx(expected[metric]["all"]), metric
     assert main(["evaluate", "--pred", str(tmp_path / "p.tif"), "--truth", str(tmp_path / "t.tif")]) == 0
@@ -53,7 +53,7 @@ def test_envi_inputs_and_float_geotiff_agree(tmp_path, images, capsys):
     write_geotiff(tmp_path / "p.tif", (pred / 1e4).astype(np.float32), GRID)
     write_geotiff(tmp_path / "t.tif", (truth / 1e4).astype(np.float32), GRID)
     tiff = run_json(capsys, "--pred", str(tmp_path / "p.tif"), "--truth", str(tmp_path / "t.tif"))
-    assert tiff["scale"]["truth"] == 1.0
+    assert tiff["reflectance_scale"]["truth"] == 1
     assert envi["scores"]["rmse"]["all"] == pytest.approx(tiff["scores"]["rmse"]["all"], rel=1e-5)
 
 

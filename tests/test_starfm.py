@@ -20,7 +20,7 @@ def reference_starfm(fine, coarse, target, valid=None, params=StarfmParams()):
     fine, coarse = (np.asarray(a, np.float64) for a in (fine, coarse))
     fine, coarse = (a if a.ndim == 4 else a[None] for a in (fine, coarse))
     pairs, bands, height, width = fine.shape
-    scale = params.scale_factor
+    scale = params.reflectance_scale
     r0, r1 = round(params.data_range[0] * scale), round(params.data_range[1] * scale)
 
     def units(a):

@@ -37,7 +37,7 @@ def read(manifest: Manifest, date: str, role: str) -> np.ndarray:
 
 
 def reflectance(manifest: Manifest, date: str, role: str = "fine") -> np.ndarray:
-    return read(manifest, date, role).astype(np.float64) / manifest.scale
+    return read(manifest, date, role).astype(np.float64) / manifest.reflectance_scale
 
 
 def ndvi(image: np.ndarray) -> np.ndarray:

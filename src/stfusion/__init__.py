@@ -17,6 +17,3 @@ __version__ = "0.1.0"
 
 BANDS = ("blue", "green", "red", "nir", "swir1", "swir2")
 """Band order of every image in the study (Landsat TM/ETM+ bands 1, 2, 3, 4, 5, 7)."""
-
-REFLECTANCE_SCALE = 10000
-"""Stored integers are reflectance x 10000 (int16), as in the CIA and LGC files."""

@@ -9,7 +9,7 @@
 - ``stfusion fuse --method M --fine-ref F1 --coarse-ref C1 --coarse-target C2 --out P.tif``: fuse
   your own images with a method that needs no training, or with a trained deep model
   (``--weights model.pt`` instead of ``--method``).
-- ``stfusion evaluate --pred P --truth T [--mask M] [--ratio N] [--scale S] [--json]``: score any
+- ``stfusion evaluate --pred P --truth T [--mask M] [--ratio N] [--reflectance-scale S] [--json]``: score any
   two rasters (GeoTIFF, ENVI, anything GDAL reads) with the study's metrics.
 
 Errors the user can fix print one clear message (no traceback) and exit with status 2.
@@ -129,7 +129,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     from stfusion.evaluation.scores import format_scores, score_files
 
-    result = score_files(args.pred, args.truth, args.mask, ratio=args.ratio, scale=args.scale)
+    result = score_files(args.pred, args.truth, args.mask, ratio=args.ratio, reflectance_scale=args.reflectance_scale)
     if args.json:
         # JSON has no NaN or infinity: an undefined score (or the PSNR of a perfect match) is null.
         for values in result["scores"].values():
@@ -147,7 +147,8 @@ def _fuse(args: argparse.Namespace) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", NoGeoreferenceWarning)
         result = fuse_files(args.method, args.fine_ref, args.coarse_ref, args.coarse_target, args.out,
-                            ratio=args.ratio, window=args.window, scale=args.scale, weights=args.weights,
+                            ratio=args.ratio, window=args.window, reflectance_scale=args.reflectance_scale,
+                            weights=args.weights,
                             tile=args.tile, samples=args.samples, seed=args.seed, device=args.device)
     for warning in caught:  # one plain line each, like the errors
         print(f"stfusion: warning: {warning.message}", file=sys.stderr)
@@ -155,8 +156,9 @@ def _fuse(args: argparse.Namespace) -> None:
     print(f"{result['method']}: wrote {result['out']}{std} ({result['bands']} bands, {result['pixels']} valid pixels)")
 
 
-SCALE_OPTION = {"type": float, "default": None,
-                "help": "multiply values by this to get reflectance (default: 1e-4 for integer files, 1 for float)"}
+REFLECTANCE_SCALE_OPTION = {"type": float, "default": None, "metavar": "S",
+                            "help": "stored units per unit reflectance: values are divided by it (default: 10000 "
+                            "for integer files, 1 for float files)"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("--ratio", type=int, help="coarse over fine pixel size, e.g. 20 for 500 m MODIS over 25 m "
                       "Landsat (FSDAF needs it; a trained model knows its own)")
     fuse.add_argument("--window", type=int, help="search window side in fine pixels (odd), for methods with one")
-    fuse.add_argument("--scale", **SCALE_OPTION)
+    fuse.add_argument("--reflectance-scale", **REFLECTANCE_SCALE_OPTION)
     fuse.add_argument("--tile", type=int, help="trained models: inference tile side in pixels (default: as evaluated)")
     fuse.add_argument("--samples", type=int, help="stochastic models (stfdiff): samples to average; 2 or more also "
                       "write <out>_std.tif (default: as in its study)")
@@ -217,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--ratio", type=int,
                           help="coarse over fine pixel size, e.g. 20 for 500 m over 25 m: ERGAS uses h/l = 1/ratio "
                           "(without it ERGAS is not computed)")
-    evaluate.add_argument("--scale", **SCALE_OPTION)
+    evaluate.add_argument("--reflectance-scale", **REFLECTANCE_SCALE_OPTION)
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
     evaluate.set_defaults(run=_evaluate)
     return parser

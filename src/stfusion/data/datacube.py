@@ -26,15 +26,13 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from tqdm.auto import tqdm
 
-from stfusion import BANDS, REFLECTANCE_SCALE
+from stfusion import BANDS
 from stfusion.data.envi import read_envi
 from stfusion.data.manifest import Manifest
 from stfusion.data.raster import Grid, Raster, read_geotiff
 from stfusion.errors import InputError
 from stfusion.io import atomic_path
-
-INVALID_LOW, INVALID_HIGH = 0, REFLECTANCE_SCALE  # valid reflectance is (0, 10000]
-
+from stfusion.units import is_valid_stored
 
 def read_image(manifest: Manifest, date: str, role: str) -> Raster:
     """Read the ``role`` image of ``date`` in whatever format the manifest records."""
@@ -55,8 +53,8 @@ def read_image(manifest: Manifest, date: str, role: str) -> Raster:
 
 
 def valid_mask(image: np.ndarray) -> np.ndarray:
-    """True where every band holds a valid reflectance (0 < value <= 10000)."""
-    return np.all((image > INVALID_LOW) & (image <= INVALID_HIGH), axis=0)
+    """True where every band holds a valid reflectance (stored value in (0, reflectance scale])."""
+    return np.all(is_valid_stored(image), axis=0)
 
 
 def _read_checked(manifest: Manifest, date: str, role: str, grid: Grid | None) -> Raster:
@@ -98,7 +96,7 @@ def _assemble(manifest: Manifest, dates: list[str], grid: Grid, stacks: dict[str
         "y": t.f + t.e * (np.arange(grid.height) + 0.5),
         "x": t.c + t.a * (np.arange(grid.width) + 0.5),
     }
-    image_attrs = {"scale_factor": 1.0 / manifest.scale, "add_offset": 0.0, "units": "1"}
+    image_attrs = {"scale_factor": 1.0 / manifest.reflectance_scale, "add_offset": 0.0, "units": "1"}
     data_vars = {
         role: (("time", "band", "y", "x"), np.stack(stacks[role]),
                {**image_attrs, "long_name": f"{role} surface reflectance"})
@@ -138,9 +136,6 @@ def open_cube(path: str | os.PathLike) -> xr.Dataset:
     return cube
 
 
-def reflectance(values: np.ndarray | xr.DataArray) -> np.ndarray:
-    """int16 reflectance x 10000 -> float32 reflectance in [0, 1]."""
-    return np.asarray(values, dtype=np.float32) / np.float32(REFLECTANCE_SCALE)
 
 
 def cube_grid(cube: xr.Dataset) -> Grid:

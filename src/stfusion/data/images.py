@@ -5,10 +5,11 @@ Float reflectance, NaN = no data. The figures and the notebooks share them.
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from stfusion import BANDS
-from stfusion.data.datacube import reflectance
 from stfusion.errors import ConfigError
 
 TRUE_COLOUR_MAX = 0.25  # reflectance shown as white: keeps fields and soil readable, clips clouds
@@ -30,8 +31,20 @@ def composite(image: np.ndarray, channels: tuple[str, str, str], vmax, bands=BAN
 
 
 def true_colour(image: np.ndarray, vmax: float = TRUE_COLOUR_MAX) -> np.ndarray:
-    """(band, y, x) int16 reflectance x 10000 -> (y, x, 3) RGB in [0, 1] (used by the notebooks)."""
-    return composite(reflectance(image), ("red", "green", "blue"), vmax)[..., :3]
+    """(band, y, x) float reflectance -> (y, x, 3) RGB in [0, 1], black where NaN."""
+    return composite(image, ("red", "green", "blue"), vmax)[..., :3]
+
+
+def show_true_colour(images: dict[str, np.ndarray], title: str | None = None) -> Figure:
+    """One true-colour panel per ``{panel title: (band, y, x) reflectance}``, side by side (the notebooks' views)."""
+    fig, axes = plt.subplots(1, len(images), figsize=(4.5 * len(images), 4.5), constrained_layout=True, squeeze=False)
+    for ax, (name, image) in zip(axes[0], images.items()):
+        ax.imshow(true_colour(image))
+        ax.set_title(name)
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title)
+    return fig
 
 
 def ndvi(image: np.ndarray, bands=BANDS) -> np.ndarray:

@@ -6,7 +6,7 @@ alike; the preprocess stage reads nothing but what the manifest lists, after ver
 Layout (paths are relative to the manifest's folder)::
 
     {
-      "dataset": "cia-sim", "source": "synthetic", "ratio": 20, "scale": 10000,
+      "dataset": "cia-sim", "source": "synthetic", "ratio": 20, "reflectance_scale": 10000,
       "bands": ["blue", "green", "red", "nir", "swir1", "swir2"],
       "dates": [{"date": "2001-10-08", "fine": "fine/2001-10-08.tif",
                  "coarse": "coarse/2001-10-08.tif", "cover": "truth/cover_2001-10-08.tif",
@@ -47,8 +47,8 @@ class Manifest:
     files: dict[str, dict[str, Any]]
     folder: Path
     ratio: int  # coarse over fine pixel size
+    reflectance_scale: int  # stored integers per unit reflectance (stfusion.units)
     bands: list[str] = field(default_factory=lambda: ["blue", "green", "red", "nir", "swir1", "swir2"])
-    scale: int = 10000
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -76,7 +76,7 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset, "source": self.source, "bands": list(self.bands), "ratio": self.ratio,
-            "scale": self.scale, "dates": self.dates, "files": self.files, "meta": self.meta,
+            "reflectance_scale": self.reflectance_scale, "dates": self.dates, "files": self.files, "meta": self.meta,
         }
 
     def save(self) -> Path:
@@ -92,7 +92,7 @@ class Manifest:
         dates = [{k: (v if k == "date" else move(v)) for k, v in entry.items()} for entry in self.dates]
         files = {move(rel): info for rel, info in self.files.items()}
         return Manifest(self.dataset, self.source, dates, files, folder, ratio=self.ratio, bands=list(self.bands),
-                        scale=self.scale, meta=dict(self.meta))
+                        reflectance_scale=self.reflectance_scale, meta=dict(self.meta))
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "Manifest":
@@ -105,7 +105,7 @@ class Manifest:
             manifest = cls(
                 dataset=raw["dataset"], source=raw["source"], dates=list(raw["dates"]), files=dict(raw["files"]),
                 folder=folder, bands=list(raw.get("bands", cls.__dataclass_fields__["bands"].default_factory())),
-                ratio=int(raw["ratio"]), scale=int(raw.get("scale", 10000)), meta=dict(raw.get("meta", {})),
+                ratio=int(raw["ratio"]), reflectance_scale=int(raw["reflectance_scale"]), meta=dict(raw.get("meta", {})),
             )
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise InputError(f"{path}: not a valid manifest ({err!r})") from err

@@ -7,6 +7,7 @@ array plus its :class:`Grid`.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -18,9 +19,9 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
-from stfusion import REFLECTANCE_SCALE
-from stfusion.errors import InputError
+from stfusion.errors import ConfigError, InputError
 from stfusion.io import atomic_path
+from stfusion.units import REFLECTANCE_SCALE
 
 
 @dataclass(frozen=True)
@@ -78,17 +79,23 @@ def read_geotiff(path: str | os.PathLike, *, bands: int | None = None) -> Raster
     return Raster(data, grid, nodata, path)
 
 
-def as_reflectance(raster: Raster, scale: float | None = None) -> tuple[np.ndarray, float]:
-    """Float64 reflectance of ``raster`` with NaN at nodata, and the scale used.
+def as_reflectance(raster: Raster, reflectance_scale: float | None = None, *,
+                   key: str = "--reflectance-scale") -> tuple[np.ndarray, float]:
+    """Float64 reflectance of ``raster`` with NaN at nodata, and the reflectance scale used.
 
-    Integer rasters default to reflectance x 10000 (scale 1e-4), float rasters to reflectance.
+    Values are divided by ``reflectance_scale`` (stored units per unit reflectance); by default
+    :data:`~stfusion.units.REFLECTANCE_SCALE` for integer rasters and 1 for float rasters.
     """
-    if scale is None:
-        scale = 1 / REFLECTANCE_SCALE if np.issubdtype(raster.data.dtype, np.integer) else 1.0
+    if reflectance_scale is None:
+        reflectance_scale = REFLECTANCE_SCALE if np.issubdtype(raster.data.dtype, np.integer) else 1
+    if isinstance(reflectance_scale, bool) or not (isinstance(reflectance_scale, (int, float))
+                                                   and math.isfinite(reflectance_scale) and reflectance_scale > 0):
+        raise ConfigError(f"{key}: expected a positive number of stored units per unit reflectance "
+                          f"(10000 for reflectance x 10000), got {reflectance_scale!r}")
     data = raster.data.astype(np.float64)
     if raster.nodata is not None and not np.isnan(raster.nodata):
         data[raster.data == raster.nodata] = np.nan
-    return data * scale, scale
+    return data / reflectance_scale, reflectance_scale
 
 
 def write_geotiff(

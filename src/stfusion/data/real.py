@@ -39,13 +39,14 @@ import numpy as np
 import requests
 from tqdm.auto import tqdm
 
-from stfusion import BANDS, REFLECTANCE_SCALE
+from stfusion import BANDS
 from stfusion.data.datasets import get_dataset
 from stfusion.data.envi import find_header, parse_header
 from stfusion.data.manifest import Manifest, describe_file
 from stfusion.data.raster import Raster
 from stfusion.errors import ConfigError, InputError
 from stfusion.io import atomic_dir, sha256_file
+from stfusion.units import REFLECTANCE_SCALE, is_valid_stored
 
 DAP_BASE_URL = "https://data.csiro.au/dap/ws/v2"
 CITATION = "Emelyanova et al. 2013, Remote Sensing of Environment 133, 193-209"
@@ -308,7 +309,7 @@ def scan_raw_dir(
         dates.append(entry)
     manifest = Manifest(
         dataset=spec.name, source=SOURCE, dates=dates, files=files, folder=target,
-        bands=list(BANDS), ratio=get_dataset(spec.name).ratio, scale=REFLECTANCE_SCALE, meta=_meta(spec, raw_files, folder),
+        bands=list(BANDS), ratio=get_dataset(spec.name).ratio, reflectance_scale=REFLECTANCE_SCALE, meta=_meta(spec, raw_files, folder),
     )
     manifest.check_structure()
     if manifest_folder is not None:
@@ -564,8 +565,8 @@ def _block_mean(data: np.ndarray, valid: np.ndarray, ratio: int) -> tuple[np.nda
 
 
 def _valid(data: np.ndarray) -> np.ndarray:
-    """Valid = 0 < x <= 10000 in every band (excludes fill -28672 and wrapped negatives)."""
-    return ((data > 0) & (data <= REFLECTANCE_SCALE)).all(axis=0)
+    """Valid in every band (excludes fill -28672 and wrapped negatives)."""
+    return is_valid_stored(data).all(axis=0)
 
 
 def _band_name(index: int, count: int) -> str:

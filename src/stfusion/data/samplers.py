@@ -19,10 +19,10 @@ import torch
 import xarray as xr
 from torch.utils.data import Dataset
 
-from stfusion import REFLECTANCE_SCALE
 from stfusion.data.datacube import date_index
 from stfusion.data.splits import Pair
 from stfusion.errors import ConfigError
+from stfusion.units import to_reflectance
 
 
 def augment(arrays: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -86,7 +86,7 @@ class PairPatchDataset(Dataset):
         if self.augment:
             arrays = augment(arrays, rng)
         sample = {
-            name: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32) / np.float32(REFLECTANCE_SCALE))
+            name: torch.from_numpy(np.ascontiguousarray(to_reflectance(a)))
             for name, a in arrays.items() if name != "valid"
         }
         sample["valid"] = torch.from_numpy(np.ascontiguousarray(arrays["valid"], dtype=np.float32))

@@ -70,11 +70,12 @@ from affine import Affine
 from rasterio.crs import CRS
 from scipy import ndimage
 
-from stfusion import BANDS, REFLECTANCE_SCALE
+from stfusion import BANDS
 from stfusion.data.manifest import Manifest, describe_file
 from stfusion.data.raster import Grid, write_geotiff
 from stfusion.errors import ConfigError
 from stfusion.io import atomic_dir
+from stfusion.units import REFLECTANCE_SCALE, to_stored
 
 # --------------------------------------------------------------------------------------------
 # Cover classes and spectra
@@ -481,12 +482,6 @@ def _render(scene: _Scene, tpl_name: str, date: str) -> tuple[np.ndarray, np.nda
     return image, cover
 
 
-def _to_int16(image: np.ndarray) -> np.ndarray:
-    """Reflectance -> int16 x 10000, clipped to [1, 10000] (0 and negatives mean invalid)."""
-    scaled = np.rint(image * REFLECTANCE_SCALE)
-    return np.clip(scaled, 1, REFLECTANCE_SCALE, out=scaled).astype(np.int16)
-
-
 # --------------------------------------------------------------------------------------------
 # Dataset
 
@@ -520,7 +515,7 @@ def generate_dataset(dataset: str, folder: str | os.PathLike, config: dict | Non
             entries.append(entry)
         files = {e[role]: describe_file(tmp, e[role], "gtiff") for e in entries for role in e if role != "date"}
         Manifest(dataset=dataset, source="synthetic", dates=entries, files=files, folder=tmp, bands=list(BANDS),
-                 ratio=cfg["ratio"], scale=REFLECTANCE_SCALE, meta=_meta(cfg, tpl, grid, dates)).save()
+                 ratio=cfg["ratio"], reflectance_scale=REFLECTANCE_SCALE, meta=_meta(cfg, tpl, grid, dates)).save()
     return Manifest.load(folder)
 
 
@@ -535,9 +530,9 @@ def _write_date(tmp: Path, date: str, scene: _Scene, tpl: _Template, cfg: dict, 
                              offset=COARSE_OFFSET, shift=shift, noise=cfg["noise"], rng=rng)
     entry = {"date": date, "fine": f"fine/{date}.tif", "coarse": f"coarse/{date}.tif",
              "cover": f"truth/cover_{date}.tif", "change": f"truth/change_{date}.tif"}
-    write_geotiff(tmp / entry["fine"], _to_int16(fine), grid, band_names=BANDS)
+    write_geotiff(tmp / entry["fine"], to_stored(fine), grid, band_names=BANDS)
     del fine
-    write_geotiff(tmp / entry["coarse"], _to_int16(coarse), grid, band_names=BANDS)
+    write_geotiff(tmp / entry["coarse"], to_stored(coarse), grid, band_names=BANDS)
     write_geotiff(tmp / entry["cover"], cover, grid, band_names=("cover",))
     change = (cover != (cover if first_cover is None else first_cover)).astype(np.uint8)
     write_geotiff(tmp / entry["change"], change, grid, band_names=("change",))

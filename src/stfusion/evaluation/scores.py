@@ -20,13 +20,14 @@ import pandas as pd
 import xarray as xr
 from tqdm.auto import tqdm
 
-from stfusion.data.datacube import cube_ratio, date_index, open_cube, reflectance
+from stfusion.data.datacube import cube_ratio, date_index, open_cube
 from stfusion.data.formats import read_raster
 from stfusion.data.raster import as_reflectance, read_geotiff
 from stfusion.data.splits import Pair, Splits
 from stfusion.errors import InputError
 from stfusion.evaluation.metrics import DEFAULT_CHANGE_THRESHOLD, METRICS, Conventions, compute_metrics, observed_change, score_table
 from stfusion.inference.predict import prediction_name, uncertainty_name
+from stfusion.units import to_reflectance
 
 COLUMNS = ["dataset", "method", "family", "reference_date", "target_date", "band", "region", "metric", "value"]
 REGIONS = ("all", "changed", "unchanged")
@@ -50,7 +51,7 @@ def change_regions(cube: xr.Dataset, pair: Pair, threshold: float = DEFAULT_CHAN
         changed = cube["cover"][ref].values != cube["cover"][target].values
         source = "truth: land-cover class differs between reference and target"
     else:
-        changed = observed_change(reflectance(cube["fine"][ref].values), reflectance(cube["fine"][target].values), threshold)
+        changed = observed_change(to_reflectance(cube["fine"][ref].values), to_reflectance(cube["fine"][target].values), threshold)
         source = f"observed: max band |F2 - F1| > {threshold} reflectance"
     return {"all": np.ones_like(changed), "changed": changed, "unchanged": ~changed}, source
 
@@ -59,7 +60,7 @@ def score_pair(cube: xr.Dataset, pair: Pair, prediction: np.ndarray, *, conventi
                change_threshold: float = DEFAULT_CHANGE_THRESHOLD) -> pd.DataFrame:
     """Every metric, per band and overall, in every region, of one prediction (band, region, metric, value)."""
     ref, target = date_index(cube, pair[0]), date_index(cube, pair[1])
-    observed = reflectance(cube["fine"][target].values)
+    observed = to_reflectance(cube["fine"][target].values)
     mask = cube["valid"][ref].values.astype(bool) & cube["valid"][target].values.astype(bool)
     regions, _ = change_regions(cube, pair, change_threshold)
     return score_table(prediction, observed, mask, regions=regions, band_names=[str(b) for b in cube["band"].values],
@@ -163,7 +164,7 @@ def uncertainty_table(cube: xr.Dataset, splits: Splits, pred_dir: str | os.PathL
         std = read_geotiff(path, bands=cube.sizes["band"]).data
         prediction = read_geotiff(Path(pred_dir) / prediction_name(pair), bands=cube.sizes["band"]).data
         target = date_index(cube, pair[1])
-        observed = reflectance(cube["fine"][target].values)
+        observed = to_reflectance(cube["fine"][target].values)
         observed[:, ~cube["valid"][target].values.astype(bool)] = np.nan
         frames.append(uncertainty_deciles(std, prediction - observed).assign(
             dataset=splits.dataset, method=run["method"], reference_date=pair[0], target_date=pair[1]))
@@ -197,12 +198,12 @@ def dataset_results(workspace, dataset: str, methods: list[str], ablation: dict[
 
 
 def score_files(pred: str | os.PathLike, truth: str | os.PathLike, mask: str | os.PathLike | None = None, *,
-                ratio: int | None = None, scale: float | None = None) -> dict:
+                ratio: int | None = None, reflectance_scale: float | None = None) -> dict:
     """Score a predicted raster against an observed one (same grid and bands).
 
     NaN and nodata pixels of either file, and pixels where the optional single-band ``mask`` raster
-    is 0 or nodata, are excluded. Integer rasters are read as reflectance x 10000 unless ``scale``
-    says otherwise. Returns the scores ``{metric: {band: value}}``, the conventions and the number
+    is 0 or nodata, are excluded. Values are divided by ``reflectance_scale`` (default: 10000 for
+    integer rasters, 1 for float rasters). Returns the scores ``{metric: {band: value}}``, the conventions and the number
     of evaluated pixels.
     """
     conventions = Conventions(ratio=ratio)
@@ -210,8 +211,8 @@ def score_files(pred: str | os.PathLike, truth: str | os.PathLike, mask: str | o
     if p_raster.data.shape[0] != t_raster.data.shape[0]:
         raise InputError(f"{pred}: has {p_raster.data.shape[0]} bands but {truth} has {t_raster.data.shape[0]}")
     t_raster.grid.require_same(p_raster.grid, what=f"{pred} against {truth}")
-    prediction, p_scale = as_reflectance(p_raster, scale)
-    observed, t_scale = as_reflectance(t_raster, scale)
+    prediction, p_scale = as_reflectance(p_raster, reflectance_scale)
+    observed, t_scale = as_reflectance(t_raster, reflectance_scale)
     valid = np.ones(observed.shape[1:], bool)
     if mask is not None:
         m_raster = read_raster(mask)
@@ -227,7 +228,7 @@ def score_files(pred: str | os.PathLike, truth: str | os.PathLike, mask: str | o
     names = [f"band{k + 1}" for k in range(observed.shape[0])]
     scores = compute_metrics(prediction, observed, valid, band_names=names, conventions=conventions)["all"]
     return {"scores": scores, "pixels": int(valid.sum()), "conventions": conventions.as_dict(),
-            "scale": {"prediction": p_scale, "truth": t_scale}, "prediction": str(pred), "truth": str(truth)}
+            "reflectance_scale": {"prediction": p_scale, "truth": t_scale}, "prediction": str(pred), "truth": str(truth)}
 
 
 def format_scores(result: dict) -> str:
@@ -236,7 +237,7 @@ def format_scores(result: dict) -> str:
     table = table[[c for c in table.columns if c != "all"] + ["all"]]
     text = table.to_string(float_format=lambda v: f"{v:.6g}", na_rep="-")
     conv = result["conventions"]
-    return (f"{text}\n\n{result['pixels']} valid pixels; reflectance = value x {result['scale']['truth']:g}; "
+    return (f"{text}\n\n{result['pixels']} valid pixels; reflectance = value / {result['reflectance_scale']['truth']:g}; "
             f"SSIM Gaussian {conv['ssim_window']}x{conv['ssim_window']} sigma {conv['ssim_sigma']}; "
             f"SAM in {conv['sam_unit']}; " + (f"ERGAS h/l = 1/{conv['ratio']}" if conv["ratio"] else
                                                 "no ERGAS (give --ratio, the coarse over fine pixel size)"))

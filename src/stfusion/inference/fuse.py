@@ -38,7 +38,7 @@ class NoGeoreferenceWarning(UserWarning):
     """The inputs have no CRS, so neither has the prediction."""
 
 
-def _read_inputs(paths: dict[str, Path], scale: float | None):
+def _read_inputs(paths: dict[str, Path], reflectance_scale: float | None):
     """Reflectance of the inputs, their common grid, and the mask of pixels valid in all."""
     rasters = {name: read_raster(path) for name, path in paths.items()}
     first_name, first = next(iter(rasters.items()))
@@ -46,7 +46,7 @@ def _read_inputs(paths: dict[str, Path], scale: float | None):
         if raster.data.shape[0] != first.data.shape[0]:
             raise InputError(f"{paths[name]}: has {raster.data.shape[0]} bands but {paths[first_name]} has {first.data.shape[0]}")
         first.grid.require_same(raster.grid, what=f"{paths[name]} against {paths[first_name]}")
-    data = {name: as_reflectance(raster, scale)[0] for name, raster in rasters.items()}
+    data = {name: as_reflectance(raster, reflectance_scale)[0] for name, raster in rasters.items()}
     valid = np.logical_and.reduce([np.isfinite(d).all(axis=0) for d in data.values()])
     return data, first.grid, valid
 
@@ -99,7 +99,7 @@ def _trained(weights: str | os.PathLike, method_name: str | None, *, window: int
 
 def fuse_files(method_name: str | None, fine_ref: str | os.PathLike, coarse_ref: str | os.PathLike | None,
                coarse_target: str | os.PathLike, out: str | os.PathLike, *, ratio: int | None = None,
-               window: int | None = None, scale: float | None = None, weights: str | os.PathLike | None = None,
+               window: int | None = None, reflectance_scale: float | None = None, weights: str | os.PathLike | None = None,
                tile: int | None = None, samples: int | None = None, seed: int = 0,
                device: str | None = None) -> dict:
     """Predict the fine image of the target date and write it to ``out``.
@@ -107,8 +107,8 @@ def fuse_files(method_name: str | None, fine_ref: str | os.PathLike, coarse_ref:
     ``method_name`` names a method without training; ``weights`` a trained model's ``model.pt`` (then
     ``method_name``, if given, must be the model it holds). ``ratio`` is the coarse over fine pixel size
     (20 for 500 m / 25 m; needed by FSDAF, taken from a model built for one) and must divide the grid; ``window`` the side of a traditional method's search
-    window in fine pixels (odd). Integer inputs are read as reflectance x 10000 unless ``scale`` says
-    otherwise. Trained models only: ``tile`` (default: the tile it was evaluated with), ``samples`` and
+    window in fine pixels (odd). Input values are divided by ``reflectance_scale`` (default: 10000 for
+    integer files, 1 for float files). Trained models only: ``tile`` (default: the tile it was evaluated with), ``samples`` and
     ``seed`` (stochastic models; default samples: as in its study), ``device`` (default: CUDA when present).
     ``coarse_ref`` may be None for models that do not use it (GAN-STFM, MCBAM-GAN).
     """
@@ -132,7 +132,7 @@ def fuse_files(method_name: str | None, fine_ref: str | os.PathLike, coarse_ref:
     paths = {"fine_ref": Path(fine_ref), "coarse_target": Path(coarse_target)}
     if coarse_ref is not None:
         paths["coarse_ref"] = Path(coarse_ref)
-    data, grid, valid = _read_inputs(paths, scale)
+    data, grid, valid = _read_inputs(paths, reflectance_scale)
     _check_inputs(paths, grid, valid, ratio, info["bands"], next(iter(data.values())).shape[0])
     # A model that ignores C1 still takes an array in its place: the target's coarse image.
     result = predict(data["fine_ref"], data.get("coarse_ref", data["coarse_target"]), data["coarse_target"],

@@ -19,11 +19,12 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
-from stfusion.data.datacube import cube_grid, cube_ratio, date_index, reflectance, valid_mask
+from stfusion.data.datacube import cube_grid, cube_ratio, date_index, valid_mask
 from stfusion.data.raster import write_geotiff
 from stfusion.data.splits import Pair, Splits
 from stfusion.io import atomic_dir, write_json
 from stfusion.methods.registry import Method
+from stfusion.units import to_reflectance
 
 
 def prediction_name(pair: Pair) -> str:
@@ -40,9 +41,9 @@ def pair_inputs(cube: xr.Dataset, pair: Pair) -> dict[str, np.ndarray]:
     """Float reflectance inputs of ``pair`` and the valid mask of the inputs."""
     ref, target = date_index(cube, pair[0]), date_index(cube, pair[1])
     return {
-        "fine_ref": reflectance(cube["fine"][ref].values),
-        "coarse_ref": reflectance(cube["coarse"][ref].values),
-        "coarse_target": reflectance(cube["coarse"][target].values),
+        "fine_ref": to_reflectance(cube["fine"][ref].values),
+        "coarse_ref": to_reflectance(cube["coarse"][ref].values),
+        "coarse_target": to_reflectance(cube["coarse"][target].values),
         "valid": cube["valid"][ref].values.astype(bool) & valid_mask(cube["coarse"][target].values),
     }
 

@@ -33,9 +33,9 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from stfusion import BANDS
-from stfusion.data.datacube import date_index, open_cube, reflectance
+from stfusion.data.datacube import date_index, open_cube
 from stfusion.data.images import (DIFFERENCE_PERCENTILE, TRUE_COLOUR_MAX, band_index, composite, difference, ndvi,
-                                  symmetric_limit, true_colour)
+                                  symmetric_limit)
 from stfusion.data.raster import read_geotiff
 from stfusion.data.splits import Pair, Splits
 from stfusion.data.datasets import PAPER_NAMES, get_dataset
@@ -46,6 +46,7 @@ from stfusion.io import atomic_path
 from stfusion.methods.registry import FAMILY_COLOURS, get_method
 from stfusion.inference.predict import prediction_name, uncertainty_name
 from stfusion.reporting.published import load_published
+from stfusion.units import to_reflectance
 
 FIGURE_GUIDE = {
     "boxplots": (
@@ -234,7 +235,7 @@ class Scene:
 
 def _observed(cube: xr.Dataset, date: str) -> np.ndarray:
     t = date_index(cube, date)
-    image = reflectance(cube["fine"][t].values)
+    image = to_reflectance(cube["fine"][t].values)
     image[:, cube["valid"][t].values == 0] = np.nan
     return image
 

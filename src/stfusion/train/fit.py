@@ -45,7 +45,6 @@ from stfusion.data.datacube import cube_ratio, date_index
 from stfusion.data.splits import Splits
 from stfusion.errors import ConfigError
 from stfusion.io import write_json
-from stfusion import REFLECTANCE_SCALE
 from stfusion.methods.models.standardize import Standardized, band_statistics
 from stfusion.methods.models import (AUTOENCODER, arch_for_data, build_autoencoder, build_model, construct, count_parameters,
                              get_model_spec)
@@ -53,6 +52,7 @@ from stfusion.train.config import TrainConfig
 from stfusion.train.datamodule import FusionDataModule
 from stfusion.train.tasks import AdversarialTask, AutoencoderTask, DiffusionTask, FusionTask, RegressionTask
 from stfusion.inference.weights import load_feature_encoder
+from stfusion.units import REFLECTANCE_SCALE
 
 HISTORY_COLUMNS = ("epoch", "split", "metric", "value")
 

@@ -20,7 +20,7 @@ from scipy.optimize import lsq_linear
 from stfusion.methods.baselines import check_window
 from stfusion.errors import InputError
 
-_DN = 10000.0  # the official code's DN range; its DN-sized constants are divided by it
+_DN = 10000.0  # the official code's DN range (not the data's reflectance scale): its DN-sized constants are divided by it
 _EPS_SIMILARITY = 1e-8 / _DN  # S_S / (F1 + 1e-8)
 _EPS_WEIGHT = 1e-6 / _DN  # residual weights + 0.000001
 _MAX_WEIGHT = 10.0  # cap of the normalised residual weights

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from stfusion.methods.baselines import check_window
 from stfusion.errors import InputError
+from stfusion.units import REFLECTANCE_SCALE
 
 __all__ = ["StarfmParams", "predict_starfm", "starfm"]
 
@@ -36,7 +37,7 @@ class StarfmParams:
     landsat_uncertainty: float = 0.005  # LANDSAT_UNCERTAINTY (50 x 1e-4)
     modis_uncertainty: float = 0.005  # MODIS_UNCERTAINTY
     data_range: tuple[float, float] = (0.0, 1.0)  # LANDSAT_/MODIS_DATA_RANGE
-    scale_factor: float = 10000.0  # SCALE_FACTOR: integer units per unit reflectance
+    reflectance_scale: float = float(REFLECTANCE_SCALE)  # SCALE_FACTOR: stored units per unit reflectance
     use_spatial: bool = True  # USE_SPATIAL_FLAG
     symmetric_window: bool = False  # True: -h..+h instead of the C code's -h..h-1
 
@@ -44,19 +45,19 @@ class StarfmParams:
         def fail(name: str, why: str) -> None:
             raise InputError(f"params.{name}: {getattr(self, name)!r} {why}")
 
-        for name in ("max_search_distance", "resolution", "scale_factor", "landsat_uncertainty", "modis_uncertainty"):
+        for name in ("max_search_distance", "resolution", "reflectance_scale", "landsat_uncertainty", "modis_uncertainty"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 fail(name, "is not a finite number >= 0")
-        if self.resolution <= 0 or self.scale_factor <= 0:
-            fail("resolution" if self.resolution <= 0 else "scale_factor", "must be positive")
+        if self.resolution <= 0 or self.reflectance_scale <= 0:
+            fail("resolution" if self.resolution <= 0 else "reflectance_scale", "must be positive")
         if isinstance(self.num_slice_pure_test, bool) or not isinstance(self.num_slice_pure_test, int) or self.num_slice_pure_test < 1:
             fail("num_slice_pure_test", "is not an integer >= 1")
         if self.use_spatial and int(2 * self.max_search_distance / self.resolution) < 1:
             fail("max_search_distance", f"gives an empty window at resolution {self.resolution}")
         try:
             low, high = (float(v) for v in self.data_range)
-            increasing = math.isfinite(low + high) and round(high * self.scale_factor) > round(low * self.scale_factor)
+            increasing = math.isfinite(low + high) and round(high * self.reflectance_scale) > round(low * self.reflectance_scale)
         except (TypeError, ValueError):
             increasing = False
         if not increasing:
@@ -73,7 +74,7 @@ class StarfmParams:
 
     def units(self) -> dict[str, int]:
         """Data range and uncertainties in the C code's integer units (rules 1 and 3)."""
-        s = self.scale_factor
+        s = self.reflectance_scale
         to_int = lambda value: int(value * s + 1e-6)  # C truncates; the guard absorbs 0.005 * 10000 = 49.99..
         r0, r1 = round(self.data_range[0] * s), round(self.data_range[1] * s)
         u_m, u_l = to_int(self.modis_uncertainty), to_int(self.landsat_uncertainty)
@@ -168,7 +169,7 @@ def _predict_tile(images: tuple[np.ndarray, np.ndarray, np.ndarray], box: tuple[
     sum_w, sum_wp = crop(sum_w), crop(sum_wp)
     units = sum_wp / sum_w + u["r0"]
     good = (sum_w > 0) & (units > u["r0"]) & (units < u["r1"])  # rule 7: fill outside the data range
-    return torch.where(good, units / params.scale_factor, torch.nan).cpu().numpy()
+    return torch.where(good, units / params.reflectance_scale, torch.nan).cpu().numpy()
 
 
 def _terms(fine: torch.Tensor, coarse: torch.Tensor, target: torch.Tensor, h: int, before: int,
@@ -271,10 +272,10 @@ def predict_starfm(fine_refs: np.ndarray, coarse_refs: np.ndarray, coarse_target
     tile_shape = _tile_shape(tile, device)
 
     u = params.units()
-    fine_u = _to_units(fine, u, params.scale_factor, "fine_refs")
+    fine_u = _to_units(fine, u, params.reflectance_scale, "fine_refs")
     fine_u[~np.broadcast_to(mask[:, None], fine_u.shape)] = np.nan  # masked pixels: no statistics, no candidate
-    images = (fine_u, _to_units(coarse, u, params.scale_factor, "coarse_refs"),
-              _to_units(target, u, params.scale_factor, "coarse_target"))
+    images = (fine_u, _to_units(coarse, u, params.reflectance_scale, "coarse_refs"),
+              _to_units(target, u, params.reflectance_scale, "coarse_target"))
     slices = torch.from_numpy(_slices(fine_u, params, u))
     if not params.use_spatial:  # rule 8: no similarity test, i.e. a slice wider than the data range
         slices.fill_(u["r1"] - u["r0"] + 1)

@@ -47,9 +47,9 @@ class Standardized(FusionModel):
         return [self._out(y) for y in out] if isinstance(out, (list, tuple)) else self._out(out)
 
 
-def band_statistics(fine: np.ndarray, valid: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+def band_statistics(fine: np.ndarray, valid: np.ndarray, reflectance_scale: float) -> tuple[np.ndarray, np.ndarray]:
     """Per-band mean and standard deviation of ``fine`` (time, band, y, x) over valid pixels, in reflectance."""
-    values = fine.astype(np.float64) / scale
+    values = fine.astype(np.float64) / reflectance_scale
     mask = np.broadcast_to(valid[:, None].astype(bool), values.shape)
     mean = np.array([values[:, b][mask[:, b]].mean() for b in range(values.shape[1])])
     std = np.array([values[:, b][mask[:, b]].std() for b in range(values.shape[1])])

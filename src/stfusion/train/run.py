@@ -17,13 +17,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 import xarray as xr
 
 from stfusion.data.splits import Splits
 from stfusion.io import atomic_dir, write_json
-from stfusion.methods.registry import Method, get_method
+from stfusion.methods.registry import get_method
 from stfusion.methods.models import AUTOENCODER
 from stfusion.inference.predict import predict_split
 from stfusion.inference.sampling import deep_predictor, sampling_record

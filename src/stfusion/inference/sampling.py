@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from stfusion.inference.tiling import predict_scene
 from stfusion.methods.models.base import FusionModel
 

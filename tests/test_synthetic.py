@@ -8,6 +8,7 @@ from rasterio.crs import CRS
 
 from stfusion import BANDS
 from stfusion.data import synthetic
+from stfusion.data.coarse_pixel import block_mean
 from stfusion.data.manifest import Manifest
 from stfusion.data.raster import read_geotiff
 from stfusion.data.synthetic import (
@@ -42,11 +43,6 @@ def reflectance(manifest: Manifest, date: str, role: str = "fine") -> np.ndarray
 
 def ndvi(image: np.ndarray) -> np.ndarray:
     return (image[NIR] - image[RED]) / (image[NIR] + image[RED])
-
-
-def block_means(image: np.ndarray, ratio: int) -> np.ndarray:
-    bands, height, width = image.shape
-    return image.reshape(bands, height // ratio, ratio, width // ratio, ratio).mean(axis=(2, 4))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,7 +114,7 @@ def test_coarse_is_blockwise_constant_and_tracks_the_fine_blocks(cia):
         coarse = reflectance(cia, date, "coarse")
         blocks = coarse.reshape(6, 6, 20, 5, 20)
         assert (blocks == blocks[:, :, :1, :, :1]).all()
-        fine_means.append(block_means(reflectance(cia, date), 20).reshape(6, -1))
+        fine_means.append(block_mean(reflectance(cia, date), 20).reshape(6, -1))
         calibrated.append(((coarse[:, ::20, ::20] - np.reshape(COARSE_OFFSET, (6, 1, 1)))
                            / np.reshape(COARSE_GAIN, (6, 1, 1))).reshape(6, -1))
         for band in range(6):  # one small date has few blocks and the PSF mixes neighbours: a loose bound

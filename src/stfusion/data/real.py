@@ -40,6 +40,7 @@ import requests
 from tqdm.auto import tqdm
 
 from stfusion import BANDS
+from stfusion.data.coarse_pixel import block_mean, valid_fraction
 from stfusion.data.datasets import get_dataset
 from stfusion.data.envi import find_header, parse_header
 from stfusion.data.manifest import Manifest, describe_file
@@ -555,13 +556,8 @@ def _collection_licence(session: requests.Session, collection: str, timeout: flo
 
 
 def _block_mean(data: np.ndarray, valid: np.ndarray, ratio: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of valid pixels per ratio x ratio block, and whether at least half the block is valid."""
-    bands, height, width = data.shape
-    h, w = height // ratio, width // ratio
-    blocks = lambda a: a[..., : h * ratio, : w * ratio].reshape(*a.shape[:-2], h, ratio, w, ratio)
-    weight = blocks(valid.astype(np.float64)).sum(axis=(-3, -1))
-    total = blocks(np.where(valid, data, 0).astype(np.float64)).sum(axis=(-3, -1))
-    return total / np.maximum(weight, 1), weight >= ratio * ratio / 2
+    """Mean of valid pixels per coarse pixel, and whether at least half of its fine pixels are valid."""
+    return block_mean(data, ratio, valid), valid_fraction(valid, ratio) >= 0.5
 
 
 def _valid(data: np.ndarray) -> np.ndarray:

@@ -71,6 +71,7 @@ from rasterio.crs import CRS
 from scipy import ndimage
 
 from stfusion import BANDS
+from stfusion.data.coarse_pixel import block_mean
 from stfusion.data.manifest import Manifest, describe_file
 from stfusion.data.raster import Grid, write_geotiff
 from stfusion.errors import ConfigError
@@ -263,8 +264,7 @@ def simulate_coarse(
     if psf_sigma > 0:
         sigma = psf_sigma * ratio
         x = ndimage.gaussian_filter(x, sigma=(0.0, sigma, sigma), mode="reflect")
-    # float64 accumulation so the block mean of a uniform block is exact
-    coarse = x.reshape(bands, height // ratio, ratio, width // ratio, ratio).mean(axis=(2, 4), dtype=np.float64)
+    coarse = block_mean(x, ratio)
     if noise > 0:
         coarse += (rng if rng is not None else np.random.default_rng(0)).normal(0.0, noise, coarse.shape)
     return np.repeat(np.repeat(coarse.astype(np.float32), ratio, axis=1), ratio, axis=2)

@@ -17,8 +17,9 @@ import torch
 from scipy import ndimage
 from scipy.optimize import lsq_linear
 
-from stfusion.methods.baselines import check_window
+from stfusion.data.coarse_pixel import block_mean
 from stfusion.errors import InputError
+from stfusion.methods.baselines import check_window
 
 _DN = 10000.0  # the official code's DN range (not the data's reflectance scale): its DN-sized constants are divided by it
 _EPS_SIMILARITY = 1e-8 / _DN  # S_S / (F1 + 1e-8)
@@ -104,7 +105,7 @@ def predict_fsdaf(fine_ref, coarse_ref, coarse_target, *, ratio: int, valid=None
     clock("1 classification")
     fractions = class_fractions(cls, k, ratio)
     clock("2 fractions")
-    mc1, mc2 = (block_mean(torch.as_tensor(a), torch.as_tensor(ok), ratio).numpy() for a in (c1, c2))
+    mc1, mc2 = (block_mean(a, ratio, ok) for a in (c1, c2))
     change = unmix(fractions, mc2 - mc1, params.num_pure, what="valid" if valid is not None else "fine_ref")
     clock("3 unmixing")
     t = lambda a: torch.as_tensor(a, device=dev)  # noqa: E731
@@ -277,15 +278,6 @@ def class_fractions(classes: np.ndarray, num_class: int, ratio: int) -> np.ndarr
     return fractions
 
 
-def block_mean(image: torch.Tensor, valid: torch.Tensor, ratio: int) -> torch.Tensor:
-    """float64 (..., Hc, Wc) mean over the valid fine pixels of each coarse pixel (NaN if none)."""
-    *lead, h, w = image.shape
-    shape = (*lead, h // ratio, ratio, w // ratio, ratio)
-    v = valid.reshape(shape[-4:])
-    total = torch.where(v, image.double().reshape(shape), 0.0).sum((-3, -1))
-    return total / v.sum((-3, -1))  # 0/0 = NaN where no valid pixel
-
-
 def unmix(fractions: np.ndarray, coarse_change: np.ndarray, num_pure: int, *, what: str = "fine_ref") -> np.ndarray:
     """(band, class) temporal change of each class by bounded least squares on the purest coarse pixels.
 
@@ -423,7 +415,7 @@ def distribute_residual(fine, f2_tp, f2_sp, hi, coarse_ref, coarse_target, valid
     hc, wc = h // ratio, w // ratio
 
     def mean(a):  # block mean over the valid pixels, broadcast back to the fine grid
-        return (block_mean(a, valid, ratio)[:, None, :, None]).expand(hc, ratio, wc, ratio).reshape(h, w)
+        return (block_mean(a, ratio, valid)[:, None, :, None]).expand(hc, ratio, wc, ratio).reshape(h, w)
 
     out = torch.zeros_like(fine)
     for b in range(nb):

@@ -146,8 +146,8 @@ class STFDiff(FusionModel):
             raise ConfigError(f"dim_mults must be a non-empty sequence of positive integers, got {dim_mults!r}")
         dim_mults = tuple(check_positive_int(f"dim_mults[{i}]", m) for i, m in enumerate(dim_mults))
         self.schedule = CosineSchedule(check_positive_int("timesteps", timesteps))
-        self.sample_steps = check_positive_int("sample_steps", sample_steps)
-        if self.sample_steps > timesteps:
+        sample_steps = check_positive_int("sample_steps", sample_steps)
+        if sample_steps > timesteps:
             raise ConfigError(f"sample_steps must be <= timesteps ({timesteps}), got {sample_steps}")
         for name, value in (("eta", eta), ("gain", gain), ("shift", shift)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -158,11 +158,11 @@ class STFDiff(FusionModel):
             raise ConfigError(f"clip must be a positive number or null, got {clip!r}")
         if not isinstance(residual, bool):
             raise ConfigError(f"residual must be true or false, got {residual!r}")
-        self.eta, self.clip, self.residual = float(eta), clip, residual
+        self.clip, self.residual = clip, residual
         self.gain, self.shift = float(gain), float(shift)
         self.seed = int(seed)
         self.denoiser = DualStreamUNet(self.bands, dim, dim_mults)
-        sampling = Sampling(self.sample_steps, self.eta, noise_channels(self.bands, self.sample_steps, self.eta))
+        sampling = Sampling(sample_steps, float(eta), noise_channels(self.bands, sample_steps, float(eta)))
         # input_statistics: see choice 4, the chain's reach grows with every step
         self.traits = ModelTraits(receptive_field=self.denoiser.receptive_field, alignment=2 ** (len(dim_mults) - 1),
                                   input_statistics=True, sampling=sampling)
@@ -183,14 +183,15 @@ class STFDiff(FusionModel):
         return crop(self.denoiser(padded[0], t, *padded[1:]), size)
 
     def forward(self, fine_ref: Tensor, coarse_ref: Tensor, coarse_target: Tensor, noise: Tensor | None = None) -> Tensor:
-        channels = self.traits.sampling.noise_channels
+        sampling = self.traits.sampling
+        channels = sampling.noise_channels
         if noise is None:
             generator = torch.Generator().manual_seed(self.seed)
             shape = (fine_ref.shape[0], channels, *fine_ref.shape[-2:])
             noise = torch.randn(shape, generator=generator).to(fine_ref.device, fine_ref.dtype)
         if noise.shape[1] != channels or noise.shape[-2:] != fine_ref.shape[-2:]:
             raise ConfigError(f"noise has shape {tuple(noise.shape)}; expected (N, {channels}, "
-                              f"{fine_ref.shape[-2]}, {fine_ref.shape[-1]}) for {self.sample_steps} steps, eta={self.eta}")
+                              f"{fine_ref.shape[-2]}, {fine_ref.shape[-1]}) for {sampling.steps} steps, eta={sampling.eta}")
         x0 = ddim_sample(lambda x, t: self.denoise(x, t, fine_ref, coarse_ref, coarse_target), self.schedule,
-                         noise.to(fine_ref.dtype), steps=self.sample_steps, eta=self.eta, clip=self.clip)
+                         noise.to(fine_ref.dtype), steps=sampling.steps, eta=sampling.eta, clip=self.clip)
         return self.x0_to_target(x0, fine_ref)

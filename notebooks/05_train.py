@@ -1,9 +1,10 @@
 # %% [markdown]
 # # 5 · Train and predict
 #
-# One run of this notebook trains one deep model on one dataset (DVC runs it for every dataset ×
-# model) and predicts the full scene of every test pair. Predictions are float GeoTIFFs in
-# `data/predictions/<dataset>/<method>/`, with `run.json` recording parameter count and timings.
+# One run of this notebook trains one deep model on one dataset with one seed (DVC runs it for every
+# dataset × model × seed of `seeds`) and predicts the full scene of every test pair. Predictions are
+# float GeoTIFFs in `data/predictions/<dataset>/<method>/seed-<seed>/`, with `run.json` recording
+# parameter count and timings. The seed fixes the initial weights and every training patch.
 #
 # - The deep models (CNN: `dcstfn`, `edcstfn`; GAN: `gan-stfm`, `mcbam-gan`; Transformer: `swinstfm`;
 #   diffusion: `stfdiff`) are trained with Lightning on patches of the training pairs, at the tier
@@ -48,9 +49,10 @@ print(f"tier {tier}: {config.epochs} epochs × {config.steps_per_epoch} steps of
 
 # %%
 encoder = ws.autoencoder(dataset) / "autoencoder.pt" if get_model_spec(method).feature_encoder else None
-out_dir = ws.predictions(dataset, method)
+out_dir = ws.predictions(dataset, method, seed)
 record = run_method(method, cube, split, out_dir, seed=seed, config=config, tier=tier,
-                    checkpoint_dir=ws.checkpoints(dataset, method), feature_encoder_path=encoder, train_options=train)
+                    checkpoint_dir=ws.checkpoints(dataset, method, seed), feature_encoder_path=encoder,
+                    train_options=train)
 {k: record.get(k) for k in ("method", "family", "parameters", "train_seconds", "best_epoch", "predict_seconds")}
 
 # %% [markdown]

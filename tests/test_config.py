@@ -38,11 +38,11 @@ def test_a_profile_study_gets_its_own_parameters_and_pipeline(tmp_path):
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
     (tmp_path / "profiles").mkdir()
-    (tmp_path / "profiles" / "tiny.yaml").write_text("seed: 7\n")
+    (tmp_path / "profiles" / "tiny.yaml").write_text("seed: 7\nseeds: [7, 8]\n")
     folder = write_study(tmp_path, "tiny")
     assert folder == tmp_path / "studies" / "tiny"
     params = yaml.safe_load((folder / "params.yaml").read_text())
-    assert params["seed"] == 7 and params["profile"] == "tiny" and params["models"] == _params()["models"]
+    assert params["seed"] == 7 and params["seeds"] == [7, 8] and params["profile"] == "tiny" and params["models"] == _params()["models"]
     pipeline = (folder / "dvc.yaml").read_text()
     assert '- code: "../../"' in pipeline and pipeline.count("${code}notebooks/") == 9
     assert (tmp_path / "params.yaml").read_text() == (ROOT / "params.yaml").read_text()  # never rewritten
@@ -51,6 +51,12 @@ def test_a_profile_study_gets_its_own_parameters_and_pipeline(tmp_path):
         write_study(tmp_path, "bad")
     (tmp_path / "profiles" / "worse.yaml").write_text("seed: many\n")
     with pytest.raises(ConfigError, match="seed: expected an integer"):
+        write_study(tmp_path, "worse")
+    (tmp_path / "profiles" / "worse.yaml").write_text("seed: 7\n")
+    with pytest.raises(ConfigError, match=r"seeds: expected a list that includes seed \(7\)"):
+        write_study(tmp_path, "worse")
+    (tmp_path / "profiles" / "worse.yaml").write_text("seeds: [42, 42]\n")
+    with pytest.raises(ConfigError, match="seeds: expected no duplicates"):
         write_study(tmp_path, "worse")
     assert not (tmp_path / "studies" / "worse").exists() and not (tmp_path / "studies" / "bad").exists()
     with pytest.raises(ConfigError, match="--profile: no profile 'nope'"):

@@ -26,11 +26,11 @@ def fake_scores(splits, metrics=("rmse", "mae", "bias", "psnr", "ssim", "sam", "
     """scores.csv as the evaluate stage writes it (fabricated values: the figures must not care)."""
     rng = np.random.default_rng(0)
     rows = [
-        [DATASET, method, get_method(method).family, ref, target, band, region, metric, rng.uniform(0.01, 0.9)]
+        [DATASET, method, None, get_method(method).family, ref, target, band, region, metric, rng.uniform(0.01, 0.9)]
         for method in METHODS for ref, target in splits.test for band in (*BANDS, "all") for region in regions
         for metric in metrics if band == "all" or metric not in ("sam", "ergas")
     ]
-    return pd.DataFrame(rows, columns=["dataset", "method", "family", "reference_date", "target_date", "band",
+    return pd.DataFrame(rows, columns=["dataset", "method", "seed", "family", "reference_date", "target_date", "band",
                                        "region", "metric", "value"])
 
 
@@ -45,17 +45,30 @@ def make_study(tmp_path, tiny_processed, scores=None) -> Workspace:
     return ws
 
 
+def test_the_forest_plot_is_drawn_from_the_differences_and_removed_without_them(tmp_path, tiny_processed):
+    ws = make_study(tmp_path, tiny_processed)
+    rows = [{"dataset": DATASET, "region": region, "comparison": "vs temporal-difference", "method": "persistence",
+             "against": "temporal-difference", "difference": 0.01, "low": 0.004, "high": 0.02, "significant": True,
+             "seeds": 1, "against_seeds": 1, "level": 0.95} for region in ("all", "changed")]
+    pd.DataFrame(rows).to_csv(ws.tables / "differences.csv", index=False)
+    paths = figures_study(ws, [DATASET], METHODS, "smoke", seed=0, dpi=40)
+    assert figure_files(ws, ["differences"]) <= set(paths) and all(p.is_file() for p in figure_files(ws, ["differences"]))
+    (ws.tables / "differences.csv").unlink()
+    figures_study(ws, [DATASET], METHODS, "smoke", seed=0, dpi=40)
+    assert not any(p.exists() for p in figure_files(ws, ["differences"]))
+
+
 def figure_files(ws, kinds):
     return {ws.figures / ext / f"{kind}_{DATASET}.{ext}" for kind in kinds for ext in ("png", "pdf")}
 
 
 def test_every_figure_is_written_and_no_training_figure_without_history(tmp_path, tiny_processed):
     ws = make_study(tmp_path, tiny_processed)
-    paths = figures_study(ws, [DATASET], METHODS, "smoke", dpi=40)
+    paths = figures_study(ws, [DATASET], METHODS, "smoke", seed=0, dpi=40)
     assert set(paths) == figure_files(ws, KINDS)
     assert all(p.stat().st_size > 1000 for p in paths)
     assert not list(ws.figures.rglob("training_*"))
-    assert set(FIGURE_GUIDE) == {*KINDS, "training", "ablation", "uncertainty"} and all(len(t) > 100 for t in FIGURE_GUIDE.values())
+    assert set(FIGURE_GUIDE) == {*KINDS, "training", "ablation", "uncertainty", "differences"} and all(len(t) > 100 for t in FIGURE_GUIDE.values())
 
 
 def test_training_figure_from_history(tmp_path, tiny_processed):
@@ -63,7 +76,7 @@ def test_training_figure_from_history(tmp_path, tiny_processed):
     history = pd.DataFrame([(e, split, "loss", 1.0 / e + (0.1 if split == "val" else 0.0))
                             for e in range(1, 6) for split in ("train", "val")], columns=["epoch", "split", "metric", "value"])
     history.to_csv(ws.predictions(DATASET, "temporal-difference") / "history.csv", index=False)
-    paths = figures_study(ws, [DATASET], METHODS, "smoke", dpi=40)
+    paths = figures_study(ws, [DATASET], METHODS, "smoke", seed=0, dpi=40)
     assert set(paths) == figure_files(ws, [*KINDS, "training"])
     assert all(p.stat().st_size > 1000 for p in paths)
 
@@ -72,7 +85,7 @@ def test_figures_survive_scores_with_rmse_only(tmp_path, tiny_processed):
     """The evaluate stage of today writes RMSE over all pixels only: the panels it lacks say so."""
     _, _, splits = tiny_processed
     ws = make_study(tmp_path, tiny_processed, fake_scores(splits, metrics=("rmse",), regions=("all",)))
-    assert set(figures_study(ws, [DATASET], METHODS, "smoke", dpi=40)) == figure_files(ws, KINDS)
+    assert set(figures_study(ws, [DATASET], METHODS, "smoke", seed=0, dpi=40)) == figure_files(ws, KINDS)
 
 
 @pytest.mark.parametrize("crop, match", [
@@ -83,16 +96,16 @@ def test_figures_survive_scores_with_rmse_only(tmp_path, tiny_processed):
 def test_crop_outside_the_scene_is_a_config_error_and_writes_nothing(tmp_path, tiny_processed, crop, match):
     ws = make_study(tmp_path, tiny_processed)
     with pytest.raises(ConfigError, match=f"figures.crop.{DATASET}: .*{match}"):
-        figures_study(ws, [DATASET], METHODS, "smoke", crop={DATASET: crop})
+        figures_study(ws, [DATASET], METHODS, "smoke", seed=0, crop={DATASET: crop})
     assert not ws.figures.exists()  # parameters are checked before the first figure
 
 
 def test_crop_and_pair_for_an_unknown_dataset_are_config_errors(tmp_path, tiny_processed):
     ws = make_study(tmp_path, tiny_processed)
     with pytest.raises(ConfigError, match="figures.crop: .*lgc-sim"):
-        figures_study(ws, [DATASET], METHODS, "smoke", crop={"lgc-sim": None})
+        figures_study(ws, [DATASET], METHODS, "smoke", seed=0, crop={"lgc-sim": None})
     with pytest.raises(ConfigError, match="figures.pairs: .*lgc-sim"):
-        figures_study(ws, [DATASET], METHODS, "smoke", pairs={"lgc-sim": ["2001-01-01", "2001-02-01"]})
+        figures_study(ws, [DATASET], METHODS, "smoke", seed=0, pairs={"lgc-sim": ["2001-01-01", "2001-02-01"]})
 
 
 def test_showcase_pair_must_be_a_test_pair(tmp_path, tiny_processed):
@@ -100,7 +113,7 @@ def test_showcase_pair_must_be_a_test_pair(tmp_path, tiny_processed):
     ws = make_study(tmp_path, tiny_processed)
     train_pair = list(splits.train[0])
     with pytest.raises(ConfigError, match=f"figures.pairs.{DATASET}: .*not a test pair"):
-        figures_study(ws, [DATASET], METHODS, "smoke", pairs={DATASET: train_pair})
+        figures_study(ws, [DATASET], METHODS, "smoke", seed=0, pairs={DATASET: train_pair})
     assert not ws.figures.exists()
     ref, target = splits.test[0]
     # YAML reads unquoted dates as datetime.date; they name the same pair.

@@ -42,8 +42,9 @@ def test_predictions_are_georeferenced_float_and_scored(tmp_path, tiny_processed
     assert prediction.data.dtype == np.float32 and prediction.grid.crs.to_epsg() == 32755
     np.testing.assert_allclose(prediction.data, cube["fine"].sel(time=pair[0]).values / 10000, rtol=1e-6)
     scores = score_predictions(cube, splits, ws.predictions("cia-sim", "persistence"))
-    assert list(scores.columns) == ["dataset", "method", "family", "reference_date", "target_date", "band",
+    assert list(scores.columns) == ["dataset", "method", "seed", "family", "reference_date", "target_date", "band",
                                     "region", "metric", "value"]
+    assert scores["seed"].isna().all()  # a deterministic method has no seed
     assert set(scores["band"]) == {"blue", "green", "red", "nir", "swir1", "swir2", "all"}
     assert {"all", "unchanged"} <= set(scores["region"]) <= {"all", "changed", "unchanged"}  # cia-sim: no class change
     assert set(scores["metric"]) == {"rmse", "mae", "bias", "psnr", "ssim", "sam", "ergas", "cc", "uiqi"}
@@ -54,8 +55,9 @@ def test_predictions_are_georeferenced_float_and_scored(tmp_path, tiny_processed
                              ablation_model="temporal-difference", full_model_rows=["full"])
     metrics = results["metrics"]["cia-sim"]
     # On the synthetic scene, adding the coarse temporal change must help, most where cover changed.
-    assert metrics["temporal-difference"]["all"]["rmse"] < metrics["persistence"]["all"]["rmse"]
-    for name in ("scores.csv", "ablation_scores.csv", "runs.csv", "conventions.json", "metrics_cia-sim.md"):
+    assert metrics["temporal-difference"]["rmse"] < metrics["persistence"]["rmse"]
+    for name in ("scores.csv", "ablation_scores.csv", "runs.csv", "conventions.json", "metrics_cia-sim.md",
+                 "differences.csv", "ranking.csv", "coverage.csv", "significance_cia-sim.md"):
         assert (ws.tables / name).is_file(), name
     assert (ws.metrics / "cia-sim.json").is_file() and list((ws.tables / "paper").glob("*.tex"))
     assert "not comparable to the published numbers" in (ws.tables / "metrics_cia-sim.md").read_text()
@@ -85,13 +87,14 @@ def test_change_regions_come_from_truth_or_a_threshold(tiny_processed):
     assert "0.05" in source and regions["changed"].any()
 
 
-def test_summary_metrics_average_over_pairs_and_skip_infinite_values():
+def test_summary_metrics_keep_the_headline_averaged_over_pairs_and_seeds():
     import pandas as pd
 
     rows = [("all", "all", "rmse", 0.1), ("all", "all", "rmse", 0.3), ("all", "changed", "rmse", 0.5),
-            ("all", "all", "psnr", float("inf")), ("nir", "all", "rmse", 9.0)]
+            ("all", "all", "ssim", float("inf")), ("nir", "all", "rmse", 9.0), ("all", "all", "mae", 0.1),
+            ("all", "unchanged", "rmse", 0.2)]
     scores = pd.DataFrame(rows, columns=["band", "region", "metric", "value"]).assign(method="m")
-    assert summary_metrics(scores) == {"m": {"all": {"rmse": 0.2}, "changed": {"rmse": 0.5}}}
+    assert summary_metrics(scores) == {"m": {"rmse": 0.2, "rmse_changed": 0.5}}
 
 
 def test_evaluate_without_predictions_writes_nothing(tmp_path, tiny_processed):

@@ -21,7 +21,8 @@ def test_every_stage_parameter_is_declared_by_its_notebook(name, tmp_path):
     params = load_params(ROOT / "params.yaml")
     group = STAGES[name].methods
     method = params["methods"][group][0] if group else None
-    values = stage_parameters(name, params, dataset=params["datasets"][0], method=method)
+    seed = params["seeds"][0] if STAGES[name].needs_seed else None
+    values = stage_parameters(name, params, dataset=params["datasets"][0], method=method, seed=seed)
     declared = write_template(ROOT / "notebooks" / STAGES[name].notebook, tmp_path / "template.ipynb")
     assert set(values) <= set(declared), f"{STAGES[name].notebook} lacks {set(values) - set(declared)}"
 
@@ -86,6 +87,18 @@ def test_unknown_names_are_refused():
     with pytest.raises(ConfigError, match=r"--method: 'dcstfn' is not in params.yaml 'methods.baselines'"):
         stage_parameters("predict", params, dataset="cia-sim", method="dcstfn")
     assert executed_name("predict", "cia-sim", "persistence") == "predict-cia-sim-persistence.ipynb"
+
+
+def test_the_train_stage_runs_once_per_seed_of_seeds():
+    params = load_params(ROOT / "params.yaml", build_models=False)
+    seed = params["seeds"][-1]
+    assert stage_parameters("train", params, dataset="cia-sim", method="dcstfn", seed=seed)["seed"] == seed
+    for wrong in (None, max(params["seeds"]) + 1):
+        with pytest.raises(ConfigError, match=r"--seed: expected one of params.yaml 'seeds'"):
+            stage_parameters("train", params, dataset="cia-sim", method="dcstfn", seed=wrong)
+    with pytest.raises(ConfigError, match="--seed: stage predict runs once"):
+        stage_parameters("predict", params, dataset="cia-sim", method="persistence", seed=seed)
+    assert executed_name("train", "cia-sim", "dcstfn", 43) == "train-cia-sim-dcstfn-seed-43.ipynb"
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.py")), ids=lambda p: p.name)

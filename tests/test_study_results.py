@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from stfusion.inference.ensemble import ensemble_name
 from stfusion.pipeline.params import load_params, study_methods
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,8 +28,18 @@ def mean_rmse() -> pd.Series:
 
 def test_the_committed_study_covers_the_default_datasets_and_methods(mean_rmse):
     params = load_params(ROOT / "params.yaml")
-    expected = {(dataset, method) for dataset in params["datasets"] for method in study_methods(params)}
+    methods = study_methods(params)
+    if len(params["seeds"]) > 1:  # every deep model's seed ensemble is scored as a method of its own
+        methods += [ensemble_name(m) for m in params["methods"]["models"]]
+    expected = {(dataset, method) for dataset in params["datasets"] for method in methods}
     assert set(mean_rmse.index) == expected
+
+
+def test_every_deep_model_was_scored_once_per_seed():
+    params = load_params(ROOT / "params.yaml")
+    scores = pd.read_csv(SCORES)
+    seeds = scores[scores["method"].isin(params["methods"]["models"])].groupby(["dataset", "method"])["seed"]
+    assert all(set(found) == set(params["seeds"]) for found in seeds.unique()), seeds.unique()
 
 
 def test_mcbam_gan_beats_persistence_on_rmse_in_the_default_study(mean_rmse):

@@ -1,6 +1,6 @@
 """The ``stfusion`` command line.
 
-- ``stfusion stage NAME [--dataset D] [--method M]``: run one pipeline stage (what DVC calls).
+- ``stfusion stage NAME [--dataset D] [--method M] [--seed S]``: run one pipeline stage (what DVC calls).
 - ``stfusion study [--lanes N]``: the whole pipeline, the datasets' chains side by side (``make study``).
 - ``stfusion info datasets|methods|stages``: what the study knows.
 - ``stfusion info models [--json]``: every deep model with its family, both tiers and their
@@ -97,7 +97,7 @@ def _info_models(as_json: bool, params_path: str | None) -> None:
 def _stage(args: argparse.Namespace) -> None:
     from stfusion.pipeline.stages import run_stage
 
-    path = run_stage(args.name, dataset=args.dataset, method=args.method, params_path=args.params)
+    path = run_stage(args.name, dataset=args.dataset, method=args.method, seed=args.seed, params_path=args.params)
     print(f"executed notebook: {path}")
 
 
@@ -168,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     stage.add_argument("name")
     stage.add_argument("--dataset")
     stage.add_argument("--method")
+    stage.add_argument("--seed", type=int, help="the training seed (train stage: one of params.yaml 'seeds')")
     stage.add_argument("--params", help="parameter file (default: params.yaml of the project)")
     stage.set_defaults(run=_stage)
     study = commands.add_parser("study", help="the whole pipeline (dvc repro), the datasets side by side")

@@ -64,16 +64,23 @@ class Workspace:
     def splits(self, dataset: str) -> Path:
         return self.processed(dataset) / "splits.json"
 
-    def predictions(self, dataset: str, method: str) -> Path:
-        return self.root / "data" / "predictions" / dataset / method
+    def predictions(self, dataset: str, method: str, seed: int | None = None) -> Path:
+        """A method's prediction folder; a deep model has one per training seed (``seed-<seed>``)."""
+        folder = self.root / "data" / "predictions" / dataset / method
+        return folder if seed is None else folder / f"seed-{seed}"
+
+    def ensembles(self, dataset: str) -> Path:
+        """The seed ensembles of every deep model (``<model>-ensemble/``), written by the evaluate stage."""
+        return self.root / "data" / "ensembles" / dataset
 
     def autoencoder(self, dataset: str) -> Path:
         """The feature autoencoder's folder (``autoencoder.pt``, history, run.json)."""
         return self.root / "data" / "autoencoders" / dataset
 
-    def checkpoints(self, dataset: str, name: str) -> Path:
+    def checkpoints(self, dataset: str, name: str, seed: int | None = None) -> Path:
         """Resume state of a training run in progress (removed when the run finishes)."""
-        return self.root / "data" / "checkpoints" / dataset / name
+        folder = self.root / "data" / "checkpoints" / dataset / name
+        return folder if seed is None else folder / f"seed-{seed}"
 
     def ablation(self, dataset: str) -> Path:
         return self.root / "data" / "ablation" / dataset

@@ -15,6 +15,7 @@ Percentile intervals; see docs/metrics.md for the choices and their reasons.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,7 +99,9 @@ class Resamples:
         pairs = self.pairs[:, None, :]  # (R, 1, P)
         sse = (errors.sse[seeds, pairs] * self.weights[:, None]).sum(-1)  # (R, S, P)
         count = (errors.count[seeds, pairs] * self.weights[:, None]).sum(-1)
-        return np.nanmean(_rmse(sse, count), axis=(1, 2))
+        with warnings.catch_warnings():  # a resample may hold no pixel of a small region: NaN, left out
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmean(_rmse(sse, count), axis=(1, 2))
 
 
 def compare(errors: dict[str, Errors], comparisons: list[tuple[str, str]], *, resamples: int = 2000,
@@ -121,11 +124,13 @@ def compare(errors: dict[str, Errors], comparisons: list[tuple[str, str]], *, re
             if name not in cache:
                 cache[name] = draws.scores(name, errors[name])
         diff = cache[method] - cache[against]
-        low, high = np.nanquantile(diff, [(1 - level) / 2, (1 + level) / 2])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            low, high = np.nanquantile(diff, [(1 - level) / 2, (1 + level) / 2])
         rows.append({"method": method, "against": against,
                      "difference": errors[method].score - errors[against].score,
                      "low": float(low), "high": float(high), "significant": bool(low > 0 or high < 0),
-                     "seeds": errors[method].sse.shape[0], "against_seeds": errors[against].sse.shape[0]})
+                     "seeds": errors[method].sse.shape[0], "against_seeds": errors[against].sse.shape[0], "level": level})
     return pd.DataFrame(rows)
 
 
@@ -142,3 +147,48 @@ def ranking(errors: dict[str, Errors], differences: pd.DataFrame) -> pd.DataFram
                           "significantly_better": [better[m] for m in errors]})
     table["rank"] = table["significantly_better"] + 1
     return table.sort_values(["rank", "rmse"], ignore_index=True)
+
+
+REFERENCE = "temporal-difference"
+"""The honest reference every method must beat: F1 plus the coarse change."""
+
+
+def study_comparisons(errors: dict[str, Errors], families: dict[str, str], deep: list[str]) -> list[tuple[str, str, str]]:
+    """The comparisons the report makes, as (kind, method, against): every method against
+    temporal-difference and against the best traditional method (lowest RMSE), and every pair of the
+    deep models' seed runs (``deep``)."""
+    wanted = []
+    if REFERENCE in errors:
+        wanted += [("vs temporal-difference", m, REFERENCE) for m in errors if m != REFERENCE]
+    traditional = [m for m in errors if families.get(m) == "traditional"]
+    if traditional:
+        best = min(traditional, key=lambda m: errors[m].score)
+        wanted += [(f"vs best traditional ({best})", m, best) for m in errors if m != best]
+    runs = [m for m in deep if m in errors]
+    wanted += [("between deep models", a, b) for i, a in enumerate(runs) for b in runs[i + 1:]]
+    return wanted
+
+
+def study_significance(blocks: pd.DataFrame, families: dict[str, str], deep: list[str], *,
+                       resamples: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The differences the report makes and the ranking, per dataset and region (all, changed), from
+    a tidy block table (BLOCK_COLUMNS). One bootstrap draw per dataset and region serves every comparison."""
+    differences, rankings = [], []
+    for (dataset, region), rows in blocks[blocks["region"].isin(["all", "changed"])].groupby(["dataset", "region"]):
+        if not rows["count"].sum():  # an empty region (no changed pixel in any test pair)
+            continue
+        errors = errors_by_method(rows)
+        names = list(errors)
+        every_pair = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+        table = compare(errors, every_pair, resamples=resamples, level=level, seed=seed)
+        labels = {"dataset": dataset, "region": region}
+        rankings.append(ranking(errors, table).assign(**labels))
+        lookup = {(r.method, r.against): r for r in table.itertuples(index=False)}
+        for kind, method, against in study_comparisons(errors, families, deep):
+            row = lookup.get((method, against))
+            if row is None:  # the pair was compared the other way round
+                row = lookup[(against, method)]
+                row = row._replace(method=method, against=against, difference=-row.difference, low=-row.high,
+                                   high=-row.low, seeds=row.against_seeds, against_seeds=row.seeds)
+            differences.append({**labels, "comparison": kind, **row._asdict()})
+    return pd.DataFrame(differences), pd.concat(rankings, ignore_index=True) if rankings else pd.DataFrame()

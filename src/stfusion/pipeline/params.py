@@ -21,7 +21,7 @@ from stfusion.methods.registry import get_method
 from stfusion.paths import find_root
 from stfusion.train.config import TIERS, tier_settings, train_config, variant_settings
 
-TOP_LEVEL = ("profile", "seed", "datasets", "methods", "download", "preprocess", "ablation", "train", "models",
+TOP_LEVEL = ("profile", "seed", "seeds", "datasets", "methods", "download", "preprocess", "ablation", "train", "models",
              "evaluate", "figures")
 
 
@@ -65,6 +65,9 @@ def validate_params(params: Any, *, source: str = "params.yaml", build_models: b
         _require(key in params, key, "this parameter to be set", None)
     _require(isinstance(params["profile"], str), "profile", "a name such as 'default'", params["profile"])
     _require(isinstance(params["seed"], int) and not isinstance(params["seed"], bool), "seed", "an integer", params["seed"])
+    _check_list(params, "seeds", _check_seed)
+    _require(params["seed"] in params["seeds"], "seeds", f"a list that includes seed ({params['seed']}), the run "
+             "the ablation's full-model rows and the figures use", params["seeds"])
     _check_list(params, "datasets", _check_dataset)
     _check_methods(params["methods"])
     _check_download(params["download"])
@@ -75,6 +78,10 @@ def validate_params(params: Any, *, source: str = "params.yaml", build_models: b
     _check_variant_settings(params, build=build_models)
     _check_evaluate(params["evaluate"])
     _check_figures(params["figures"])
+
+
+def _check_seed(value: Any, *, key: str) -> None:
+    _require(isinstance(value, int) and not isinstance(value, bool) and value >= 0, key, "an integer >= 0", value)
 
 
 def _check_download(section: Any) -> None:
@@ -242,10 +249,19 @@ def _is_number(value: Any) -> bool:
 
 def _check_evaluate(section: Any) -> None:
     _require(isinstance(section, dict), "evaluate", "a mapping", section)
-    _check_keys(section, "evaluate", ("change_threshold",))
+    _check_keys(section, "evaluate", ("change_threshold", "bootstrap"))
     threshold = section.get("change_threshold", 0.05)
     _require(_is_number(threshold) and threshold > 0, "evaluate.change_threshold",
              "a positive reflectance difference such as 0.05", threshold)
+    bootstrap = section.get("bootstrap", {})
+    _require(isinstance(bootstrap, dict), "evaluate.bootstrap", "a mapping", bootstrap)
+    _check_keys(bootstrap, "evaluate.bootstrap", ("resamples", "level", "block"))
+    for key, low in (("resamples", 100), ("block", 1)):
+        value = bootstrap.get(key, low)
+        _require(isinstance(value, int) and not isinstance(value, bool) and value >= low, f"evaluate.bootstrap.{key}",
+                 f"an integer >= {low}", value)
+    level = bootstrap.get("level", 0.95)
+    _require(_is_number(level) and 0.5 <= level < 1, "evaluate.bootstrap.level", "a confidence level in [0.5, 1)", level)
 
 
 def _check_figures(section: Any) -> None:

@@ -1,6 +1,6 @@
 """Run a pipeline stage: execute its notebook with papermill, parameters from params.yaml.
 
-DVC calls ``stfusion stage NAME [--dataset D] [--method M]``. The stage's notebook is kept as a
+DVC calls ``stfusion stage NAME [--dataset D] [--method M] [--seed S]``. The stage's notebook is kept as a
 jupytext ``py:percent`` file in ``notebooks/`` (the text form is the DVC dependency, so running the
 notebook in JupyterLab cannot make a stage look changed). Here it is converted to ``.ipynb`` in
 memory and executed by papermill's Python API, which passes parameters as Python literals, so
@@ -8,7 +8,7 @@ booleans, lists and mappings arrive with their types intact (papermill's ``-p`` 
 ``false`` into the truthy string "false").
 
 The executed copy is written atomically to
-``reports/notebooks/<stage>[-<dataset>][-<method>].ipynb``.
+``reports/notebooks/<stage>[-<dataset>][-<method>][-seed-<seed>].ipynb``.
 A failed run leaves nothing there; its partly executed notebook goes to ``scratch/failed/`` for
 debugging.
 """
@@ -47,6 +47,7 @@ class Stage:
     needs_method: bool
     parameters: ParamBuilder  # (params, dataset, method) -> notebook parameters
     trains: bool = False  # its kernel runs on train.threads CPU threads
+    needs_seed: bool = False  # one run per seed of params.yaml ``seeds`` (--seed)
     methods: str | None = None  # the group of params.yaml ``methods`` its --method must belong to
 
 
@@ -74,7 +75,7 @@ def _predict(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]
 
 
 def _train(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
-    return {"dataset": dataset, "method": method, "seed": p["seed"], "tier": p["train"]["tier"],
+    return {"dataset": dataset, "method": method, "tier": p["train"]["tier"],
             "settings": _tier_settings(p, method), "train": p["train"]}
 
 
@@ -87,17 +88,19 @@ def _ablation(p: dict, dataset: str | None, method: str | None) -> dict[str, Any
 
 def _evaluate(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
     ablation = p["ablation"]
-    return {"datasets": p["datasets"], "methods": study_methods(p), "variants": ablation["variants"],
+    return {"datasets": p["datasets"], "methods": study_methods(p), "models": p["methods"]["models"],
+            "seed": p["seed"], "seeds": p["seeds"], "variants": ablation["variants"],
             "ablation_model": ablation["model"], "full_model_rows": ablation.get("full_model_rows", []),
             "profile": p["profile"], "settings": p["evaluate"]}
 
 
 def _figures(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
-    return {"datasets": p["datasets"], "methods": study_methods(p), "profile": p["profile"], **p["figures"]}
+    return {"datasets": p["datasets"], "methods": study_methods(p), "profile": p["profile"], "seed": p["seed"],
+            **p["figures"]}
 
 
 def _report(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
-    shown = ("profile", "seed", "datasets", "methods", "evaluate", "figures")  # what the report quotes
+    shown = ("profile", "seed", "seeds", "datasets", "methods", "evaluate", "figures")  # what the report quotes
     return {"datasets": p["datasets"], "methods": study_methods(p), "profile": p["profile"],
             "params": {key: p[key] for key in shown}}
 
@@ -107,7 +110,7 @@ STAGES: dict[str, Stage] = {
     "preprocess": Stage("02_preprocess.py", True, False, _preprocess),
     "autoencoder": Stage("03_autoencoder.py", True, False, _autoencoder, trains=True),
     "predict": Stage("04_predict.py", True, True, _predict, methods="baselines"),
-    "train": Stage("05_train.py", True, True, _train, trains=True, methods="models"),
+    "train": Stage("05_train.py", True, True, _train, trains=True, methods="models", needs_seed=True),
     "ablation": Stage("06_ablation.py", True, False, _ablation, trains=True),
     "evaluate": Stage("07_evaluate.py", False, False, _evaluate),
     "figures": Stage("08_figures.py", False, False, _figures),
@@ -116,7 +119,7 @@ STAGES: dict[str, Stage] = {
 
 
 def stage_parameters(name: str, params: dict[str, Any], *, dataset: str | None = None,
-                     method: str | None = None, workspace: str = ".") -> dict[str, Any]:
+                     method: str | None = None, seed: int | None = None, workspace: str = ".") -> dict[str, Any]:
     """The notebook parameters of stage ``name``, drawn from validated ``params``."""
     if name not in STAGES:
         raise ConfigError(f"stage: unknown stage {name!r}; stages are {list(STAGES)}")
@@ -130,11 +133,19 @@ def stage_parameters(name: str, params: dict[str, Any], *, dataset: str | None =
         group = params["methods"][stage.methods]
         if method not in group:
             raise ConfigError(f"--method: {method!r} is not in params.yaml 'methods.{stage.methods}' {group}")
-    return {**stage.parameters(params, dataset, method), "workspace": workspace}
+    parameters = {**stage.parameters(params, dataset, method), "workspace": workspace}
+    if stage.needs_seed:
+        if seed not in params["seeds"]:
+            raise ConfigError(f"--seed: expected one of params.yaml 'seeds' {params['seeds']}, got {seed!r}")
+        parameters["seed"] = seed
+    elif seed is not None:
+        raise ConfigError(f"--seed: stage {name} runs once, not once per seed")
+    return parameters
 
 
-def executed_name(name: str, dataset: str | None, method: str | None) -> str:
-    return "-".join(part for part in (name, dataset, method) if part) + ".ipynb"
+def executed_name(name: str, dataset: str | None, method: str | None, seed: int | None = None) -> str:
+    parts = (name, dataset, method, None if seed is None else f"seed-{seed}")
+    return "-".join(part for part in parts if part) + ".ipynb"
 
 
 def load_notebook(path: Path) -> nbformat.NotebookNode:
@@ -170,14 +181,14 @@ def kernel_threads(threads: int | None):
                 os.environ[name] = value
 
 
-def run_stage(name: str, *, dataset: str | None = None, method: str | None = None,
+def run_stage(name: str, *, dataset: str | None = None, method: str | None = None, seed: int | None = None,
               params_path: str | os.PathLike | None = None, workspace: str = ".") -> Path:
     """Execute stage ``name`` and return the path of its executed notebook."""
     root = find_root()
     params = load_params(params_path, build_models=False)  # the stage builds the model it trains
-    parameters = stage_parameters(name, params, dataset=dataset, method=method, workspace=workspace)
+    parameters = stage_parameters(name, params, dataset=dataset, method=method, seed=seed, workspace=workspace)
     source = code_root() / "notebooks" / STAGES[name].notebook
-    output = root / "reports" / "notebooks" / executed_name(name, dataset, method)
+    output = root / "reports" / "notebooks" / executed_name(name, dataset, method, seed)
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="stfusion-stage-") as tmpdir:
         template = Path(tmpdir) / output.name

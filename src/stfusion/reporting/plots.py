@@ -41,7 +41,8 @@ from stfusion.data.splits import Pair, Splits
 from stfusion.data.datasets import PAPER_NAMES, get_dataset
 from stfusion.errors import ConfigError, InputError
 from stfusion.evaluation.scores import COLUMNS as SCORES_COLUMNS
-from stfusion.evaluation.scores import REGIONS, change_regions
+from stfusion.evaluation.scores import REGIONS, change_regions, method_folder
+from stfusion.evaluation.significance import REFERENCE
 from stfusion.io import atomic_path
 from stfusion.methods.registry import FAMILY_COLOURS, get_method
 from stfusion.inference.predict import prediction_name, uncertainty_name
@@ -56,7 +57,16 @@ FIGURE_GUIDE = {
         "one marker per method, so each box can be traced back to its members. The y-axis label gives the "
         "unit and the better direction: RMSE (reflectance, 0-1), SAM (radians) and ERGAS are errors (lower "
         "is better); SSIM and CC (1 = perfect) and PSNR (dB) are similarities (higher is better). With a "
-        "few test pairs a box is a range, not a significance test."
+        "few test pairs a box is a range, not a significance test (the differences figure is one). A deep model "
+        "has one point per test pair and seed."
+    ),
+    "differences": (
+        "Which differences are real. Each row is one method: the dot is its mean RMSE minus that of "
+        "temporal-difference (F1 plus the coarse change), the bar the paired bootstrap interval of that "
+        "difference (test pairs, seeds and spatial blocks resampled together), coloured by family. Left of the "
+        "dashed line the method is better than temporal-difference; a filled dot marks an interval that excludes "
+        "0, an open dot a difference the data cannot tell from none. `<model>-ensemble` is the per-pixel mean "
+        "of a model's seeds. Left panel all valid pixels, right panel the pixels whose land cover changed."
     ),
     "change": (
         "RMSE and SSIM over all bands in three pixel regions: all valid pixels, the changed pixels (whose "
@@ -101,7 +111,8 @@ FIGURE_GUIDE = {
         "better direction."
     ),
     "uncertainty": (
-        "How well the spread of a diffusion model's samples predicts its error. STFDiff draws several samples "
+        "How well the spread of a diffusion model's samples predicts its error (its run with the study's seed). "
+        "STFDiff draws several samples "
         "from different noise; the prediction is their mean and the uncertainty their per-pixel standard "
         "deviation. Left: band-pixels of each test pair sorted into ten equal-count bins (deciles) by that "
         "std; per bin the actual RMSE (solid) and MAE (dashed) of the prediction against the mean std. A "
@@ -240,10 +251,13 @@ def _observed(cube: xr.Dataset, date: str) -> np.ndarray:
     return image
 
 
-def load_scene(workspace, cube: xr.Dataset, dataset: str, methods: list[str], pair: Pair, label: str) -> Scene:
+def load_scene(workspace, cube: xr.Dataset, dataset: str, methods: list[str], pair: Pair, label: str,
+               seed: int) -> Scene:
+    """The observed images and each method's prediction of ``pair`` (a deep model's run with ``seed``)."""
     predictions = {}
     for m in methods:
-        data = read_geotiff(workspace.predictions(dataset, m) / prediction_name(pair), bands=cube.sizes["band"]).data
+        path = method_folder(workspace, dataset, m, seed) / prediction_name(pair)
+        data = read_geotiff(path, bands=cube.sizes["band"]).data
         predictions[m] = data.astype(np.float32, copy=False)
     bands = [str(b) for b in cube["band"].values]
     return Scene(dataset, label, bands, pair, _observed(cube, pair[0]), _observed(cube, pair[1]), predictions)
@@ -692,17 +706,20 @@ def uncertainty_figure(deciles: pd.DataFrame, method: str, dataset: str, label: 
 
 
 def uncertainty_figures(workspace, dataset: str, methods: list[str], cube: xr.Dataset, pair: Pair, band: str,
-                        label: str, dpi: int) -> list[Path]:
-    """``uncertainty_<dataset>`` for the first method with uncertainty deciles; a stale one is removed otherwise."""
+                        label: str, dpi: int, seed: int) -> list[Path]:
+    """``uncertainty_<dataset>`` for the first method with uncertainty deciles (its run with the study's
+    ``seed``); a stale one is removed otherwise."""
     path = workspace.tables / "uncertainty.csv"
     table = pd.read_csv(path, dtype={"reference_date": str, "target_date": str}) if path.is_file() else pd.DataFrame()
-    rows = table[(table["dataset"] == dataset) & table["method"].isin(methods)] if not table.empty else table
+    if not table.empty:
+        table = table[(table["dataset"] == dataset) & table["method"].isin(methods) & (table["seed"] == seed)]
+    rows = table
     if rows.empty:
         for suffix in ("png", "pdf"):
             (workspace.figures / suffix / f"uncertainty_{dataset}.{suffix}").unlink(missing_ok=True)
         return []
     method = rows["method"].iloc[0]
-    folder = workspace.predictions(dataset, method)
+    folder = method_folder(workspace, dataset, method, seed)
     b = band_index(BANDS, band)
     std_map = read_geotiff(folder / uncertainty_name(pair), bands=cube.sizes["band"]).data[b]
     error_map = read_geotiff(folder / prediction_name(pair), bands=cube.sizes["band"]).data[b] - _observed(cube, pair[1])[b]
@@ -710,12 +727,60 @@ def uncertainty_figures(workspace, dataset: str, methods: list[str], cube: xr.Da
     return _save(fig, workspace.figures, f"uncertainty_{dataset}", dpi)
 
 
+# --- 9. which differences are real ---------------------------------------------------------------------
+
+
+def differences_figure(rows: pd.DataFrame, families: dict[str, str], dataset: str, label: str) -> plt.Figure:
+    """Forest plot: each method's RMSE difference from temporal-difference with its bootstrap interval,
+    one panel per region; filled markers where the interval excludes 0."""
+    regions = [r for r in ("all", "changed") if r in set(rows["region"])]
+    order = (rows[rows["region"] == regions[0]].sort_values("difference")["method"].tolist())
+    fig, axes = plt.subplots(1, len(regions), figsize=(4.6 * len(regions), 0.32 * len(order) + 1.6),
+                             sharey=True, squeeze=False)
+    for ax, region in zip(axes[0], regions):
+        data = rows[rows["region"] == region].set_index("method").reindex(order)
+        y = np.arange(len(order))
+        for k, (method, row) in enumerate(data.iterrows()):
+            colour = FAMILY_COLOURS.get(families.get(method, ""), "#000000")
+            ax.plot([row["low"], row["high"]], [k, k], color=colour, lw=2)
+            ax.plot(row["difference"], k, "o", color=colour, mfc=colour if row["significant"] else "white", ms=6)
+        ax.axvline(0, color="#444444", lw=0.8, ls="--")
+        ax.set_yticks(y, order)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"RMSE difference from {REFERENCE} (reflectance)")
+        ax.set_title(f"{region} pixels", fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    legend = [Line2D([], [], color=c, lw=2, label=f) for f, c in FAMILY_COLOURS.items()
+              if f in {families.get(m) for m in order}]
+    fig.legend(handles=legend, loc="lower center", ncol=len(legend), fontsize=8, frameon=False)
+    level = rows["level"].iloc[0] if "level" in rows else 0.95
+    fig.suptitle(f"{dataset}: RMSE difference from {REFERENCE} with {level:.0%} bootstrap intervals "
+                 f"(left of 0: better; filled: interval excludes 0)\n{label}", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
+
+def differences_figures(workspace, dataset: str, label: str, dpi: int) -> list[Path]:
+    """``differences_<dataset>`` from ``differences.csv``; a stale one is removed when there is nothing to draw."""
+    path, scores = workspace.tables / "differences.csv", workspace.tables / "scores.csv"
+    table = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["dataset", "comparison"])
+    rows = table[(table["dataset"] == dataset) & (table["comparison"] == f"vs {REFERENCE}")]
+    if rows.empty:
+        for suffix in ("png", "pdf"):
+            (workspace.figures / suffix / f"differences_{dataset}.{suffix}").unlink(missing_ok=True)
+        return []
+    families = dict(zip(*pd.read_csv(scores, usecols=["method", "family"]).drop_duplicates().values.T))
+    families[REFERENCE] = "reference"
+    return _save(differences_figure(rows, families, dataset, label), workspace.figures, f"differences_{dataset}", dpi)
+
+
 # --- entry point ------------------------------------------------------------------------------------
 
-def figures_study(workspace, datasets: list[str], methods: list[str], profile: str, *, dpi: int = 150,
+def figures_study(workspace, datasets: list[str], methods: list[str], profile: str, *, seed: int, dpi: int = 150,
                   crop: dict | None = None, difference_band: str = "nir", pairs: dict | None = None) -> list[Path]:
     """Draw every figure of every dataset into ``reports/figures/{png,pdf}``; return the written paths.
 
+    Maps and training curves show each deep model's run with the study's ``seed``; score figures show every run.
     ``crop`` maps a dataset to a crop region ``{"row", "col", "height", "width"}`` (pixels; default a
     centred square), ``pairs`` a dataset to its showcase test pair ``[reference, target]`` (default
     the first test pair). Every parameter is checked before the first figure is drawn.
@@ -728,7 +793,7 @@ def figures_study(workspace, datasets: list[str], methods: list[str], profile: s
     paths = []
     for dataset, (splits, pair, window) in plans.items():
         paths += _dataset_figures(workspace, dataset, splits, pair, window, styles, scores, get_dataset(dataset).label(profile),
-                                  difference_band, dpi)
+                                  difference_band, dpi, seed)
     return paths + ablation_figures(workspace, datasets, profile, dpi=dpi)
 
 
@@ -747,10 +812,10 @@ def _plan(workspace, dataset: str, region, pair, scores: pd.DataFrame, methods: 
     return splits, showcase_pair(splits, pair), window
 
 
-def _dataset_figures(workspace, dataset, splits, pair, window, styles, scores, label, band, dpi) -> list[Path]:
+def _dataset_figures(workspace, dataset, splits, pair, window, styles, scores, label, band, dpi, seed) -> list[Path]:
     cube = open_cube(workspace.cube(dataset))
     ours = scores[(scores["dataset"] == dataset) & scores["method"].isin(list(styles))]
-    scene = load_scene(workspace, cube, dataset, list(styles), pair, label)
+    scene = load_scene(workspace, cube, dataset, list(styles), pair, label, seed)
     folder, paths = workspace.figures, []
     paths += _save(boxplots_figure(ours, styles, dataset, label), folder, f"boxplots_{dataset}", dpi)
     paths += _save(change_figure(ours, styles, dataset, label, changed_shares(cube, splits.test)), folder,
@@ -758,8 +823,10 @@ def _dataset_figures(workspace, dataset, splits, pair, window, styles, scores, l
     paths += _save(scatter_figure(scene, styles), folder, f"scatter_{dataset}", dpi)
     paths += _save(scene_figure(scene, styles, band), folder, f"scene_{dataset}", dpi)
     paths += _save(crop_figure(scene, styles, window, band), folder, f"crop_{dataset}", dpi)
-    paths += uncertainty_figures(workspace, dataset, list(styles), cube, pair, band, label, dpi)
-    histories = {m: h for m in styles if (h := read_history(workspace.predictions(dataset, m) / "history.csv")) is not None}
+    paths += uncertainty_figures(workspace, dataset, list(styles), cube, pair, band, label, dpi, seed)
+    paths += differences_figures(workspace, dataset, label, dpi)
+    histories = {m: h for m in styles
+                 if (h := read_history(method_folder(workspace, dataset, m, seed) / "history.csv")) is not None}
     if histories:
         paths += _save(training_figure(histories, {m: styles[m] for m in histories}, dataset, label), folder,
                        f"training_{dataset}", dpi)

@@ -14,8 +14,10 @@ import pandas as pd
 import yaml
 
 from stfusion.data.datasets import get_dataset
+from stfusion.evaluation.significance import REFERENCE
 from stfusion.io import write_text
 from stfusion.reporting.plots import FIGURE_GUIDE
+
 
 def git_commit(root: Path) -> str:
     """The commit the study ran from, marked when the working tree had uncommitted changes."""
@@ -31,16 +33,58 @@ def git_commit(root: Path) -> str:
     return f"{commit} (with uncommitted changes)" if dirty else commit
 
 
-def _headline(metrics: dict, dataset: str) -> str:
-    """One sentence: the best method by mean RMSE and its scores over all and changed pixels."""
-    ranked = sorted(metrics.items(), key=lambda item: item[1]["all"]["rmse"])
-    best, values = ranked[0]
-    changed = values.get("changed", {}).get("rmse")
-    text = (f"**{dataset}**: lowest mean RMSE **{best}** ({values['all']['rmse']:.4f} reflectance, "
-            f"SSIM {values['all']['ssim']:.4f}, SAM {values['all']['sam']:.4f} rad")
-    text += f"; RMSE over changed pixels {changed:.4f})" if changed is not None else ")"
-    others = ", ".join(f"{m} {v['all']['rmse']:.4f}" for m, v in ranked[1:])
-    return text + (f"; then {others}." if others else ".")
+def _names(methods: list[str]) -> str:
+    quoted = [f"`{m}`" for m in methods]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+
+def _against_reference(differences: pd.DataFrame, dataset: str, region: str) -> str:
+    """Which methods the bootstrap puts above, below or level with temporal-difference in ``region``."""
+    rows = differences[(differences["dataset"] == dataset) & (differences["region"] == region)
+                       & (differences["comparison"] == f"vs {REFERENCE}")].sort_values("difference")
+    if rows.empty:
+        return ""
+    level = f"{rows['level'].iloc[0]:.0%}"
+    better = rows[rows["significant"] & (rows["difference"] < 0)]["method"].tolist()
+    worse = rows[rows["significant"] & (rows["difference"] > 0)]["method"].tolist()
+    parts = []
+    if better:
+        parts.append(f"{_names(better)} {'is' if len(better) == 1 else 'are'} better than `{REFERENCE}` "
+                     f"({level} CI of the RMSE difference below 0)")
+    if worse:
+        parts.append(f"{_names(worse)} {'is' if len(worse) == 1 else 'are'} worse (CI above 0)")
+    level_with = len(rows) - len(better) - len(worse)
+    if level_with:
+        parts.append(("the rest are" if parts else "every method is") + " indistinguishable from it")
+    elif not parts:
+        return ""
+    return "; ".join(parts)
+
+
+def _headline(differences: pd.DataFrame, ranking: pd.DataFrame, dataset: str) -> str:
+    """The dataset's headline, written from the bootstrap intervals, not from the means."""
+    text = f"**{dataset}**: " + (_against_reference(differences, dataset, "all") or "no comparison was made") + "."
+    changed = _against_reference(differences, dataset, "changed")
+    if changed:
+        text += f" Over changed pixels: {changed}."
+    top = ranking[(ranking["dataset"] == dataset) & (ranking["region"] == "all") & (ranking["rank"] == 1)]
+    if not top.empty:
+        text += f" Rank 1 (no method significantly better): {_names(top.sort_values('rmse')['method'].tolist())}."
+    return text
+
+
+def _calibration(coverage: pd.DataFrame, dataset: str) -> list[str]:
+    """One line per method with an uncertainty map: its measured coverage of a nominal 90 % interval."""
+    rows = coverage[(coverage["dataset"] == dataset) & (coverage["region"] != "unchanged")]
+    lines = []
+    for method, group in rows.groupby("method", sort=True):
+        share = group.groupby("region")["coverage_90"].mean()
+        verdict = "over-confident" if share.get("all", float("nan")) < 0.9 else "under-confident"
+        runs = f" (mean over {group['seed'].nunique()} seeds)" if group["seed"].notna().any() else ""
+        lines.append(f"- **{dataset}**, `{method}`: its nominal 90 % interval covers {share.get('all', float('nan')):.2f} "
+                     f"of all band-values and {share.get('changed', float('nan')):.2f} over changed pixels{runs}: "
+                     f"{verdict}.")
+    return lines
 
 
 def _section_figures(figures: Path, dataset: str, guide: dict[str, str]) -> list[str]:
@@ -56,7 +100,8 @@ def _section_figures(figures: Path, dataset: str, guide: dict[str, str]) -> list
 def build_report(workspace, datasets: list[str], methods: list[str], profile: str, params: dict) -> str:
     """The text of ``reports/README.md`` from the tables, metrics and figures already written."""
     tables, root = workspace.tables, workspace.root
-    metrics = {d: json.loads((workspace.metrics / f"{d}.json").read_text()) for d in datasets}
+    differences, ranking = pd.read_csv(tables / "differences.csv"), pd.read_csv(tables / "ranking.csv")
+    coverage = pd.read_csv(tables / "coverage.csv")
     runs = pd.read_csv(tables / "runs.csv")
     conventions = json.loads((tables / "conventions.json").read_text())
     lines = [
@@ -69,11 +114,18 @@ def build_report(workspace, datasets: list[str], methods: list[str], profile: st
         "in radians; ERGAS with h/l = "
         + ", ".join(f"{d} 1/{c['ratio']}" for d, c in conventions.items())
         + "; full conventions in [tables/conventions.json](tables/conventions.json).", "",
-        "## Headline numbers", "",
-        *[f"- {_headline(metrics[d], d)}" for d in datasets], "",
+        "## Headline", "",
+        "Written from the paired bootstrap intervals (test pairs, seeds and spatial blocks resampled; "
+        "[docs/metrics.md](../docs/metrics.md)), not from the means.", "",
+        *[f"- {_headline(differences, ranking, d)}" for d in datasets], "",
+        *(["### Calibration of the uncertainty maps", "",
+           "Coverage of the interval prediction ± 1.645 × spread (nominal 90 %): below 0.90 the spread is too "
+           "small (over-confident), above it too large (under-confident).", "",
+           *[line for d in datasets for line in _calibration(coverage, d)], ""] if not coverage.empty else []),
     ]
     for dataset in datasets:
         lines += [f"## {dataset}", "", (tables / f"metrics_{dataset}.md").read_text(),
+                  (tables / f"significance_{dataset}.md").read_text(),
                   (tables / f"ablation_{dataset}.md").read_text(),
                   f"Change mask: {conventions[dataset]['change_mask']}. Test pairs (reference → target): "
                   + ", ".join(f"{r} → {t}" for r, t in conventions[dataset]["test_pairs"]) + ".", "",

@@ -341,3 +341,46 @@ def write_paper_tables(scores: pd.DataFrame, ablation_scores: pd.DataFrame, runs
         paths.append(write_text(stem.with_name(stem.name + ".md"), to_markdown(table, spec, label)))
         paths.append(write_text(stem.with_name(stem.name + ".tex"), to_latex(table, spec, label)))
     return paths
+
+
+def with_spread(means: pd.DataFrame, spread: pd.DataFrame | None, digits: int = 4) -> pd.DataFrame:
+    """Cells ``mean ± sd`` (just the mean where there is no spread: one run)."""
+    def cell(mean: float, sd: float) -> str:
+        if pd.isna(mean):
+            return MISSING
+        return f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if pd.notna(sd) else "")
+
+    spread = spread.reindex(index=means.index, columns=means.columns) if spread is not None else None
+    return pd.DataFrame({c: [cell(m, spread[c].iloc[i] if spread is not None else float("nan"))
+                             for i, m in enumerate(means[c])] for c in means.columns}, index=means.index)
+
+
+def _interval(row, digits: int = 4) -> str:
+    mark = " *" if row["significant"] else ""
+    return f"{row['difference']:+.{digits}f} [{row['low']:+.{digits}f}, {row['high']:+.{digits}f}]{mark}"
+
+
+def significance_markdown(differences: pd.DataFrame, ranking: pd.DataFrame, *, dataset: str, label: str,
+                          level: float, resamples: int) -> str:
+    """The bootstrap comparisons of one dataset: differences against the references, between deep models,
+    and the ranking, each over all and over changed pixels."""
+    pct = f"{level:.0%}"
+    parts = [f"### Which differences are real, {dataset}\n\nRMSE difference (method − other; negative: the method "
+             f"is better) with its {pct} paired bootstrap interval ({resamples} resamples of test pairs, seeds and "
+             f"spatial blocks); * marks an interval that excludes 0. Rank: 1 + the number of methods significantly "
+             f"better; methods that no interval separates share a rank.\n"]
+    for region, rows in differences.groupby("region", sort=True):
+        ranks = ranking[ranking["region"] == region].set_index("method")
+        references = rows[rows["comparison"] != "between deep models"]
+        wide = references.assign(cell=references.apply(_interval, axis=1)).pivot(
+            index="method", columns="comparison", values="cell")
+        wide.insert(0, "RMSE", ranks["rmse"].reindex(wide.index).map(lambda v: f"{v:.4f}"))
+        wide.insert(0, "rank", ranks["rank"].reindex(wide.index))
+        wide = wide.sort_values(["rank", "RMSE"]).fillna(MISSING)
+        parts.append(f"#### {region} pixels\n\n{wide.reset_index().to_markdown(index=False)}\n")
+        deep = rows[rows["comparison"] == "between deep models"]
+        if not deep.empty:
+            cells = deep.assign(cell=deep.apply(_interval, axis=1))[["method", "against", "cell"]]
+            parts.append(f"Between the deep models ({region} pixels):\n\n"
+                         f"{cells.rename(columns={'cell': f'difference [{pct} CI]'}).to_markdown(index=False)}\n")
+    return "\n".join(parts) + f"\n_{label}._\n"

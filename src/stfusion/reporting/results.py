@@ -23,9 +23,11 @@ from stfusion.inference.ensemble import ensemble_name, write_ensemble
 from stfusion.io import atomic_dir, write_text
 from stfusion.reporting.tables import markdown, significance_markdown, with_spread, write_paper_tables
 
-ABLATION_NOTE = ("\nAt the quick tier (the default study) every variant trains for a few hundred CPU steps: differences "
-                 "between variants are not significant (compare them with the spread over test pairs in the "
-                 "`ablation` figure). The paper tier on a GPU is the one to compare with the published tables.\n")
+ABLATION_NOTE = ("\nEach variant, and the full model's rows, is one run with the study's `seed`: the ablation is "
+                 "not repeated over seeds, so it has no seed spread or interval. At the quick tier (the default "
+                 "study) every variant trains for a few hundred CPU steps: differences between variants are not "
+                 "significant (compare them with the spread over test pairs in the `ablation` figure). The paper "
+                 "tier on a GPU is the one to compare with the published tables.\n")
 
 
 def write_training_curves(workspace, datasets: list[str], methods: list[str], seed: int, folder: Path) -> list[Path]:

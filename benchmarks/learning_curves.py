@@ -1,0 +1,149 @@
+"""How much training each deep model needs: test RMSE against the training budget.
+
+    python benchmarks/learning_curves.py [--models dcstfn ...] [--datasets cia-sim ...]
+        [--multipliers 1 4 16] [--seeds 42] [--hours 2] [--out docs/learning_curves]
+
+Each run trains a model at the quick tier of params.yaml with ``multiplier`` x its epochs (the same
+steps per epoch, so the cosine schedule stretches over the longer run), selects its checkpoint on the
+validation pairs as the study does, and scores the test pairs (overall RMSE, mean over pairs). The
+baselines' RMSE (from the completed study's reports/tables/scores.csv) are the horizontal lines.
+Needs a completed `make study` (the datacubes and the feature autoencoders). Runs on CUDA when present.
+
+Rows are appended to ``<out>/runs.csv`` as each run finishes, and a run already there is skipped, so
+the benchmark resumes where it stopped; ``--hours`` stops starting new runs after that much time.
+It then writes ``<out>/learning_curves.md`` (the table and, per model and dataset, the smallest budget
+whose RMSE beats temporal-difference) and ``<out>/learning_curves.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+COLUMNS = ["dataset", "model", "seed", "multiplier", "epochs", "steps", "train_seconds", "best_epoch", "test_rmse"]
+
+
+def train_and_score(dataset: str, model: str, seed: int, multiplier: float, workspace) -> dict:
+    from stfusion.data.datacube import open_cube
+    from stfusion.data.splits import Splits
+    from stfusion.evaluation.scores import score_predictions
+    from stfusion.methods.models import get_model_spec
+    from stfusion.pipeline.params import load_params
+    from stfusion.train.config import tier_settings
+    from stfusion.train.run import run_method
+
+    config = tier_settings(load_params(build_models=False)["models"], model, "quick")
+    config = replace(config, epochs=max(1, round(config.epochs * multiplier)))
+    cube, splits = open_cube(workspace.cube(dataset)), Splits.load(workspace.splits(dataset))
+    encoder = workspace.autoencoder(dataset) / "autoencoder.pt" if get_model_spec(model).feature_encoder else None
+    with tempfile.TemporaryDirectory(prefix="stfusion-curve-") as tmp:
+        record = run_method(model, cube, splits, Path(tmp) / "out", seed=seed, config=config, tier="quick",
+                            checkpoint_dir=Path(tmp) / "ckpt", feature_encoder_path=encoder,
+                            train_options={"progress": False})
+        scores = score_predictions(cube, splits, Path(tmp) / "out")
+    rmse = scores[(scores["band"] == "all") & (scores["region"] == "all") & (scores["metric"] == "rmse")]
+    return {"dataset": dataset, "model": model, "seed": seed, "multiplier": multiplier, "epochs": config.epochs,
+            "steps": config.epochs * config.steps_per_epoch, "train_seconds": record["train_seconds"],
+            "best_epoch": record["best_epoch"], "test_rmse": float(rmse["value"].mean())}
+
+
+def baselines(root: Path) -> pd.DataFrame:
+    """Mean test RMSE of the methods that do not train, from the completed study."""
+    scores = pd.read_csv(root / "reports" / "tables" / "scores.csv")
+    chosen = scores[(scores["band"] == "all") & (scores["region"] == "all") & (scores["metric"] == "rmse")
+                    & (scores["family"].isin(["reference", "traditional"]))]
+    return chosen.groupby(["dataset", "method"])["value"].mean().rename("test_rmse").reset_index()
+
+
+def summary(runs: pd.DataFrame, lines: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and model: mean test RMSE at each budget, and the smallest budget that beats
+    temporal-difference (none: not within the budgets tried)."""
+    table = runs.groupby(["dataset", "model", "multiplier"])["test_rmse"].mean().unstack("multiplier")
+    reference = lines[lines["method"] == "temporal-difference"].set_index("dataset")["test_rmse"]
+    beats = []
+    for (dataset, _), row in table.iterrows():
+        better = [m for m, v in row.items() if pd.notna(v) and v < reference.get(dataset, float("nan"))]
+        beats.append(f"{min(better):g}×" if better else "not within the budgets tried")
+    table.columns = [f"{m:g}× RMSE" for m in table.columns]
+    return table.assign(**{"temporal-difference RMSE": [reference.get(d) for d, _ in table.index],
+                           "beats temporal-difference from": beats})
+
+
+def figure(runs: pd.DataFrame, lines: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from stfusion.methods.registry import get_method
+
+    datasets = sorted(runs["dataset"].unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.2), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        data = runs[runs["dataset"] == dataset].groupby(["model", "steps"])["test_rmse"].agg(["mean", "min", "max"])
+        for model, curve in data.groupby(level="model"):
+            steps = curve.index.get_level_values("steps")
+            colour = get_method(model).colour
+            ax.plot(steps, curve["mean"], "o-", color=colour, label=model)
+            ax.fill_between(steps, curve["min"], curve["max"], color=colour, alpha=0.15)
+        for row in lines[lines["dataset"] == dataset].itertuples():
+            ax.axhline(row.test_rmse, color=get_method(row.method).colour, ls="--", lw=1)
+            ax.annotate(row.method, (ax.get_xlim()[0], row.test_rmse), fontsize=7, va="bottom")
+        ax.set_xscale("log")
+        ax.set_xlabel("training steps (batches of 8 patches, log scale)")
+        ax.set_ylabel("test RMSE (reflectance)")
+        ax.set_title(dataset)
+        ax.legend(fontsize=7)
+    fig.suptitle("Test RMSE against training budget, quick tier (dashed: methods that do not train)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    from stfusion.paths import Workspace, find_root
+    from stfusion.pipeline.params import load_params
+
+    params = load_params(build_models=False)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=params["methods"]["models"])
+    parser.add_argument("--datasets", nargs="+", default=params["datasets"])
+    parser.add_argument("--multipliers", nargs="+", type=float, default=[1, 4, 16])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[params["seed"]])
+    parser.add_argument("--hours", type=float, default=2.0, help="start no new run after this many hours")
+    parser.add_argument("--out", default="docs/learning_curves")
+    args = parser.parse_args()
+    root, out = find_root(), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = out / "runs.csv"
+    runs = pd.read_csv(table) if table.is_file() else pd.DataFrame(columns=COLUMNS)
+    done = set(zip(runs["dataset"], runs["model"], runs["seed"], runs["multiplier"]))
+    start = time.monotonic()
+    # cheapest budgets first, so a time limit leaves whole curves' low ends rather than one long run
+    for multiplier in sorted(args.multipliers):
+        for dataset in args.datasets:
+            for model in args.models:
+                for seed in args.seeds:
+                    if (dataset, model, seed, multiplier) in done:
+                        continue
+                    if time.monotonic() - start > args.hours * 3600:
+                        print(f"stopping: {args.hours} h used; rerun to continue")
+                        break
+                    row = train_and_score(dataset, model, seed, multiplier, Workspace(root))
+                    print(f"{dataset} {model} seed {seed} ×{multiplier:g}: {row['steps']} steps, "
+                          f"{row['train_seconds']:.0f} s, test RMSE {row['test_rmse']:.5f}", flush=True)
+                    runs = pd.concat([runs, pd.DataFrame([row])], ignore_index=True)
+                    runs.to_csv(table, index=False, float_format="%.6g")
+    lines = baselines(root)
+    text = summary(runs, lines).reset_index().to_markdown(index=False, floatfmt=".5f")
+    (out / "learning_curves.md").write_text(f"{text}\n")
+    figure(runs, lines, out / "learning_curves.png")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

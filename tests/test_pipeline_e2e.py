@@ -27,7 +27,9 @@ BASELINES = ("persistence", "temporal-difference", "starfm", "fsdaf")
 DEEP = ("dcstfn", "edcstfn", "gan-stfm", "mcbam-gan", "swinstfm", "stfdiff")
 METHODS = BASELINES + DEEP
 VARIANTS = ("depth-1", "cbam")  # profiles/smoke.yaml: two of the MCBAM-GAN ablation's variants
-FIGURES = ("boxplots", "change", "scatter", "scene", "crop", "training", "ablation", "uncertainty")
+SEEDS = (42, 43)  # profiles/smoke.yaml seeds
+ENSEMBLES = tuple(f"{m}-ensemble" for m in DEEP)
+FIGURES = ("boxplots", "change", "scatter", "scene", "crop", "training", "ablation", "uncertainty", "differences")
 
 
 def _run(args, cwd, env):
@@ -99,10 +101,29 @@ def test_metrics_show_both_predictors_and_coarse_change_helps(smoke_study):
                if not path.startswith("..")}  # the project's default study shows its own metrics too
     assert set(metrics) == set(DATASETS)
     for dataset, values in metrics.items():
-        assert set(values) == set(METHODS)
+        assert set(values) == set(METHODS + ENSEMBLES)
         for method in ("temporal-difference", "starfm", "fsdaf"):  # the coarse change must help on the synthetic scenes
-            assert values[method]["all"]["rmse"] < values["persistence"]["all"]["rmse"], (dataset, method)
-        assert set(values["persistence"]["all"]) == {"rmse", "mae", "bias", "psnr", "ssim", "sam", "ergas", "cc", "uiqi"}
+            assert values[method]["rmse"] < values["persistence"]["rmse"], (dataset, method)
+        assert set(values["dcstfn"]) == {"rmse", "ssim", "sam", "rmse_changed"}  # the headline only
+
+
+def test_every_deep_model_is_scored_per_seed_and_as_an_ensemble_and_compared(smoke_study):
+    study = smoke_study[0]
+    tables = study / "reports" / "tables"
+    scores = pd.read_csv(tables / "scores.csv")
+    deep = scores[scores["method"].isin(DEEP)]
+    assert set(deep["seed"]) == set(SEEDS) and scores[scores["method"].isin(BASELINES + ENSEMBLES)]["seed"].isna().all()
+    differences = pd.read_csv(tables / "differences.csv")
+    reference = differences[differences["comparison"] == "vs temporal-difference"]
+    assert set(reference["method"]) == set(METHODS + ENSEMBLES) - {"temporal-difference"}
+    assert (reference["low"] <= reference["difference"]).all() and (reference["difference"] <= reference["high"]).all()
+    assert set(pd.read_csv(tables / "ranking.csv")["method"]) == set(METHODS + ENSEMBLES)
+    coverage = pd.read_csv(tables / "coverage.csv")
+    assert set(ENSEMBLES) | {"stfdiff"} <= set(coverage["method"]) and coverage["coverage_90"].between(0, 1).all()
+    for dataset in DATASETS:
+        assert list((study / "data" / "ensembles" / dataset / "dcstfn-ensemble").glob("*_std.tif"))
+    report = (study / "reports" / "README.md").read_text()
+    assert "temporal-difference" in report.split("## Headline")[1].split("##")[0]
 
 
 def test_second_repro_reruns_nothing_quickly(smoke_study):
@@ -128,9 +149,10 @@ def test_deep_models_leave_weights_history_and_curves(smoke_study):
     study = smoke_study[0]
     for dataset in DATASETS:
         assert (study / "data" / "autoencoders" / dataset / "autoencoder.pt").is_file()
-        for method in DEEP:
-            folder = study / "data" / "predictions" / dataset / method
+        for method, seed in ((m, s) for m in DEEP for s in SEEDS):
+            folder = study / "data" / "predictions" / dataset / method / f"seed-{seed}"
             assert {"model.pt", "history.csv", "run.json"} <= {p.name for p in folder.iterdir()}
+            assert json.loads((folder / "run.json").read_text())["seed"] == seed
             run = json.loads((folder / "run.json").read_text())
             assert run["parameters"] > 0 and run["train_seconds"] > 0 and run["best_epoch"] is not None
             assert run["cpu_threads"] == 1  # profiles/smoke.yaml train.threads
@@ -142,20 +164,20 @@ def test_stfdiff_records_sampling_and_writes_uncertainty(smoke_study):
     study = smoke_study[0]
     runs = pd.read_csv(study / "reports" / "tables" / "runs.csv")
     stfdiff = runs[runs["method"] == "stfdiff"]
-    assert len(stfdiff) == len(DATASETS)
+    assert len(stfdiff) == len(DATASETS) * len(SEEDS)
     assert (stfdiff[["sampling_steps", "sampling_eta", "sampling_samples"]].to_numpy() == [2, 0.0, 2]).all()
     deciles = pd.read_csv(study / "reports" / "tables" / "uncertainty.csv")
-    assert set(deciles["dataset"]) == set(DATASETS) and set(deciles["method"]) == {"stfdiff"}
+    assert set(deciles["dataset"]) == set(DATASETS) and set(deciles["method"]) == {"stfdiff", *ENSEMBLES}
     assert (deciles["std_mean"] > 0).all() and (deciles["decile"].between(1, 10)).all()
     for dataset in DATASETS:
-        assert list((study / "data" / "predictions" / dataset / "stfdiff").glob("*_std.tif"))
+        assert list((study / "data" / "predictions" / dataset / "stfdiff" / "seed-42").glob("*_std.tif"))
         assert (study / "reports" / "figures" / "png" / f"uncertainty_{dataset}.png").stat().st_size > 10_000
 
 
 def test_dag_shows_every_stage(smoke_study):
     study, env, _, _ = smoke_study
     dag = _run(["dvc", "dag", "--md"], study, env)
-    for stage in ("download@cia-sim", "preprocess@lgc-sim", "predict@cia-sim-persistence", "train@lgc-sim-dcstfn", "ablation@lgc-sim",
+    for stage in ("download@cia-sim", "preprocess@lgc-sim", "predict@cia-sim-persistence", "train@lgc-sim-dcstfn-43", "ablation@lgc-sim",
                   "sources", "evaluate", "figures", "report"):
         assert stage in dag
 
@@ -189,14 +211,30 @@ def _comment(text: str) -> str:
     return text + "\n# an edit\n"
 
 
+def _seeds(text: str) -> str:
+    """An edit of params.yaml: one more training seed."""
+    import yaml
+
+    params = yaml.safe_load(text)
+    params["seeds"] = [*params["seeds"], 7]
+    return yaml.safe_dump(params, sort_keys=False)
+
+
+def _train(model: str) -> set[str]:
+    return {f"train@{d}-{model}-{s}" for d in DATASETS for s in SEEDS}
+
+
 @pytest.mark.parametrize("path, edit, expected", [
     ("src/stfusion/reporting/plots.py", _comment, {"figures", "report"}),
-    ("src/stfusion/methods/models/dcstfn.py", _comment, {f"train@{d}-dcstfn" for d in DATASETS}),
+    ("src/stfusion/methods/models/dcstfn.py", _comment, _train("dcstfn")),
     ("src/stfusion/methods/baselines/starfm.py", _comment, {f"predict@{d}-starfm" for d in DATASETS}),
     ("src/stfusion/methods/models/mcbam_gan.py", _comment,
-     {f"train@{d}-mcbam-gan" for d in DATASETS} | {f"ablation@{d}" for d in DATASETS}),
-    ("studies/smoke/params.yaml", _lr("swinstfm"), {f"train@{d}-swinstfm" for d in DATASETS}),
-    ("studies/smoke/params.yaml", _lr("mcbam-gan"), {f"train@{d}-mcbam-gan" for d in DATASETS} | {f"ablation@{d}" for d in DATASETS}),
+     _train("mcbam-gan") | {f"ablation@{d}" for d in DATASETS}),
+    ("studies/smoke/params.yaml", _lr("swinstfm"), _train("swinstfm")),
+    ("studies/smoke/params.yaml", _lr("mcbam-gan"), _train("mcbam-gan") | {f"ablation@{d}" for d in DATASETS}),
+    # a new seed: its own train stages (new) and what reads every run; no other seed's stage
+    ("studies/smoke/params.yaml", _seeds, {f"train@{d}-{m}-7" for d in DATASETS for m in DEEP}
+     | {"evaluate", "report"}),
 ])
 def test_an_edit_reruns_only_the_stages_that_use_it(smoke_study, path, edit, expected):
     study, env, _, _ = smoke_study

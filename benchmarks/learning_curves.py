@@ -1,7 +1,7 @@
 """How much training each deep model needs: test RMSE against the training budget.
 
     python benchmarks/learning_curves.py [--models dcstfn ...] [--datasets cia-sim ...]
-        [--multipliers 1 4 16] [--seeds 42] [--hours 2] [--out docs/learning_curves]
+        [--multipliers 1 4 16] [--seeds 42] [--hours 2] [--threads 1] [--out docs/learning_curves]
 
 Each run trains a model at the quick tier of params.yaml with ``multiplier`` x its epochs (the same
 steps per epoch, so the cosine schedule stretches over the longer run), selects its checkpoint on the
@@ -115,8 +115,14 @@ def main() -> None:
     parser.add_argument("--multipliers", nargs="+", type=float, default=[1, 4, 16])
     parser.add_argument("--seeds", nargs="+", type=int, default=[params["seed"]])
     parser.add_argument("--hours", type=float, default=2.0, help="start no new run after this many hours")
+    parser.add_argument("--threads", type=int, default=params["train"]["threads"],
+                        help="CPU threads (default: train.threads, as the study; then 1x reproduces its scores)")
     parser.add_argument("--out", default="docs/learning_curves")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     root, out = find_root(), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table = out / "runs.csv"

@@ -79,12 +79,12 @@ def test_repro_writes_every_report(smoke_study):
             assert run["device"] == "cpu" and run["train_seconds"] > 0
         for method in BASELINES:
             assert (study / "reports" / "notebooks" / f"predict-{dataset}-{method}.ipynb").is_file()
-        for method in DEEP:
-            assert (study / "reports" / "notebooks" / f"train-{dataset}-{method}.ipynb").is_file()
+        for method, seed in ((m, s) for m in DEEP for s in SEEDS):
+            assert (study / "reports" / "notebooks" / f"train-{dataset}-{method}-seed-{seed}.ipynb").is_file()
     assert (study / "reports" / "tables" / "scores.csv").is_file()
     assert len(list((study / "reports" / "tables" / "paper").glob("*.tex"))) == 8
     report = (study / "reports" / "README.md").read_text()
-    assert "## Headline numbers" in report and "figures/png/scene_cia-sim.png" in report
+    assert "## Headline" in report and "significance" not in report.split("## Headline")[0] and "figures/png/scene_cia-sim.png" in report
     assert "smoke profile" in report
     # Tables 2-4: this study's rows for the variants run and for the full model (train stage)
     table2 = (study / "reports" / "tables" / "paper" / "mcbam-gan-table2.md").read_text()

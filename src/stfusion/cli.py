@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "that needs no training (--method) or a trained deep model (--weights).")
     fuse.add_argument("--method", help="a method without training (see `stfusion info methods`); with --weights, "
                       "the model the file must hold")
-    fuse.add_argument("--weights", help="a trained model's model.pt (data/predictions/<dataset>/<model>/model.pt)")
+    fuse.add_argument("--weights", help="a trained model's model.pt (data/predictions/<dataset>/<model>/seed-<seed>/model.pt)")
     fuse.add_argument("--fine-ref", required=True, help="fine image of the reference date (GeoTIFF, ENVI, ...)")
     fuse.add_argument("--coarse-ref", help="coarse image of the reference date, on the fine grid (not needed by "
                       "gan-stfm and mcbam-gan)")

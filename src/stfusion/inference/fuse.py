@@ -7,7 +7,7 @@ grid, keeping their CRS and transform.
 
 The method is either one that needs no training (``method_name``: STARFM, FSDAF, the reference
 methods) or a trained deep model (``weights``: a ``model.pt`` written by the train stage, such as
-``data/predictions/cia-sim/mcbam-gan/model.pt``). A trained model runs through the study's tiled
+``data/predictions/cia-sim/mcbam-gan/seed-42/model.pt``). A trained model runs through the study's tiled
 inference, on CUDA when present. Stochastic models (STFDiff) average ``samples`` draws and, with two
 or more, also write their per-pixel standard deviation beside the prediction, ``<out>_std.tif``.
 """

@@ -104,7 +104,8 @@ def test_metrics_show_both_predictors_and_coarse_change_helps(smoke_study):
         assert set(values) == set(METHODS + ENSEMBLES)
         for method in ("temporal-difference", "starfm", "fsdaf"):  # the coarse change must help on the synthetic scenes
             assert values[method]["rmse"] < values["persistence"]["rmse"], (dataset, method)
-        assert set(values["dcstfn"]) == {"rmse", "ssim", "sam", "rmse_changed"}  # the headline only
+        # the headline only (no changed-pixel RMSE where a tiny smoke scene has no changed pixel)
+        assert {"rmse", "ssim", "sam"} <= set(values["dcstfn"]) <= {"rmse", "ssim", "sam", "rmse_changed"}
 
 
 def test_every_deep_model_is_scored_per_seed_and_as_an_ensemble_and_compared(smoke_study):
@@ -119,7 +120,8 @@ def test_every_deep_model_is_scored_per_seed_and_as_an_ensemble_and_compared(smo
     assert (reference["low"] <= reference["difference"]).all() and (reference["difference"] <= reference["high"]).all()
     assert set(pd.read_csv(tables / "ranking.csv")["method"]) == set(METHODS + ENSEMBLES)
     coverage = pd.read_csv(tables / "coverage.csv")
-    assert set(ENSEMBLES) | {"stfdiff"} <= set(coverage["method"]) and coverage["coverage_90"].between(0, 1).all()
+    assert set(ENSEMBLES) | {"stfdiff"} <= set(coverage["method"])
+    assert coverage["coverage_90"].dropna().between(0, 1).all() and coverage["coverage_90"].notna().any()
     for dataset in DATASETS:
         assert list((study / "data" / "ensembles" / dataset / "dcstfn-ensemble").glob("*_std.tif"))
     report = (study / "reports" / "README.md").read_text()

@@ -234,5 +234,11 @@ def train_model(name: str, cube: xr.Dataset, splits: Splits, config: TrainConfig
 
 
 def finish(checkpoint_dir: str | os.PathLike) -> None:
-    """Remove a finished run's resume state once its products are safely written."""
+    """Remove a finished run's resume state once its products are safely written, and for a per-seed
+    folder its model's folder when no other seed's run is left in it."""
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    if Path(checkpoint_dir).name.startswith("seed-"):  # Workspace.checkpoints(dataset, name, seed)
+        try:
+            Path(checkpoint_dir).parent.rmdir()  # only if empty
+        except OSError:
+            pass

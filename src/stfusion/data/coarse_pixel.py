@@ -6,7 +6,6 @@ definition, so a coarse pixel means the same thing everywhere in the study.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 
@@ -21,8 +20,7 @@ def block_mean(image, ratio: int, valid=None):
     """
     is_numpy = not isinstance(image, torch.Tensor)
     x = torch.as_tensor(image)
-    *lead, height, width = x.shape
-    h, w = height // ratio, width // ratio
+    h, w = x.shape[-2] // ratio, x.shape[-1] // ratio
     blocks = lambda a: a[..., : h * ratio, : w * ratio].reshape(*a.shape[:-2], h, ratio, w, ratio)  # noqa: E731
     x = blocks(x.double())
     if valid is None:
@@ -35,5 +33,4 @@ def block_mean(image, ratio: int, valid=None):
 
 def valid_fraction(valid, ratio: int):
     """(H // ratio, W // ratio) share of valid fine pixels under each coarse pixel (float64)."""
-    return block_mean(np.asarray(valid, dtype=np.float64) if not isinstance(valid, torch.Tensor) else valid.double(),
-                      ratio)
+    return block_mean(valid, ratio)  # block_mean sums in float64: True counts 1

@@ -34,6 +34,7 @@ from stfusion.errors import InputError
 from stfusion.io import atomic_path
 from stfusion.units import is_valid_stored
 
+
 def read_image(manifest: Manifest, date: str, role: str) -> Raster:
     """Read the ``role`` image of ``date`` in whatever format the manifest records."""
     path = manifest.file(date, role)
@@ -134,8 +135,6 @@ def open_cube(path: str | os.PathLike) -> xr.Dataset:
         raise InputError(f"{path}: datacube not found; run the preprocess stage first")
     cube = xr.load_dataset(path, engine="netcdf4", mask_and_scale=False, decode_coords="all")
     return cube
-
-
 
 
 def cube_grid(cube: xr.Dataset) -> Grid:

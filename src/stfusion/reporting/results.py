@@ -65,12 +65,11 @@ def write_ensembles(workspace, dataset: str, models: list[str], seeds: list[int]
 def _dataset_markdown(r: dict, dataset: str, label: str) -> dict[str, str]:
     means, spread = metric_table(r["scores"]), seed_spread(r["scores"])
     pair_mean, pair_std = pair_table(r["scores"])
-    changed_mean, changed_std = change_table(r["scores"]), None
     text = (markdown(with_spread(means, spread), title=f"Mean scores over the test pairs (± sd over seeds), {dataset}",
                      label=label)
             + "\n" + markdown(with_spread(pair_mean, pair_std), title=f"RMSE per test pair (± sd over seeds), {dataset}",
                               label=label)
-            + "\n" + markdown(with_spread(changed_mean, changed_std), title=f"RMSE over changed and unchanged pixels, {dataset}",
+            + "\n" + markdown(with_spread(change_table(r["scores"]), None), title=f"RMSE over changed and unchanged pixels, {dataset}",
                               label=label))
     title = f"Ablation: mean scores over the test pairs, {dataset}"
     ablation = (markdown(metric_table(r["ablation"]).rename_axis(index=["family", "variant"]), title=title, label=label)

@@ -95,6 +95,10 @@ def _info_models(as_json: bool, params_path: str | None) -> None:
 
 
 def _stage(args: argparse.Namespace) -> None:
+    # jsonschema (under the runner's nbformat) imports rfc3987-syntax, when installed, for its "iri"
+    # string format, which builds a parser at import: 2.1 s of the 3.1 s the runner took to import
+    # (python -X importtime), at every stage. Notebook validation never checks that format.
+    sys.modules.setdefault("rfc3987_syntax", None)
     from stfusion.pipeline.stages import run_stage
 
     path = run_stage(args.name, dataset=args.dataset, method=args.method, seed=args.seed, params_path=args.params)

@@ -26,8 +26,9 @@ def test_headline_names_better_worse_and_indistinguishable_methods():
 
 
 def test_calibration_says_over_or_under_confident_from_the_measured_coverage():
-    coverage = pd.DataFrame({"dataset": "cia-sim", "method": ["a", "a", "b"], "seed": [None, None, 42],
-                             "region": ["all", "changed", "all"], "coverage_90": [0.55, 0.40, 0.97]})
+    coverage = pd.DataFrame({"dataset": "cia-sim", "method": ["a", "a", "b", "c"], "seed": [None, None, 42, 42],
+                             "region": ["all", "changed", "all", "all"], "coverage_90": [0.55, 0.40, 0.97, 0.885]})
     lines = _calibration(coverage, "cia-sim")
     assert "`a`: its nominal 90 % interval covers 0.55 of all band-values and 0.40 over changed pixels: over-confident." in lines[0]
     assert "under-confident" in lines[1] and "0.97" in lines[1]
+    assert "calibrated (within 0.02 of 0.90)" in lines[2] and "confident" not in lines[2]

@@ -11,6 +11,8 @@ Needs a completed `make study` (the datacubes and the feature autoencoders). Run
 
 Rows are appended to ``<out>/runs.csv`` as each run finishes, and a run already there is skipped, so
 the benchmark resumes where it stopped; ``--hours`` stops starting new runs after that much time.
+Several processes may share one ``--out`` (e.g. one per dataset, each on its own core): each append
+holds a lock on the table and rewrites it atomically.
 It then writes ``<out>/learning_curves.md`` (the table and, per model and dataset, the smallest budget
 whose RMSE beats temporal-difference) and ``<out>/learning_curves.png``.
 """
@@ -18,6 +20,8 @@ whose RMSE beats temporal-difference) and ``<out>/learning_curves.png``.
 from __future__ import annotations
 
 import argparse
+import fcntl
+import os
 import tempfile
 import time
 from dataclasses import replace
@@ -50,6 +54,25 @@ def train_and_score(dataset: str, model: str, seed: int, multiplier: float, work
     return {"dataset": dataset, "model": model, "seed": seed, "multiplier": multiplier, "epochs": config.epochs,
             "steps": config.epochs * config.steps_per_epoch, "train_seconds": record["train_seconds"],
             "best_epoch": record["best_epoch"], "test_rmse": float(rmse["value"].mean())}
+
+
+def read_runs(table: Path) -> pd.DataFrame:
+    return pd.read_csv(table) if table.is_file() else pd.DataFrame(columns=COLUMNS)
+
+
+def append_run(table: Path, row: dict) -> pd.DataFrame:
+    """Add ``row`` to the table under a lock (other processes may be appending) and return the table."""
+    from stfusion.io import atomic_path
+
+    folder = os.open(table.parent, os.O_RDONLY)  # the lock is on the folder: the table itself is replaced
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        runs = pd.concat([read_runs(table), pd.DataFrame([row])], ignore_index=True)
+        with atomic_path(table) as tmp:
+            runs.to_csv(tmp, index=False, float_format="%.6g")
+    finally:
+        os.close(folder)  # closing releases the lock
+    return runs
 
 
 def baselines(root: Path) -> pd.DataFrame:
@@ -101,7 +124,7 @@ def figure(runs: pd.DataFrame, lines: pd.DataFrame, path: Path) -> None:
         ax.legend(fontsize=7)
     fig.suptitle("Test RMSE against training budget, quick tier (dashed: methods that do not train)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, format="png")
 
 
 def main() -> None:
@@ -126,28 +149,27 @@ def main() -> None:
     root, out = find_root(), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table = out / "runs.csv"
-    runs = pd.read_csv(table) if table.is_file() else pd.DataFrame(columns=COLUMNS)
+    runs = read_runs(table)
     done = set(zip(runs["dataset"], runs["model"], runs["seed"], runs["multiplier"]))
-    start = time.monotonic()
     # cheapest budgets first, so a time limit leaves whole curves' low ends rather than one long run
-    for multiplier in sorted(args.multipliers):
-        for dataset in args.datasets:
-            for model in args.models:
-                for seed in args.seeds:
-                    if (dataset, model, seed, multiplier) in done:
-                        continue
-                    if time.monotonic() - start > args.hours * 3600:
-                        print(f"stopping: {args.hours} h used; rerun to continue")
-                        break
-                    row = train_and_score(dataset, model, seed, multiplier, Workspace(root))
-                    print(f"{dataset} {model} seed {seed} ×{multiplier:g}: {row['steps']} steps, "
-                          f"{row['train_seconds']:.0f} s, test RMSE {row['test_rmse']:.5f}", flush=True)
-                    runs = pd.concat([runs, pd.DataFrame([row])], ignore_index=True)
-                    runs.to_csv(table, index=False, float_format="%.6g")
+    todo = [(d, m, s, k) for k in sorted(args.multipliers) for d in args.datasets for m in args.models
+            for s in args.seeds if (d, m, s, k) not in done]
+    start = time.monotonic()
+    for dataset, model, seed, multiplier in todo:
+        if time.monotonic() - start > args.hours * 3600:
+            print(f"stopping: {args.hours} h used, {len(todo)} runs were to do; rerun to continue")
+            break
+        row = train_and_score(dataset, model, seed, multiplier, Workspace(root))
+        print(f"{dataset} {model} seed {seed} ×{multiplier:g}: {row['steps']} steps, "
+              f"{row['train_seconds']:.0f} s, test RMSE {row['test_rmse']:.5f}", flush=True)
+        runs = append_run(table, row)
+    from stfusion.io import atomic_path, write_text
+
     lines = baselines(root)
     text = summary(runs, lines).reset_index().to_markdown(index=False, floatfmt=".5f")
-    (out / "learning_curves.md").write_text(f"{text}\n")
-    figure(runs, lines, out / "learning_curves.png")
+    write_text(out / "learning_curves.md", f"{text}\n")
+    with atomic_path(out / "learning_curves.png") as tmp:
+        figure(runs, lines, tmp)
     print(text)
 
 

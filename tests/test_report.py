@@ -32,3 +32,4 @@ def test_calibration_says_over_or_under_confident_from_the_measured_coverage():
     assert "`a`: its nominal 90 % interval covers 0.55 of all band-values and 0.40 over changed pixels: over-confident." in lines[0]
     assert "under-confident" in lines[1] and "0.97" in lines[1]
     assert "calibrated (within 0.02 of 0.90)" in lines[2] and "confident" not in lines[2]
+    assert "changed" not in lines[2]  # no changed pixels: nothing said about them

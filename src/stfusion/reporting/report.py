@@ -91,9 +91,10 @@ def _calibration(coverage: pd.DataFrame, dataset: str) -> list[str]:
         share = group.groupby("region")["coverage_90"].mean()
         verdict = _verdict(share.get("all", float("nan")))
         runs = f" (mean over {group['seed'].nunique()} seeds)" if group["seed"].notna().any() else ""
+        changed = share.get("changed", float("nan"))
+        changed = "" if pd.isna(changed) else f" and {changed:.2f} over changed pixels"  # none: no change mask
         lines.append(f"- **{dataset}**, `{method}`: its nominal 90 % interval covers {share.get('all', float('nan')):.2f} "
-                     f"of all band-values and {share.get('changed', float('nan')):.2f} over changed pixels{runs}: "
-                     f"{verdict}.")
+                     f"of all band-values{changed}{runs}: {verdict}.")
     return lines
 
 

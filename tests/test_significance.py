@@ -7,7 +7,8 @@ import pytest
 
 from stfusion.errors import InputError
 from stfusion.evaluation.metrics import compute_metrics
-from stfusion.evaluation.significance import Errors, block_errors, compare, errors_by_method, ranking
+from stfusion.evaluation.significance import (Errors, block_errors, compare, errors_by_method, ranking,
+                                              study_significance)
 
 
 def errors_from_rmse(rmse: np.ndarray) -> Errors:
@@ -90,3 +91,17 @@ def test_bad_requests_name_the_parameter():
         compare(errors, [("a", "a")], level=1.5)
     with pytest.raises(InputError, match="evaluate.bootstrap.block"):
         block_errors(np.zeros((1, 2, 2)), np.zeros((1, 2, 2)), np.ones((2, 2), bool), 0)
+
+
+def test_a_study_of_one_method_writes_tables_with_headers_and_no_rows(tmp_path):
+    """The notebooks' defaults score temporal-difference alone: nothing to compare, but the tables must
+    still read back (an empty frame without columns writes a file pandas cannot read)."""
+    rows = [{"dataset": "cia-sim", "region": region, "method": "temporal-difference", "seed": None,
+             "reference_date": "a", "target_date": "b", "block": block, "sse": 0.01, "count": 10.0}
+            for region in ("all", "changed") for block in range(3)]
+    differences, ranks = study_significance(pd.DataFrame(rows), {"temporal-difference": "reference"}, [])
+    assert differences.empty and {"dataset", "region", "comparison", "low", "high"} <= set(differences.columns)
+    assert list(ranks["method"]) == ["temporal-difference", "temporal-difference"]
+    for name, table in (("differences", differences), ("ranking", ranks)):
+        table.to_csv(tmp_path / f"{name}.csv", index=False)
+        assert list(pd.read_csv(tmp_path / f"{name}.csv").columns) == list(table.columns)

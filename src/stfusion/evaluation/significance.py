@@ -104,6 +104,11 @@ class Resamples:
             return np.nanmean(_rmse(sse, count), axis=(1, 2))
 
 
+DIFFERENCE_COLUMNS = ["method", "against", "difference", "low", "high", "significant", "seeds", "against_seeds", "level"]
+RANKING_COLUMNS = ["method", "rmse", "seeds", "significantly_better", "rank"]
+LABELS = ["dataset", "region"]
+
+
 def compare(errors: dict[str, Errors], comparisons: list[tuple[str, str]], *, resamples: int = 2000,
             level: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """For each (method, against): the score difference method - against and its bootstrap interval.
@@ -131,7 +136,7 @@ def compare(errors: dict[str, Errors], comparisons: list[tuple[str, str]], *, re
                      "difference": errors[method].score - errors[against].score,
                      "low": float(low), "high": float(high), "significant": bool(low > 0 or high < 0),
                      "seeds": errors[method].sse.shape[0], "against_seeds": errors[against].sse.shape[0], "level": level})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=DIFFERENCE_COLUMNS)
 
 
 def ranking(errors: dict[str, Errors], differences: pd.DataFrame) -> pd.DataFrame:
@@ -191,4 +196,6 @@ def study_significance(blocks: pd.DataFrame, families: dict[str, str], deep: lis
                 row = row._replace(method=method, against=against, difference=-row.difference, low=-row.high,
                                    high=-row.low, seeds=row.against_seeds, against_seeds=row.seeds)
             differences.append({**labels, "comparison": kind, **row._asdict()})
-    return pd.DataFrame(differences), pd.concat(rankings, ignore_index=True) if rankings else pd.DataFrame()
+    # Explicit columns: a study with one method (or no changed pixels) still writes tables with headers.
+    ranks = pd.concat(rankings, ignore_index=True) if rankings else pd.DataFrame(columns=RANKING_COLUMNS + LABELS)
+    return pd.DataFrame(differences, columns=LABELS + ["comparison"] + DIFFERENCE_COLUMNS), ranks

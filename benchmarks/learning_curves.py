@@ -2,12 +2,16 @@
 
     python benchmarks/learning_curves.py [--models dcstfn ...] [--datasets cia-sim ...]
         [--multipliers 1 4 16] [--seeds 42] [--hours 2] [--threads 1] [--out docs/learning_curves]
+        [--set KEY=VALUE ...]
 
 Each run trains a model at the quick tier of params.yaml with ``multiplier`` x its epochs (the same
 steps per epoch, so the cosine schedule stretches over the longer run), selects its checkpoint on the
 validation pairs as the study does, and scores the test pairs (overall RMSE, mean over pairs). The
 baselines' RMSE (from the completed study's reports/tables/scores.csv) are the horizontal lines.
 Needs a completed `make study` (the datacubes and the feature autoencoders). Runs on CUDA when present.
+
+``--set`` changes a quick-tier setting of every model run (YAML values; ``arch.channels=[16,32,64]``
+merges into ``arch``), for experiments such as a wider generator; give such runs their own ``--out``.
 
 Rows are appended to ``<out>/runs.csv`` as each run finishes, and a run already there is skipped, so
 the benchmark resumes where it stopped; ``--hours`` stops starting new runs after that much time.
@@ -29,19 +33,51 @@ from pathlib import Path
 
 import pandas as pd
 
+HEADER = """# Learning curves: test RMSE against the training budget
+
+Written by `python benchmarks/learning_curves.py` (its docstring says how); the runs are in `runs.csv`.
+Each model trains at the quick tier of params.yaml with its epochs multiplied by the budget (1× = the
+default study's budget), on one thread, with the seeds in `runs.csv`; its checkpoint is chosen on the
+validation pairs and the test RMSE is the mean over the test pairs. "Beats temporal-difference from"
+is the smallest budget whose mean RMSE is below temporal-difference's: one seed per budget, so a
+margin under about 0.002 (the spread between seeds) is not evidence. `train_seconds` in `runs.csv`
+are wall seconds on whatever machine and load the run had.
+"""
+
 COLUMNS = ["dataset", "model", "seed", "multiplier", "epochs", "steps", "train_seconds", "best_epoch", "test_rmse"]
 
 
-def train_and_score(dataset: str, model: str, seed: int, multiplier: float, workspace) -> dict:
+def parse_overrides(items: list[str]) -> dict:
+    """``["arch.channels=[16, 32]", "lr=0.003"]`` -> ``{"arch": {"channels": [16, 32]}, "lr": 0.003}``."""
+    import yaml
+
+    overrides: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE, e.g. lr=0.003 or arch.channels=[16,32,64]")
+        *parents, leaf = key.split(".")
+        node = overrides
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return overrides
+
+
+def train_and_score(dataset: str, model: str, seed: int, multiplier: float, workspace,
+                    overrides: dict | None = None) -> dict:
     from stfusion.data.datacube import open_cube
     from stfusion.data.splits import Splits
     from stfusion.evaluation.scores import score_predictions
     from stfusion.methods.models import get_model_spec
     from stfusion.pipeline.params import load_params
-    from stfusion.train.config import tier_settings
+    from stfusion.train.config import merge_settings, tier_settings, train_config
     from stfusion.train.run import run_method
 
-    config = tier_settings(load_params(build_models=False)["models"], model, "quick")
+    models = load_params(build_models=False)["models"]
+    tier_settings(models, model, "quick")  # a model without quick settings: a one-line ConfigError
+    settings = merge_settings(models[model]["quick"], overrides or {})
+    config = train_config(settings, key=f"models.{model}.quick (with --set)")
     config = replace(config, epochs=max(1, round(config.epochs * multiplier)))
     cube, splits = open_cube(workspace.cube(dataset)), Splits.load(workspace.splits(dataset))
     encoder = workspace.autoencoder(dataset) / "autoencoder.pt" if get_model_spec(model).feature_encoder else None
@@ -141,7 +177,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=params["train"]["threads"],
                         help="CPU threads (default: train.threads, as the study; then 1x reproduces its scores)")
     parser.add_argument("--out", default="docs/learning_curves")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="change a quick-tier setting of every run, e.g. arch.channels=[16,32,64] lr=0.003")
     args = parser.parse_args()
+    overrides = parse_overrides(args.set)
     if args.threads:
         import torch
 
@@ -159,7 +198,7 @@ def main() -> None:
         if time.monotonic() - start > args.hours * 3600:
             print(f"stopping: {args.hours} h used, {len(todo)} runs were to do; rerun to continue")
             break
-        row = train_and_score(dataset, model, seed, multiplier, Workspace(root))
+        row = train_and_score(dataset, model, seed, multiplier, Workspace(root), overrides)
         print(f"{dataset} {model} seed {seed} ×{multiplier:g}: {row['steps']} steps, "
               f"{row['train_seconds']:.0f} s, test RMSE {row['test_rmse']:.5f}", flush=True)
         runs = append_run(table, row)
@@ -167,7 +206,7 @@ def main() -> None:
 
     lines = baselines(root)
     text = summary(runs, lines).reset_index().to_markdown(index=False, floatfmt=".5f")
-    write_text(out / "learning_curves.md", f"{text}\n")
+    write_text(out / "learning_curves.md", f"{HEADER}\n{text}\n\n![learning curves](learning_curves.png)\n")
     with atomic_path(out / "learning_curves.png") as tmp:
         figure(runs, lines, tmp)
     print(text)

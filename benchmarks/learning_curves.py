@@ -138,27 +138,38 @@ def figure(runs: pd.DataFrame, lines: pd.DataFrame, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     from stfusion.methods.registry import get_method
 
     datasets = sorted(runs["dataset"].unique())
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.2), squeeze=False)
+    markers, styles = "osD^v", ["-", "--", ":", "-."]
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.8 * len(datasets), 4.4), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         data = runs[runs["dataset"] == dataset].groupby(["model", "steps"])["test_rmse"].agg(["mean", "min", "max"])
+        seen: dict[str, int] = {}  # models drawn so far per family: one colour per family, a marker per model
         for model, curve in data.groupby(level="model"):
+            method = get_method(model)
+            k = seen[method.family] = seen.get(method.family, -1) + 1
             steps = curve.index.get_level_values("steps")
-            colour = get_method(model).colour
-            ax.plot(steps, curve["mean"], "o-", color=colour, label=model)
-            ax.fill_between(steps, curve["min"], curve["max"], color=colour, alpha=0.15)
+            ax.plot(steps, curve["mean"], marker=markers[k % len(markers)], ls=styles[k % len(styles)],
+                    color=method.colour, label=f"{model} ({method.family})")
+            ax.fill_between(steps, curve["min"], curve["max"], color=method.colour, alpha=0.15)
+        drawn: dict[str, int] = {}  # the same for the horizontal lines: a dash pattern per method in a family
         for row in lines[lines["dataset"] == dataset].itertuples():
-            ax.axhline(row.test_rmse, color=get_method(row.method).colour, ls="--", lw=1)
-            ax.annotate(row.method, (ax.get_xlim()[0], row.test_rmse), fontsize=7, va="bottom")
+            family = get_method(row.method).family
+            k = drawn[family] = drawn.get(family, -1) + 1
+            ax.axhline(row.test_rmse, color=get_method(row.method).colour, ls=[":", "--", "-."][k % 3], lw=1.2,
+                       label=f"{row.method} (no training)")
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("training steps (batches of 8 patches, log scale)")
         ax.set_ylabel("test RMSE (reflectance)")
         ax.set_title(dataset)
-        ax.legend(fontsize=7)
-    fig.suptitle("Test RMSE against training budget, quick tier (dashed: methods that do not train)")
+        ax.legend(fontsize=7, ncol=2)
+    fig.suptitle("Test RMSE against training budget, quick tier (horizontal lines: methods that do not train)")
     fig.tight_layout()
     fig.savefig(path, dpi=120, format="png")
 

@@ -11,9 +11,9 @@ from stfusion.data import synthetic
 from stfusion.data.coarse_pixel import block_mean
 from stfusion.data.manifest import Manifest
 from stfusion.data.raster import read_geotiff
+from stfusion.data.coarse_sensor import simulate_coarse
 from stfusion.data.synthetic import (
-    COARSE_GAIN, COARSE_OFFSET, COVER_CLASSES, FLOOD_STAGES, SYNTHETIC_DEFAULTS, generate_dataset, simulate_coarse,
-    synthetic_config,
+    COARSE_GAIN, COARSE_OFFSET, COVER_CLASSES, FLOOD_STAGES, SYNTHETIC_DEFAULTS, generate_dataset, synthetic_config,
 )
 from stfusion.errors import ConfigError
 

@@ -71,7 +71,7 @@ from rasterio.crs import CRS
 from scipy import ndimage
 
 from stfusion import BANDS
-from stfusion.data.coarse_pixel import block_mean
+from stfusion.data.coarse_sensor import PSF_SHAPES, date_calibration, geolocation_shift, simulate_coarse
 from stfusion.data.manifest import Manifest, describe_file
 from stfusion.data.raster import Grid, write_geotiff
 from stfusion.errors import ConfigError
@@ -169,11 +169,15 @@ _TEMPLATES = {
     ),
 }
 
+_CLEAN_SENSOR = {"psf": "gaussian", "psf_sigma": 0.5, "grid_offset": [0, 0], "geolocation_m": 0.0,
+                 "misregistration": 0.0, "date_gain_sd": 0.0, "date_offset_sd": 0.0, "noise": 0.0}
+"""The coarse sensor of the first study versions: every imperfection off but the PSF (docs/data.md)."""
+
 SYNTHETIC_DEFAULTS: dict[str, dict] = {
     "cia-sim": {"template": "cia", "height": 320, "width": 280, "n_dates": 17, "ratio": 20, "seed": 2001,
-                "psf_sigma": 0.5, "misregistration": 0.0, "noise": 0.0},
+                **_CLEAN_SENSOR},
     "lgc-sim": {"template": "lgc", "height": 400, "width": 360, "n_dates": 14, "ratio": 20, "seed": 2004,
-                "psf_sigma": 0.5, "misregistration": 0.0, "noise": 0.0},
+                **_CLEAN_SENSOR},
 }
 """Default generator configuration per synthetic dataset."""
 
@@ -203,7 +207,14 @@ def _validated(dataset: str, config: dict) -> dict:
         if isinstance(config[key], bool) or not isinstance(config[key], (int, np.integer)):
             fail(key, "is not an integer")
         config[key] = int(config[key])
-    for key in ("psf_sigma", "misregistration", "noise"):
+    if config["psf"] not in PSF_SHAPES:
+        fail("psf", f"is not one of {list(PSF_SHAPES)}")
+    offset = config["grid_offset"]
+    if (not isinstance(offset, (list, tuple)) or len(offset) != 2
+            or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in offset)):
+        fail("grid_offset", "is not two whole numbers of fine pixels [y, x]")
+    config["grid_offset"] = [int(v) for v in offset]
+    for key in ("psf_sigma", "geolocation_m", "misregistration", "date_gain_sd", "date_offset_sd", "noise"):
         if isinstance(config[key], bool) or not isinstance(config[key], (int, float, np.number)):
             fail(key, "is not a number")
         config[key] = float(config[key])
@@ -211,6 +222,8 @@ def _validated(dataset: str, config: dict) -> dict:
             fail(key, "must be a finite number >= 0")
     if config["ratio"] < 2:
         fail("ratio", "must be at least 2")
+    if any(not 0 <= v < config["ratio"] for v in config["grid_offset"]):
+        fail("grid_offset", f"must lie in [0, ratio {config['ratio']}) fine pixels")
     if config["seed"] < 0:
         fail("seed", "must be >= 0")
     for key in ("height", "width"):
@@ -239,42 +252,6 @@ def _pick_dates(template: str, n_dates: int) -> list[str]:
 def _rng(seed: int, purpose: str, index: int = 0) -> np.random.Generator:
     """An independent generator per purpose and date, all from one seed."""
     return np.random.default_rng([seed, zlib.crc32(purpose.encode()), index])
-
-
-# --------------------------------------------------------------------------------------------
-# Coarse sensor
-
-
-def simulate_coarse(
-    fine: np.ndarray, ratio: int, *, psf_sigma: float, gain, offset, shift=(0.0, 0.0), noise: float = 0.0,
-    rng: np.random.Generator | None = None,
-) -> np.ndarray:
-    """Coarse-sensor view of a (band, y, x) float reflectance image, returned on the fine grid (float32).
-
-    gain/offset (scalar or per band) -> shift (y, x) in fine pixels -> Gaussian PSF (``psf_sigma`` in
-    coarse pixels) -> ``ratio`` x ``ratio`` block mean -> Gaussian noise (sd ``noise``) -> nearest
-    neighbour back to the fine grid.
-    """
-    if fine.ndim != 3 or fine.shape[1] % ratio or fine.shape[2] % ratio:
-        raise ValueError(f"fine image shape {fine.shape} is not (band, y, x) with y, x multiples of {ratio}")
-    bands, height, width = fine.shape
-    x = fine.astype(np.float32) * _per_band(gain, bands) + _per_band(offset, bands)
-    if any(shift):
-        x = ndimage.shift(x, (0.0, *shift), order=1, mode="reflect")
-    if psf_sigma > 0:
-        sigma = psf_sigma * ratio
-        x = ndimage.gaussian_filter(x, sigma=(0.0, sigma, sigma), mode="reflect")
-    coarse = block_mean(x, ratio)
-    if noise > 0:
-        coarse += (rng if rng is not None else np.random.default_rng(0)).normal(0.0, noise, coarse.shape)
-    return np.repeat(np.repeat(coarse.astype(np.float32), ratio, axis=1), ratio, axis=2)
-
-
-def _per_band(value, bands: int) -> np.ndarray:
-    array = np.asarray(value, dtype=np.float32).reshape(-1)
-    if array.size not in (1, bands):
-        raise ValueError(f"expected a scalar or {bands} per-band values, got {array.size}")
-    return array.reshape(-1, 1, 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -519,15 +496,28 @@ def generate_dataset(dataset: str, folder: str | os.PathLike, config: dict | Non
     return Manifest.load(folder)
 
 
+def _sense(fine: np.ndarray, cfg: dict, index: int) -> np.ndarray:
+    """The coarse image of one date (calendar ``index``); each random effect draws from its own generator,
+    so turning one on leaves the others' draws (and the clean sensor's output) unchanged."""
+    rng = _rng(cfg["seed"], "coarse", index)
+    angle = rng.uniform(0, 2 * np.pi)
+    shift = (cfg["misregistration"] * np.sin(angle), cfg["misregistration"] * np.cos(angle))
+    if cfg["geolocation_m"]:
+        dy, dx = geolocation_shift(_rng(cfg["seed"], "geolocation", index), cfg["geolocation_m"] / PIXEL_SIZE)
+        shift = (shift[0] + dy, shift[1] + dx)
+    gain, offset = COARSE_GAIN, COARSE_OFFSET
+    if cfg["date_gain_sd"] or cfg["date_offset_sd"]:
+        gain, offset = date_calibration(_rng(cfg["seed"], "calibration", index), gain, offset, bands=fine.shape[0],
+                                        gain_sd=cfg["date_gain_sd"], offset_sd=cfg["date_offset_sd"])
+    return simulate_coarse(fine, cfg["ratio"], psf_sigma=cfg["psf_sigma"], gain=gain, offset=offset, shift=shift,
+                           noise=cfg["noise"], rng=rng, psf=cfg["psf"], grid_offset=cfg["grid_offset"])
+
+
 def _write_date(tmp: Path, date: str, scene: _Scene, tpl: _Template, cfg: dict, grid: Grid,
                 first_cover: np.ndarray | None) -> tuple[dict[str, str], np.ndarray]:
     """Render, degrade and write one date; returns its manifest entry and its cover classes."""
     fine, cover = _render(scene, cfg["template"], date)
-    rng = _rng(cfg["seed"], "coarse", tpl.dates.index(date))
-    angle = rng.uniform(0, 2 * np.pi)
-    shift = (cfg["misregistration"] * np.sin(angle), cfg["misregistration"] * np.cos(angle))
-    coarse = simulate_coarse(fine, cfg["ratio"], psf_sigma=cfg["psf_sigma"], gain=COARSE_GAIN,
-                             offset=COARSE_OFFSET, shift=shift, noise=cfg["noise"], rng=rng)
+    coarse = _sense(fine, cfg, tpl.dates.index(date))
     entry = {"date": date, "fine": f"fine/{date}.tif", "coarse": f"coarse/{date}.tif",
              "cover": f"truth/cover_{date}.tif", "change": f"truth/change_{date}.tif"}
     write_geotiff(tmp / entry["fine"], to_stored(fine), grid, band_names=BANDS)
@@ -550,7 +540,10 @@ def _meta(cfg: dict, tpl: _Template, grid: Grid, dates: list[str]) -> dict[str, 
         "cover_classes": {str(k): v for k, v in COVER_CLASSES.items()},
         "coarse_model": {
             "gain": list(COARSE_GAIN), "offset": list(COARSE_OFFSET),
-            "psf": f"gaussian, sigma {cfg['psf_sigma']} coarse px", "aggregation": "block mean",
+            "psf": f"{cfg['psf']}, optics sigma {cfg['psf_sigma']} coarse px",
+            "aggregation": f"block mean, grid edges at {cfg['grid_offset']} fine px from the origin",
+            "geolocation_sd_m": cfg["geolocation_m"], "date_gain_sd": cfg["date_gain_sd"],
+            "date_offset_sd": cfg["date_offset_sd"], "noise_sd": cfg["noise"],
             "resampling": "nearest neighbour back to the fine grid",
         },
         "flood_dates": [d for d in dates if d in FLOOD_STAGES],

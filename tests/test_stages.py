@@ -125,3 +125,15 @@ def test_cli_reports_errors_without_traceback(tmp_path):
                              "--params", str(bad)], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2
     assert "seed: expected an integer" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_committed_code_fingerprints_match_the_code(tmp_path):
+    """data/sources/<unit>.json is what DVC compares to decide that a stage's code changed. Committed
+    stale, dvc.lock no longer describes the code and a fresh clone's `dvc repro` reruns those stages:
+    after editing src/ or notebooks/, run `stfusion sources` (or `dvc repro`) and commit both."""
+    from stfusion.pipeline.sources import write_sources
+
+    written = {path.name: path.read_text() for path in write_sources(tmp_path / "sources")}
+    committed = {path.name: path.read_text() for path in (find_root() / "data" / "sources").glob("*.json")}
+    stale = sorted(name for name in written.keys() | committed.keys() if written.get(name) != committed.get(name))
+    assert not stale, f"data/sources is stale for {stale}: run `stfusion sources`, then `dvc repro`"

@@ -77,7 +77,7 @@ def train_and_score(dataset: str, model: str, seed: int, multiplier: float, work
     models = load_params(build_models=False)["models"]
     tier_settings(models, model, "quick")  # a model without quick settings: a one-line ConfigError
     settings = merge_settings(models[model]["quick"], overrides or {})
-    config = train_config(settings, key=f"models.{model}.quick (with --set)")
+    config = train_config(settings, key=f"models.{model}.quick" + (" (with --set)" if overrides else ""))
     config = replace(config, epochs=max(1, round(config.epochs * multiplier)))
     cube, splits = open_cube(workspace.cube(dataset)), Splits.load(workspace.splits(dataset))
     encoder = workspace.autoencoder(dataset) / "autoencoder.pt" if get_model_spec(model).feature_encoder else None

@@ -59,7 +59,7 @@ def main() -> None:
     from stfusion.paths import Workspace, find_root
     from stfusion.pipeline.params import load_params
     from stfusion.train.config import tier_settings
-    from stfusion.train.fit import config_for_data, train_model
+    from stfusion.train.fit import train_model
 
     params = load_params(build_models=False)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -77,7 +77,7 @@ def main() -> None:
     clock = PartClock()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="stfusion-train-time-") as tmp:
-        train_model(args.model, cube, splits, config_for_data(args.model, config, cube), seed=args.seed,
+        train_model(args.model, cube, splits, config, seed=args.seed,
                     checkpoint_dir=Path(tmp) / "ckpt", feature_encoder_path=encoder, progress=False, callbacks=[clock])
     total = time.perf_counter() - start
     parts = clock.seconds

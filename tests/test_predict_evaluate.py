@@ -47,7 +47,8 @@ def test_predictions_are_georeferenced_float_and_scored(tmp_path, tiny_processed
     assert scores["seed"].isna().all()  # a deterministic method has no seed
     assert set(scores["band"]) == {"blue", "green", "red", "nir", "swir1", "swir2", "all"}
     assert {"all", "unchanged"} <= set(scores["region"]) <= {"all", "changed", "unchanged"}  # cia-sim: no class change
-    assert set(scores["metric"]) == {"rmse", "mae", "bias", "psnr", "ssim", "sam", "ergas", "cc", "uiqi"}
+    assert set(scores["metric"]) == {"rmse", "mae", "bias", "psnr", "ssim", "sam", "ergas", "cc", "uiqi", "predicted"}
+    assert (scores.query("metric == 'predicted'")["value"] == 1).all()  # cloud-free: every pixel predicted
     assert np.isfinite(scores["value"]).all()
     predict_split(get_method("persistence"), cube, splits, ws.ablation("cia-sim") / "a")
     # "a": a variant's own folder; "full": a row filled by the ablation model's train-stage run

@@ -7,7 +7,8 @@ returns an :class:`xarray.Dataset` with
   1e-4, so CF-aware tools show reflectance). The coarse image sits on the fine grid, as the real
   CIA/LGC MODIS files are delivered.
 - ``valid``: uint8 (time, y, x), 1 where both images hold a valid reflectance in every band,
-  i.e. 0 < value <= 10000.
+  i.e. 0 < value <= 10000, and the fine image's QA mask (``fine_qa``, when the manifest has one)
+  says clear: clouds and their shadows are invalid.
 - ``cover`` and ``change``: uint8 (time, y, x), the synthetic generator's truth, when present.
 - ``x``/``y`` pixel-centre coordinates and the CRS (``spatial_ref``, written by rioxarray).
 
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 
 from stfusion import BANDS
 from stfusion.data.envi import read_envi
-from stfusion.data.manifest import Manifest
+from stfusion.data.manifest import QA_CLEAR, Manifest
 from stfusion.data.raster import Grid, Raster, read_geotiff
 from stfusion.errors import InputError
 from stfusion.io import atomic_path
@@ -41,7 +42,7 @@ def read_image(manifest: Manifest, date: str, role: str) -> Raster:
     rel = next(e[role] for e in manifest.dates if e["date"] == date)
     info = manifest.file_info(rel)
     fmt = info.get("format", "gtiff")
-    bands = len(manifest.bands) if role in ("fine", "coarse") else 1
+    bands = len(manifest.bands) if role in ("fine", "coarse") else 1  # QA and truth: one band
     if fmt == "gtiff":
         return read_geotiff(path, bands=bands)
     if fmt in ("envi-bil", "envi-bsq"):
@@ -83,6 +84,8 @@ def build_cube(manifest: Manifest, *, progress: bool = True) -> xr.Dataset:
             if not valid[role].any():
                 raise InputError(f"{raster.path}: {role} image of {date} has no valid pixel (all nodata)")
             stacks[role].append(raster.data.astype(np.int16, copy=False))
+        if "fine_qa" in next(e for e in manifest.dates if e["date"] == date):
+            valid["fine"] &= _read_checked(manifest, date, "fine_qa", grid).data[0] == QA_CLEAR
         stacks["valid"].append((valid["fine"] & valid["coarse"]).astype(np.uint8))
         for role in truth_roles:
             stacks[role].append(_read_checked(manifest, date, role, grid).data[0].astype(np.uint8))
@@ -104,7 +107,7 @@ def _assemble(manifest: Manifest, dates: list[str], grid: Grid, stacks: dict[str
         for role in ("fine", "coarse")
     }
     data_vars["valid"] = (("time", "y", "x"), np.stack(stacks["valid"]),
-                          {"long_name": "1 where fine and coarse are valid in every band"})
+                          {"long_name": "1 where fine and coarse are valid in every band and fine is clear"})
     for role, name in (("cover", "true land-cover class"), ("change", "true change against the first date")):
         if role in stacks:
             data_vars[role] = (("time", "y", "x"), np.stack(stacks[role]), {"long_name": name})

@@ -15,6 +15,9 @@ Layout (paths are relative to the manifest's folder)::
       "meta": {...}
     }
 
+``fine_qa`` (optional) is a uint8 quality mask of the fine image: :data:`QA_CLEAR`, :data:`QA_CLOUD` or
+:data:`QA_SHADOW` per pixel, as a Landsat QA band gives after decoding; pixels not clear are invalid.
+
 ``format`` is ``gtiff``, ``envi-bil`` or ``envi-bsq``; ENVI entries also carry ``shape``
 (bands, lines, samples) for files that come without a header. ``cover`` and ``change`` are the
 synthetic generator's truth (land-cover class and change against the first date) and are
@@ -34,7 +37,10 @@ from stfusion.errors import InputError
 from stfusion.io import sha256_file, write_json
 
 IMAGE_ROLES = ("fine", "coarse")
+MASK_ROLES = ("fine_qa",)
 TRUTH_ROLES = ("cover", "change")
+QA_CLEAR, QA_CLOUD, QA_SHADOW = 0, 1, 2
+"""Codes of a ``fine_qa`` mask."""
 
 
 @dataclass
@@ -59,7 +65,7 @@ class Manifest:
         return [entry["date"] for entry in self.dates]
 
     def file(self, date: str, role: str) -> Path:
-        """Absolute path of the ``role`` file (fine, coarse, cover, change) of ``date``."""
+        """Absolute path of the ``role`` file (fine, coarse, fine_qa, cover, change) of ``date``."""
         for entry in self.dates:
             if entry["date"] == date:
                 if role not in entry:
@@ -131,7 +137,7 @@ class Manifest:
     def verify(self, *, checksums: bool = True) -> None:
         """Check that every file used by a date exists, has the listed size and SHA-256."""
         for entry in self.dates:
-            for role in (*IMAGE_ROLES, *TRUTH_ROLES):
+            for role in (*IMAGE_ROLES, *MASK_ROLES, *TRUTH_ROLES):
                 if role not in entry:
                     continue
                 rel = entry[role]

@@ -45,6 +45,13 @@ a Gaussian point spread function (sigma in coarse pixels, default 0.5 = 10 fine 
 over ``ratio`` x ``ratio`` fine pixels, optional Gaussian noise at coarse resolution, and finally
 nearest-neighbour resampling back to the fine grid, which is how the CIA and LGC MODIS files come.
 
+Clouds (:mod:`stfusion.data.clouds`): on ``round(cloudy_dates * n_dates)`` dates drawn from the seed,
+``cloud_cover`` of the fine image is cloud and the clouds cast shadows; ``qa/<date>.tif`` marks them
+(0 clear, 1 cloud, 2 shadow) as a decoded Landsat QA band does. Coarse images stay clear.
+
+Presets: ``preset: clean`` (the default here) is the idealised sensor and sky of the first study
+versions; ``realistic`` (the study's default in params.yaml) takes every magnitude from the literature.
+
 Grid: WGS 84 / UTM zone 55S (EPSG:32755), 25 m pixels, the scene centred on the site coordinates
 (CIA 145.0675E 34.0034S -> about E 321500 N 6235800; LGC 149.2815E 29.0855S -> about E 722000
 N 6780400), so any size stays in zone 55 near the real site.
@@ -71,6 +78,7 @@ from rasterio.crs import CRS
 from scipy import ndimage
 
 from stfusion import BANDS
+from stfusion.data.clouds import add_clouds, cloud_field, shadow_offset, solar_angles
 from stfusion.data.coarse_sensor import PSF_SHAPES, date_calibration, geolocation_shift, simulate_coarse
 from stfusion.data.manifest import Manifest, describe_file
 from stfusion.data.raster import Grid, write_geotiff
@@ -154,32 +162,41 @@ class _Template:
     field_px: tuple[int, int]  # field side range in fine pixels
     crop_mix: dict[int, float]  # crop probabilities of fields
     site: str
+    latitude: float  # degrees, for the sun's position (cloud shadows)
 
 
 _TEMPLATES = {
     "cia": _Template(
         CIA_DATES, "2001-10-01", (321500.0, 6235800.0), (8, 25),
         {RICE: 0.25, MAIZE: 0.15, SUMMER_CEREAL: 0.12, WINTER_CEREAL: 0.15, GRASS: 0.10, BARE: 0.23},
-        "Coleambally Irrigation Area, 145.0675E 34.0034S",
+        "Coleambally Irrigation Area, 145.0675E 34.0034S", -34.0034,
     ),
     "lgc": _Template(
         LGC_DATES, "2004-04-01", (722000.0, 6780400.0), (30, 90),
         {WINTER_CEREAL: 0.30, COTTON: 0.25, SUMMER_CEREAL: 0.15, BARE: 0.30},
-        "Lower Gwydir Catchment, 149.2815E 29.0855S",
+        "Lower Gwydir Catchment, 149.2815E 29.0855S", -29.0855,
     ),
 }
 
-_CLEAN_SENSOR = {"psf": "gaussian", "psf_sigma": 0.5, "grid_offset": [0, 0], "geolocation_m": 0.0,
-                 "misregistration": 0.0, "date_gain_sd": 0.0, "date_offset_sd": 0.0, "noise": 0.0}
-"""The coarse sensor of the first study versions: every imperfection off but the PSF (docs/data.md)."""
+PRESETS: dict[str, dict] = {
+    # The first study versions: cloud-free fine images, and every coarse imperfection off but the PSF.
+    "clean": {"psf": "gaussian", "psf_sigma": 0.5, "grid_offset": [0, 0], "geolocation_m": 0.0,
+              "misregistration": 0.0, "date_gain_sd": 0.0, "date_offset_sd": 0.0, "noise": 0.0,
+              "cloudy_dates": 0.0, "cloud_cover": 0.0, "cloud_size_m": 500.0, "cloud_height_m": 1500.0},
+    # Real MODIS and Landsat magnitudes from the literature (docs/data.md gives each value's source).
+    "realistic": {"psf": "scan", "psf_sigma": 0.5, "grid_offset": [7, 13], "geolocation_m": 50.0,
+                  "misregistration": 0.0, "date_gain_sd": 0.03, "date_offset_sd": 0.003, "noise": 0.001,
+                  "cloudy_dates": 0.5, "cloud_cover": 0.2, "cloud_size_m": 500.0, "cloud_height_m": 1500.0},
+}
+"""Sensor and sky settings by name; ``preset`` picks one, and keys given beside it override its values."""
 
 SYNTHETIC_DEFAULTS: dict[str, dict] = {
     "cia-sim": {"template": "cia", "height": 320, "width": 280, "n_dates": 17, "ratio": 20, "seed": 2001,
-                **_CLEAN_SENSOR},
+                "preset": "clean", **PRESETS["clean"]},
     "lgc-sim": {"template": "lgc", "height": 400, "width": 360, "n_dates": 14, "ratio": 20, "seed": 2004,
-                **_CLEAN_SENSOR},
+                "preset": "clean", **PRESETS["clean"]},
 }
-"""Default generator configuration per synthetic dataset."""
+"""Default generator configuration per synthetic dataset (the study's params.yaml picks ``realistic``)."""
 
 # --------------------------------------------------------------------------------------------
 # Configuration
@@ -190,7 +207,12 @@ def synthetic_config(dataset: str, overrides: dict | None = None) -> dict:
     if dataset not in SYNTHETIC_DEFAULTS:
         raise ConfigError(f"download.synthetic.{dataset}: unknown synthetic dataset; known: {', '.join(SYNTHETIC_DEFAULTS)}")
     config = dict(SYNTHETIC_DEFAULTS[dataset])
-    for key, value in (overrides or {}).items():
+    overrides = dict(overrides or {})
+    preset = overrides.get("preset", config["preset"])
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise ConfigError(f"download.synthetic.{dataset}.preset: {preset!r} is not one of {list(PRESETS)}")
+    config.update(PRESETS[preset])
+    for key, value in overrides.items():
         if key not in config:
             raise ConfigError(f"download.synthetic.{dataset}.{key}: unknown key; allowed: {', '.join(config)}")
         config[key] = value
@@ -214,12 +236,17 @@ def _validated(dataset: str, config: dict) -> dict:
             or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in offset)):
         fail("grid_offset", "is not two whole numbers of fine pixels [y, x]")
     config["grid_offset"] = [int(v) for v in offset]
-    for key in ("psf_sigma", "geolocation_m", "misregistration", "date_gain_sd", "date_offset_sd", "noise"):
+    for key in ("psf_sigma", "geolocation_m", "misregistration", "date_gain_sd", "date_offset_sd", "noise",
+                "cloudy_dates", "cloud_cover", "cloud_size_m", "cloud_height_m"):
         if isinstance(config[key], bool) or not isinstance(config[key], (int, float, np.number)):
             fail(key, "is not a number")
         config[key] = float(config[key])
         if not math.isfinite(config[key]) or config[key] < 0:
             fail(key, "must be a finite number >= 0")
+    if config["cloudy_dates"] > 1:
+        fail("cloudy_dates", "is a share of the dates: must be in [0, 1]")
+    if config["cloud_cover"] > 0.9:
+        fail("cloud_cover", "is a share of each cloudy date's pixels: must be in [0, 0.9]")
     if config["ratio"] < 2:
         fail("ratio", "must be at least 2")
     if any(not 0 <= v < config["ratio"] for v in config["grid_offset"]):
@@ -481,19 +508,37 @@ def generate_dataset(dataset: str, folder: str | os.PathLike, config: dict | Non
     grid = _grid(tpl, cfg["height"], cfg["width"])
     scene = _build_scene(cfg["template"], cfg["height"], cfg["width"], cfg["seed"])
     dates = _pick_dates(cfg["template"], cfg["n_dates"])
+    cloudy = cloudy_dates(cfg, dates)
     folder = Path(folder)
     with atomic_dir(folder) as tmp:
-        for sub in ("fine", "coarse", "truth"):
+        for sub in ("fine", "coarse", "truth", *(["qa"] if cloudy else [])):
             (tmp / sub).mkdir()
         entries, first_cover = [], None
         for date in dates:
-            entry, cover = _write_date(tmp, date, scene, tpl, cfg, grid, first_cover)
+            sky = (date in cloudy) if cloudy else None  # None: no QA files at all (a cloud-free dataset)
+            entry, cover = _write_date(tmp, date, scene, tpl, cfg, grid, first_cover, sky)
             first_cover = cover if first_cover is None else first_cover
             entries.append(entry)
         files = {e[role]: describe_file(tmp, e[role], "gtiff") for e in entries for role in e if role != "date"}
         Manifest(dataset=dataset, source="synthetic", dates=entries, files=files, folder=tmp, bands=list(BANDS),
-                 ratio=cfg["ratio"], reflectance_scale=REFLECTANCE_SCALE, meta=_meta(cfg, tpl, grid, dates)).save()
+                 ratio=cfg["ratio"], reflectance_scale=REFLECTANCE_SCALE,
+                 meta=_meta(cfg, tpl, grid, dates, cloudy)).save()
     return Manifest.load(folder)
+
+
+def cloudy_dates(cfg: dict, dates: list[str]) -> list[str]:
+    """The dates whose fine image has clouds: ``round(cloudy_dates * len(dates))`` of them, drawn from the seed."""
+    count = int(round(cfg["cloudy_dates"] * len(dates))) if cfg["cloud_cover"] > 0 else 0
+    picked = _rng(cfg["seed"], "cloudy-dates").choice(len(dates), size=count, replace=False)
+    return [dates[i] for i in sorted(picked)]
+
+
+def _clouded(fine: np.ndarray, cfg: dict, tpl: _Template, date: str) -> tuple[np.ndarray, np.ndarray]:
+    """``fine`` under clouds and their shadows on ``date``, and its QA mask."""
+    opacity = cloud_field(_rng(cfg["seed"], "clouds", tpl.dates.index(date)), fine.shape[1:], cfg["cloud_cover"],
+                          cfg["cloud_size_m"] / PIXEL_SIZE)
+    zenith, azimuth = solar_angles(date, tpl.latitude)
+    return add_clouds(fine, opacity, shadow_offset(cfg["cloud_height_m"], zenith, azimuth, PIXEL_SIZE))
 
 
 def _sense(fine: np.ndarray, cfg: dict, index: int) -> np.ndarray:
@@ -514,12 +559,22 @@ def _sense(fine: np.ndarray, cfg: dict, index: int) -> np.ndarray:
 
 
 def _write_date(tmp: Path, date: str, scene: _Scene, tpl: _Template, cfg: dict, grid: Grid,
-                first_cover: np.ndarray | None) -> tuple[dict[str, str], np.ndarray]:
-    """Render, degrade and write one date; returns its manifest entry and its cover classes."""
+                first_cover: np.ndarray | None, cloudy: bool | None) -> tuple[dict[str, str], np.ndarray]:
+    """Render, degrade and write one date; returns its manifest entry and its cover classes.
+
+    The coarse image sees the cloud-free scene (the study assumes a clear coarse image, as a daily
+    sensor's users pick or composite one); ``cloudy`` None writes no QA mask.
+    """
     fine, cover = _render(scene, cfg["template"], date)
     coarse = _sense(fine, cfg, tpl.dates.index(date))
     entry = {"date": date, "fine": f"fine/{date}.tif", "coarse": f"coarse/{date}.tif",
              "cover": f"truth/cover_{date}.tif", "change": f"truth/change_{date}.tif"}
+    if cloudy is not None:
+        entry["fine_qa"] = f"qa/{date}.tif"
+        qa = np.zeros(fine.shape[1:], np.uint8)
+        if cloudy:
+            fine, qa = _clouded(fine, cfg, tpl, date)
+        write_geotiff(tmp / entry["fine_qa"], qa, grid, band_names=("qa",))
     write_geotiff(tmp / entry["fine"], to_stored(fine), grid, band_names=BANDS)
     del fine
     write_geotiff(tmp / entry["coarse"], to_stored(coarse), grid, band_names=BANDS)
@@ -529,7 +584,7 @@ def _write_date(tmp: Path, date: str, scene: _Scene, tpl: _Template, cfg: dict, 
     return entry, cover
 
 
-def _meta(cfg: dict, tpl: _Template, grid: Grid, dates: list[str]) -> dict[str, Any]:
+def _meta(cfg: dict, tpl: _Template, grid: Grid, dates: list[str], cloudy: list[str]) -> dict[str, Any]:
     return {
         "generator": "stfusion.data.synthetic",
         "config": cfg,
@@ -546,5 +601,8 @@ def _meta(cfg: dict, tpl: _Template, grid: Grid, dates: list[str]) -> dict[str, 
             "date_offset_sd": cfg["date_offset_sd"], "noise_sd": cfg["noise"],
             "resampling": "nearest neighbour back to the fine grid",
         },
+        **({"clouds": {"cloudy_dates": cloudy, "cover": cfg["cloud_cover"], "size_m": cfg["cloud_size_m"],
+                       "height_m": cfg["cloud_height_m"], "qa": "qa/<date>.tif: 0 clear, 1 cloud, 2 cloud shadow"}}
+           if cloudy else {}),
         "flood_dates": [d for d in dates if d in FLOOD_STAGES],
     }

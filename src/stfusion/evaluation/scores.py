@@ -3,7 +3,13 @@
 One row per (dataset, method, seed, family, reference date, target date, band, region, metric) with its
 value (``stfusion.evaluation.metrics``): ``seed`` is a deep model's training seed, empty for a
 deterministic method and for a seed ensemble (``<model>-ensemble``); ``band`` is a band name or ``all`` (the overall score); ``region`` is
-``all``, ``changed`` or ``unchanged``. Changed pixels are those whose land-cover class differs
+``all``, ``changed``, ``unchanged`` or ``gap``.
+
+Only pixels valid in the truth (the target's fine image: clear, in range) are scored. ``all`` is those
+where the fine reference is valid too, so every method is scored on the same pixels; ``gap`` is those
+where the reference is not (clouds, shadows), which only the methods that fill gaps predict.
+Metric ``predicted`` is the share of a region's pixels the method predicted (finite in every band);
+the other metrics cover the predicted pixels. Changed pixels are those whose land-cover class differs
 between the reference and the target date in the synthetic generator's truth (``cover`` in the
 datacube); real data has no truth, so there they are the pixels whose observed fine reflectance
 changed by more than ``change_threshold`` in some band (``metrics.observed_change``).
@@ -34,7 +40,7 @@ from stfusion.methods.registry import get_method
 from stfusion.units import to_reflectance
 
 COLUMNS = ["dataset", "method", "seed", "family", "reference_date", "target_date", "band", "region", "metric", "value"]
-REGIONS = ("all", "changed", "unchanged")
+REGIONS = ("all", "changed", "unchanged", "gap")
 DEFAULT_BLOCK = 40
 """Side in fine pixels of the spatial blocks the bootstrap resamples (two 500 m coarse pixels at 25 m)."""
 
@@ -77,7 +83,7 @@ def conventions_for(cube: xr.Dataset) -> Conventions:
 
 
 def change_regions(cube: xr.Dataset, pair: Pair, threshold: float = DEFAULT_CHANGE_THRESHOLD) -> tuple[dict[str, np.ndarray], str]:
-    """The all / changed / unchanged pixel masks of a pair, and where the change mask came from."""
+    """The pixel masks of a pair's :data:`REGIONS` (before the truth's valid mask), and where the change mask came from."""
     ref, target = date_index(cube, pair[0]), date_index(cube, pair[1])
     if "cover" in cube:
         changed = cube["cover"][ref].values != cube["cover"][target].values
@@ -85,18 +91,32 @@ def change_regions(cube: xr.Dataset, pair: Pair, threshold: float = DEFAULT_CHAN
     else:
         changed = observed_change(to_reflectance(cube["fine"][ref].values), to_reflectance(cube["fine"][target].values), threshold)
         source = f"observed: max band |F2 - F1| > {threshold} reflectance"
-    return {"all": np.ones_like(changed), "changed": changed, "unchanged": ~changed}, source
+    clear = cube["valid"][ref].values.astype(bool)
+    return {"all": clear, "changed": changed & clear, "unchanged": ~changed & clear, "gap": ~clear}, source
+
+
+def truth_mask(cube: xr.Dataset, pair: Pair) -> np.ndarray:
+    """The pixels a prediction of ``pair`` is scored on: valid in the target's fine image."""
+    return cube["valid"][date_index(cube, pair[1])].values.astype(bool)
+
+
+def predicted_shares(prediction: np.ndarray, mask: np.ndarray, regions: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Metric ``predicted``: per region with pixels in ``mask``, the share the prediction covers (finite in every band)."""
+    finite = np.isfinite(prediction).all(axis=0)
+    rows = [("all", region, "predicted", float(finite[mask & inside].mean()))
+            for region, inside in regions.items() if (mask & inside).any()]
+    return pd.DataFrame(rows, columns=["band", "region", "metric", "value"])
 
 
 def score_pair(cube: xr.Dataset, pair: Pair, prediction: np.ndarray, *, conventions: Conventions | None = None,
                change_threshold: float = DEFAULT_CHANGE_THRESHOLD) -> pd.DataFrame:
     """Every metric, per band and overall, in every region, of one prediction (band, region, metric, value)."""
-    ref, target = date_index(cube, pair[0]), date_index(cube, pair[1])
-    observed = to_reflectance(cube["fine"][target].values)
-    mask = cube["valid"][ref].values.astype(bool) & cube["valid"][target].values.astype(bool)
+    observed = to_reflectance(cube["fine"][date_index(cube, pair[1])].values)
+    mask = truth_mask(cube, pair)
     regions, _ = change_regions(cube, pair, change_threshold)
-    return score_table(prediction, observed, mask, regions=regions, band_names=[str(b) for b in cube["band"].values],
-                       conventions=conventions or conventions_for(cube))
+    table = score_table(prediction, observed, mask, regions=regions, band_names=[str(b) for b in cube["band"].values],
+                        conventions=conventions or conventions_for(cube))
+    return pd.concat([table, predicted_shares(prediction, mask, regions)], ignore_index=True)
 
 
 def _read_prediction(cube: xr.Dataset, path: Path) -> np.ndarray:
@@ -109,9 +129,8 @@ def _read_prediction(cube: xr.Dataset, path: Path) -> np.ndarray:
 def pair_blocks(cube: xr.Dataset, pair: Pair, prediction: np.ndarray, *, block: int = DEFAULT_BLOCK,
                 change_threshold: float = DEFAULT_CHANGE_THRESHOLD) -> pd.DataFrame:
     """Squared-error sums per spatial block and region of one prediction (region, block, sse, count)."""
-    ref, target = date_index(cube, pair[0]), date_index(cube, pair[1])
-    observed = to_reflectance(cube["fine"][target].values)
-    mask = cube["valid"][ref].values.astype(bool) & cube["valid"][target].values.astype(bool)
+    observed = to_reflectance(cube["fine"][date_index(cube, pair[1])].values)
+    mask = truth_mask(cube, pair)
     regions, _ = change_regions(cube, pair, change_threshold)
     frames = []
     for region, inside in regions.items():

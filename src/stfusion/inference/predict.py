@@ -1,7 +1,8 @@
 """Full-scene predictions of a method on the pairs of a split, written as float GeoTIFFs.
 
 Predictions stay float32 reflectance (no int16 cast), so metrics see exactly what the method
-produced; pixels outside the valid mask of the inputs are written as NaN (the nodata value).
+produced. NaN (the nodata value) marks what was not predicted: pixels where a coarse image is not
+valid, and the pixels a method leaves out (a traditional method, at gaps of the fine reference).
 Each method's folder also holds ``run.json`` with measured timings, read by the evaluate stage, and,
 for a diffusion model that draws several samples, ``<reference>_<target>_std.tif``: the per-pixel
 standard deviation of its samples beside their mean (the prediction).
@@ -38,26 +39,33 @@ def uncertainty_name(pair: Pair) -> str:
 
 
 def pair_inputs(cube: xr.Dataset, pair: Pair) -> dict[str, np.ndarray]:
-    """Float reflectance inputs of ``pair`` and the valid mask of the inputs."""
+    """Float reflectance inputs of ``pair``: ``fine_ref`` is NaN at its gaps (clouds, shadows, nodata);
+    ``valid`` marks where all inputs are valid, ``coarse_valid`` where both coarse images are."""
     ref, target = date_index(cube, pair[0]), date_index(cube, pair[1])
+    reference_valid = cube["valid"][ref].values.astype(bool)
+    fine_ref = to_reflectance(cube["fine"][ref].values)
+    fine_ref[:, ~reference_valid] = np.nan
+    coarse_valid = valid_mask(cube["coarse"][ref].values) & valid_mask(cube["coarse"][target].values)
     return {
-        "fine_ref": to_reflectance(cube["fine"][ref].values),
+        "fine_ref": fine_ref,
         "coarse_ref": to_reflectance(cube["coarse"][ref].values),
         "coarse_target": to_reflectance(cube["coarse"][target].values),
-        "valid": cube["valid"][ref].values.astype(bool) & valid_mask(cube["coarse"][target].values),
+        "valid": reference_valid & coarse_valid,
+        "coarse_valid": coarse_valid,
     }
 
 
 def predict_pair(method: Method, cube: xr.Dataset, pair: Pair) -> dict[str, np.ndarray]:
     """Predict the fine image of ``pair``'s target date: ``{"prediction": ...}``, plus ``"uncertainty"``
-    (per-pixel standard deviation) when the method draws several samples. NaN outside the valid mask."""
+    (per-pixel standard deviation) when the method draws several samples. NaN where a coarse image is
+    not valid, and wherever the method itself gives NaN."""
     inputs = pair_inputs(cube, pair)
     result = method.predict(inputs["fine_ref"], inputs["coarse_ref"], inputs["coarse_target"],
                             valid=inputs["valid"], ratio=cube_ratio(cube))
     outputs = dict(result) if isinstance(result, dict) else {"prediction": result}
     for name, array in outputs.items():
         outputs[name] = array = array.astype(np.float32, copy=False)
-        array[:, ~inputs["valid"]] = np.nan
+        array[:, ~inputs["coarse_valid"]] = np.nan
     return outputs
 
 

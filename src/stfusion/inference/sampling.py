@@ -1,7 +1,8 @@
 """Predictors over trained deep models: tiled inference, and sampling for stochastic models.
 
 ``deep_predictor`` turns a generator into the ``predict(fine_ref, coarse_ref, coarse_target, *, valid,
-ratio)`` every method has, so trained models and baselines go through the same prediction code.
+ratio)`` every method has, so trained models and baselines go through the same prediction code. Gaps
+in the fine reference are filled from the coarse reference first (:mod:`stfusion.data.gaps`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from stfusion.data.gaps import fill_reference_gaps
 from stfusion.inference.tiling import predict_scene
 from stfusion.methods.models.base import FusionModel
 
@@ -26,6 +28,7 @@ def deep_predictor(model: FusionModel, *, tile: int, device: str | None = None, 
 
     def predict(fine_ref: np.ndarray, coarse_ref: np.ndarray, coarse_target: np.ndarray, *, valid=None,
                 ratio=None):
+        fine_ref = fill_reference_gaps(fine_ref, coarse_ref)
         if not model.traits.stochastic:
             return predict_scene(model, fine_ref, coarse_ref, coarse_target, tile=tile, device=device)
         return sample_scene(model, fine_ref, coarse_ref, coarse_target, tile=tile, device=device,

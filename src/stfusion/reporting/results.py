@@ -62,6 +62,14 @@ def write_ensembles(workspace, dataset: str, models: list[str], seeds: list[int]
     return runs
 
 
+PREDICTED_NOTE = (
+    "\nScored pixels are those valid in the truth. `all`, `changed`, `unchanged`: the fine reference is valid "
+    "there too; `gap`: it is cloudy or missing, and only a method that fills gaps predicts it (the deep models "
+    "fill them from the coarse reference; the traditional methods leave them out). STARFM also leaves out "
+    "pixels where none of its candidate neighbours passes its filters.\n"
+)
+
+
 def _dataset_markdown(r: dict, dataset: str, label: str) -> dict[str, str]:
     means, spread = metric_table(r["scores"]), seed_spread(r["scores"])
     pair_mean, pair_std = pair_table(r["scores"])
@@ -69,8 +77,12 @@ def _dataset_markdown(r: dict, dataset: str, label: str) -> dict[str, str]:
                      label=label)
             + "\n" + markdown(with_spread(pair_mean, pair_std), title=f"RMSE per test pair (± sd over seeds), {dataset}",
                               label=label)
-            + "\n" + markdown(with_spread(change_table(r["scores"]), None), title=f"RMSE over changed and unchanged pixels, {dataset}",
-                              label=label))
+            + "\n" + markdown(with_spread(change_table(r["scores"]), None),
+                              title=f"RMSE over changed and unchanged pixels, and at gaps of the reference, {dataset}",
+                              label=label)
+            + "\n" + markdown(change_table(r["scores"], "predicted"),
+                              title=f"Share of the scored pixels each method predicted, {dataset}", label=label)
+            + PREDICTED_NOTE)
     title = f"Ablation: mean scores over the test pairs, {dataset}"
     ablation = (markdown(metric_table(r["ablation"]).rename_axis(index=["family", "variant"]), title=title, label=label)
                 + ABLATION_NOTE if not r["ablation"].empty else f"### {title}\n\nNo ablation variant was run ({label}).\n")

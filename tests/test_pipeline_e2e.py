@@ -70,7 +70,10 @@ def test_repro_writes_every_report(smoke_study):
             assert (study / "reports" / "figures" / "pdf" / f"{kind}_{dataset}.pdf").is_file(), kind
         assert (study / "reports" / "tables" / f"metrics_{dataset}.md").is_file()
         assert (study / "reports" / "tables" / f"ablation_{dataset}.md").is_file()
-        for stage in ("download", "preprocess"):
+        robustness = pd.read_csv(study / "reports" / "robustness" / dataset / "robustness.csv")
+        assert set(robustness["method"]) == set(BASELINES) | set(DEEP)
+        assert (study / "reports" / "robustness" / dataset / "robustness.png").stat().st_size > 10_000
+        for stage in ("download", "preprocess", "robustness"):
             assert (study / "reports" / "notebooks" / f"{stage}-{dataset}.ipynb").is_file()
         assert (study / "reports" / "notebooks" / f"ablation-{dataset}.ipynb").is_file()  # every variant, one run
         for variant in VARIANTS:
@@ -85,7 +88,7 @@ def test_repro_writes_every_report(smoke_study):
     assert len(list((study / "reports" / "tables" / "paper").glob("*.tex"))) == 8
     report = (study / "reports" / "README.md").read_text()
     assert "## Headline" in report and "significance" not in report.split("## Headline")[0] and "figures/png/scene_cia-sim.png" in report
-    assert "smoke profile" in report
+    assert "smoke profile" in report and "robustness/cia-sim/robustness.png" in report
     # Tables 2-4: this study's rows for the variants run and for the full model (train stage)
     table2 = (study / "reports" / "tables" / "paper" / "mcbam-gan-table2.md").read_text()
     assert "this study" in table2
@@ -180,7 +183,7 @@ def test_dag_shows_every_stage(smoke_study):
     study, env, _, _ = smoke_study
     dag = _run(["dvc", "dag", "--md"], study, env)
     for stage in ("download@cia-sim", "preprocess@lgc-sim", "predict@cia-sim-persistence", "train@lgc-sim-dcstfn-43", "ablation@lgc-sim",
-                  "sources", "evaluate", "figures", "report"):
+                  "sources", "evaluate", "figures", "report", "robustness@cia-sim"):
         assert stage in dag
 
 
@@ -226,12 +229,16 @@ def _train(model: str) -> set[str]:
     return {f"train@{d}-{model}-{s}" for d in DATASETS for s in SEEDS}
 
 
+ROBUSTNESS = {f"robustness@{d}" for d in DATASETS}  # runs every method, and draws with the plots' styles
+
+
 @pytest.mark.parametrize("path, edit, expected", [
-    ("src/stfusion/reporting/plots.py", _comment, {"figures", "report"}),
-    ("src/stfusion/methods/models/dcstfn.py", _comment, _train("dcstfn")),
-    ("src/stfusion/methods/baselines/starfm.py", _comment, {f"predict@{d}-starfm" for d in DATASETS}),
+    ("src/stfusion/reporting/plots.py", _comment, {"figures", "report"} | ROBUSTNESS),
+    ("src/stfusion/reporting/report.py", _comment, {"report"}),
+    ("src/stfusion/methods/models/dcstfn.py", _comment, _train("dcstfn") | ROBUSTNESS),
+    ("src/stfusion/methods/baselines/starfm.py", _comment, {f"predict@{d}-starfm" for d in DATASETS} | ROBUSTNESS),
     ("src/stfusion/methods/models/mcbam_gan.py", _comment,
-     _train("mcbam-gan") | {f"ablation@{d}" for d in DATASETS}),
+     _train("mcbam-gan") | {f"ablation@{d}" for d in DATASETS} | ROBUSTNESS),
     ("studies/smoke/params.yaml", _lr("swinstfm"), _train("swinstfm")),
     ("studies/smoke/params.yaml", _lr("mcbam-gan"), _train("mcbam-gan") | {f"ablation@{d}" for d in DATASETS}),
     # a new seed: its own train stages (new) and what reads every run; no other seed's stage

@@ -23,7 +23,8 @@ def test_datasets_are_dealt_into_lanes():
 
 def test_a_lane_targets_its_datasets_chains_only():
     assert lane_targets(["cia-sim"]) == ["download@cia-sim", "preprocess@cia-sim", "autoencoder@cia-sim",
-                                         "predict@cia-sim-*", "train@cia-sim-*", "ablation@cia-sim"]
+                                         "predict@cia-sim-*", "train@cia-sim-*", "ablation@cia-sim",
+                                         "robustness@cia-sim"]
     assert all("lgc" not in t for t in lane_targets(["cia-sim", "cia"]))
 
 
@@ -60,7 +61,7 @@ def test_lanes_run_side_by_side_and_a_failed_lane_is_named(tmp_path, monkeypatch
     with pytest.raises(StfusionError, match=r"dvc repro failed for lgc-sim\b"):
         run_lanes([["cia-sim"], ["lgc-sim"]], tmp_path)
     out = capsys.readouterr().out
-    chain = "download@{d} preprocess@{d} autoencoder@{d} predict@{d}-* train@{d}-* ablation@{d}"
+    chain = "download@{d} preprocess@{d} autoencoder@{d} predict@{d}-* train@{d}-* ablation@{d} robustness@{d}"
     for d in ("cia-sim", "lgc-sim"):
         assert f"[{d}] args: --wait-for-lock repro --single-item --glob {chain.format(d=d)}" in out
     run_lanes([["cia-sim"]], tmp_path)  # a lane that succeeds raises nothing

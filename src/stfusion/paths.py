@@ -100,3 +100,6 @@ class Workspace:
     @property
     def metrics(self) -> Path:
         return self.reports / "metrics"
+
+    def robustness(self, dataset: str) -> Path:
+        return self.reports / "robustness" / dataset

@@ -115,6 +115,9 @@ def _assemble(manifest: Manifest, dates: list[str], grid: Grid, stacks: dict[str
         "dataset": manifest.dataset, "source": manifest.source, "ratio": manifest.ratio,
         "Conventions": "CF-1.8", "title": f"stfusion datacube of {manifest.dataset}",
     })
+    offset = manifest.meta.get("config", {}).get("grid_offset")  # synthetic data: where its coarse pixels start
+    if offset is not None:
+        cube.attrs["coarse_grid_offset"] = np.asarray(offset, np.int32)
     if grid.crs is not None:
         cube = cube.rio.write_crs(grid.crs).rio.write_transform(grid.transform)
     return cube
@@ -151,6 +154,12 @@ def cube_ratio(cube: xr.Dataset) -> int:
         raise InputError(f"datacube of {cube.attrs.get('dataset')}: no 'ratio' attribute (the coarse over fine pixel "
                          "size); rerun the preprocess stage")
     return int(cube.attrs["ratio"])
+
+
+def cube_grid_offset(cube: xr.Dataset) -> tuple[int, int]:
+    """(y, x) fine pixels from the grid's origin to the first coarse pixel edge: known for synthetic data,
+    taken as (0, 0) otherwise."""
+    return tuple(int(v) for v in cube.attrs.get("coarse_grid_offset", (0, 0)))
 
 
 def date_index(cube: xr.Dataset, date: str) -> int:

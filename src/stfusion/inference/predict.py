@@ -59,9 +59,13 @@ def predict_pair(method: Method, cube: xr.Dataset, pair: Pair) -> dict[str, np.n
     """Predict the fine image of ``pair``'s target date: ``{"prediction": ...}``, plus ``"uncertainty"``
     (per-pixel standard deviation) when the method draws several samples. NaN where a coarse image is
     not valid, and wherever the method itself gives NaN."""
-    inputs = pair_inputs(cube, pair)
+    return predict_inputs(method, pair_inputs(cube, pair), cube_ratio(cube))
+
+
+def predict_inputs(method: Method, inputs: dict[str, np.ndarray], ratio: int) -> dict[str, np.ndarray]:
+    """:func:`predict_pair` on inputs made by :func:`pair_inputs` (perhaps degraded since)."""
     result = method.predict(inputs["fine_ref"], inputs["coarse_ref"], inputs["coarse_target"],
-                            valid=inputs["valid"], ratio=cube_ratio(cube))
+                            valid=inputs["valid"], ratio=ratio)
     outputs = dict(result) if isinstance(result, dict) else {"prediction": result}
     for name, array in outputs.items():
         outputs[name] = array = array.astype(np.float32, copy=False)

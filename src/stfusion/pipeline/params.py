@@ -16,13 +16,14 @@ import yaml
 from stfusion import BANDS
 from stfusion.data.datasets import dataset_names, get_dataset
 from stfusion.errors import ConfigError
+from stfusion.evaluation.robustness import check_levels
 from stfusion.methods.models import AUTOENCODER, MODELS, autoencoder_class, check_keywords, construct, get_model_spec
 from stfusion.methods.registry import get_method
 from stfusion.paths import find_root
 from stfusion.train.config import TIERS, tier_settings, train_config, variant_settings
 
 TOP_LEVEL = ("profile", "seed", "seeds", "datasets", "methods", "download", "preprocess", "ablation", "train", "models",
-             "evaluate", "figures")
+             "evaluate", "robustness", "figures")
 
 
 def load_params(path: str | os.PathLike | None = None, *, build_models: bool = True) -> dict[str, Any]:
@@ -77,6 +78,7 @@ def validate_params(params: Any, *, source: str = "params.yaml", build_models: b
     _check_models(params["models"], trained_methods(params), build=build_models)
     _check_variant_settings(params, build=build_models)
     _check_evaluate(params["evaluate"])
+    _check_robustness(params["robustness"])
     _check_figures(params["figures"])
 
 
@@ -262,6 +264,12 @@ def _check_evaluate(section: Any) -> None:
                  f"an integer >= {low}", value)
     level = bootstrap.get("level", 0.95)
     _require(_is_number(level) and 0.5 <= level < 1, "evaluate.bootstrap.level", "a confidence level in [0.5, 1)", level)
+
+
+def _check_robustness(section: Any) -> None:
+    _require(isinstance(section, dict), "robustness", "a mapping", section)
+    _check_keys(section, "robustness", ("levels",))
+    check_levels(section.get("levels"), key="robustness.levels")
 
 
 def _check_figures(section: Any) -> None:

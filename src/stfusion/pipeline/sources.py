@@ -6,7 +6,8 @@ gets ``data/sources/<unit>.json``: the source files and their MD5. DVC reruns a 
 its files changes, so an edit to the figures reruns the figures and the report, and an edit to one
 model reruns that model's stages. Importing a module runs its packages' ``__init__`` files, so
 those are part of its code too. A method's code comes from the registries' module names, which are
-imported on first use (:mod:`stfusion.methods.registry`) and so are not followed from elsewhere.
+imported on first use (:mod:`stfusion.methods.registry`) and so are not followed from elsewhere; a
+stage that runs every method (robustness) has every method's code in its own unit.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ NOTEBOOKS = {  # unit -> the notebook whose imports it follows
     "download": "01_download.py", "preprocess": "02_preprocess.py", "autoencoder": "03_autoencoder.py",
     "predict": "04_predict.py", "train": "05_train.py", "ablation": "06_ablation.py",
     "evaluate": "07_evaluate.py", "figures": "08_figures.py", "report": "09_report.py",
+    "robustness": "10_robustness.py",
 }
+RUNS_EVERY_METHOD = ("robustness",)
+"""Units that predict with every method of the study: their code includes every method's."""
 
 
 def package_folder() -> Path:
@@ -108,6 +112,8 @@ def units(notebooks: Path) -> dict[str, set[str]]:
         found[unit] = closure(imported_modules(path.read_text(), filename=str(path)))
     for name in [*METHODS, AUTOENCODER]:
         found[f"method-{name}"] = closure(method_modules(name))
+    for unit in RUNS_EVERY_METHOD:
+        found[unit] |= set().union(*(found[f"method-{name}"] for name in METHODS))
     return found
 
 

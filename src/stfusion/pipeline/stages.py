@@ -100,9 +100,14 @@ def _figures(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]
 
 
 def _report(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
-    shown = ("profile", "seed", "seeds", "datasets", "methods", "evaluate", "figures")  # what the report quotes
+    shown = ("profile", "seed", "seeds", "datasets", "methods", "evaluate", "robustness", "figures")  # what the report quotes
     return {"datasets": p["datasets"], "methods": study_methods(p), "profile": p["profile"],
             "params": {key: p[key] for key in shown}}
+
+
+def _robustness(p: dict, dataset: str | None, method: str | None) -> dict[str, Any]:
+    return {"dataset": dataset, "methods": study_methods(p), "seed": p["seed"], "levels": p["robustness"]["levels"],
+            "profile": p["profile"], "dpi": p["figures"]["dpi"]}
 
 
 STAGES: dict[str, Stage] = {
@@ -115,6 +120,7 @@ STAGES: dict[str, Stage] = {
     "evaluate": Stage("07_evaluate.py", False, False, _evaluate),
     "figures": Stage("08_figures.py", False, False, _figures),
     "report": Stage("09_report.py", False, False, _report),
+    "robustness": Stage("10_robustness.py", True, False, _robustness, trains=True),
 }
 
 

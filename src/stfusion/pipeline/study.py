@@ -1,7 +1,7 @@
 """``stfusion study``: the whole DVC pipeline, with the datasets' chains side by side.
 
 ``dvc repro`` runs one stage at a time. Each dataset's chain (download, preprocess, autoencoder,
-predict, train, ablation) depends on nothing of the other datasets' but the ``sources`` stage, and a
+predict, train, ablation, robustness) depends on nothing of the other datasets' but the ``sources`` stage, and a
 CPU stage trains on ``train.threads`` threads (1 in the default study: the quick models gain nothing
 from a second, see benchmarks/bench_ablation.py). So this runs ``dvc repro sources``, then one
 ``dvc repro --single-item`` of each lane's chain, in order, per lane of datasets at the same time,
@@ -41,7 +41,8 @@ def lanes_for(datasets: list[str], lanes: int | None = None) -> list[list[str]]:
     return [datasets[i::count] for i in range(count)]
 
 
-CHAIN = ("download@{d}", "preprocess@{d}", "autoencoder@{d}", "predict@{d}-*", "train@{d}-*", "ablation@{d}")
+CHAIN = ("download@{d}", "preprocess@{d}", "autoencoder@{d}", "predict@{d}-*", "train@{d}-*", "ablation@{d}",
+         "robustness@{d}")
 """A dataset's chain in dvc.yaml, each stage after those it depends on."""
 
 

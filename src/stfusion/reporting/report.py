@@ -108,6 +108,16 @@ def _section_figures(figures: Path, dataset: str, guide: dict[str, str]) -> list
     return lines
 
 
+def _section_robustness(workspace, dataset: str) -> list[str]:
+    """The robustness stage's findings, table and figure for ``dataset`` (nothing if it did not run)."""
+    folder = workspace.robustness(dataset)
+    if not (folder / "summary.md").is_file():
+        return []
+    return [(folder / "summary.md").read_text(), f"![robustness {dataset}](robustness/{dataset}/robustness.png)", "",
+            "RMSE (mean over the test pairs) against each degradation's level, one line per method; colour = "
+            f"family. Every number: [robustness/{dataset}/robustness.csv](robustness/{dataset}/robustness.csv).", ""]
+
+
 def build_report(workspace, datasets: list[str], methods: list[str], profile: str, params: dict) -> str:
     """The text of ``reports/README.md`` from the tables, metrics and figures already written."""
     tables, root = workspace.tables, workspace.root
@@ -141,7 +151,8 @@ def build_report(workspace, datasets: list[str], methods: list[str], profile: st
                   (tables / f"ablation_{dataset}.md").read_text(),
                   f"Change mask: {conventions[dataset]['change_mask']}. Test pairs (reference → target): "
                   + ", ".join(f"{r} → {t}" for r, t in conventions[dataset]["test_pairs"]) + ".", "",
-                  "### Figures", "", *_section_figures(workspace.figures, dataset, FIGURE_GUIDE)]
+                  "### Figures", "", *_section_figures(workspace.figures, dataset, FIGURE_GUIDE),
+                  *_section_robustness(workspace, dataset)]
     lines += ["## Cost of each method", "",
               "Learnable parameters, training seconds and the median full-scene inference seconds, measured "
               "on the machine that ran the study.", "", runs.fillna("").to_markdown(index=False, floatfmt=".3g"), ""]

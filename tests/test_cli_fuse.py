@@ -162,6 +162,25 @@ def test_trained_model_fuses_as_the_tiled_inference_predicts(tmp_path, six_band_
     np.testing.assert_allclose(result.data, expected, atol=1e-6)
 
 
+def test_a_trained_model_predicts_the_gaps_of_the_fine_reference_and_a_baseline_leaves_them(tmp_path,
+                                                                                            six_band_inputs):
+    paths, arrays = six_band_inputs
+    f1 = arrays["f1"].copy()
+    f1[:, 10:20, 5:25] = -9999  # a masked cloud
+    write_geotiff(paths["f1"], f1, GRID, nodata=-9999)
+    weights = exported(tmp_path, "dcstfn", {"channels": [4, 6, 8]}, tile=40)
+    assert fuse_weights(paths, weights, tmp_path / "deep.tif") == 0
+    assert main(["fuse", "--method", "temporal-difference", "--fine-ref", str(paths["f1"]), "--coarse-ref",
+                 str(paths["c1"]), "--coarse-target", str(paths["c2"]), "--out", str(tmp_path / "td.tif")]) == 0
+    deep, td = (read_geotiff(tmp_path / name).data for name in ("deep.tif", "td.tif"))
+    assert np.isfinite(deep).all()
+    assert np.isnan(td[:, 10:20, 5:25]).all() and np.isfinite(td).all(axis=0).sum() == 40 * 60 - 10 * 20
+    model, _ = load_model(weights)
+    f1r, c1, c2 = (arrays[name].astype(np.float32) / 1e4 for name in BANDS6)
+    f1r[:, 10:20, 5:25] = c1[:, 10:20, 5:25]  # the gap holds the coarse reference
+    np.testing.assert_allclose(deep, predict_scene(model, f1r, c1, c2, tile=40, device="cpu"), atol=1e-6)
+
+
 def test_mcbam_gan_fuses_without_the_reference_coarse_image(tmp_path, six_band_inputs):
     """Untrained, it returns its skip image (F1 with the reference skip); it never needs C1."""
     paths, arrays = six_band_inputs

@@ -5,6 +5,10 @@ raster, ENVI included, with the coarse images resampled onto the fine grid as in
 method, and writes the prediction as a float32 reflectance GeoTIFF (NaN = nodata) on the inputs'
 grid, keeping their CRS and transform.
 
+Pixels where the fine reference is nodata (clouds you masked, gaps) are gaps: a trained model predicts
+them from a reference filled with the coarse reference there, as in the study; a method without
+training leaves them NaN. Where a coarse image is nodata, nothing is predicted.
+
 The method is either one that needs no training (``method_name``: STARFM, FSDAF, the reference
 methods) or a trained deep model (``weights``: a ``model.pt`` written by the train stage, such as
 ``data/predictions/cia-sim/mcbam-gan/seed-42/model.pt``). A trained model runs through the study's tiled
@@ -39,7 +43,8 @@ class NoGeoreferenceWarning(UserWarning):
 
 
 def _read_inputs(paths: dict[str, Path], reflectance_scale: float | None):
-    """Reflectance of the inputs, their common grid, and the mask of pixels valid in all."""
+    """Reflectance of the inputs, their common grid, the mask of pixels valid in all, and that of the
+    pixels valid in every coarse image."""
     rasters = {name: read_raster(path) for name, path in paths.items()}
     first_name, first = next(iter(rasters.items()))
     for name, raster in rasters.items():
@@ -47,8 +52,9 @@ def _read_inputs(paths: dict[str, Path], reflectance_scale: float | None):
             raise InputError(f"{paths[name]}: has {raster.data.shape[0]} bands but {paths[first_name]} has {first.data.shape[0]}")
         first.grid.require_same(raster.grid, what=f"{paths[name]} against {paths[first_name]}")
     data = {name: as_reflectance(raster, reflectance_scale)[0] for name, raster in rasters.items()}
-    valid = np.logical_and.reduce([np.isfinite(d).all(axis=0) for d in data.values()])
-    return data, first.grid, valid
+    finite = {name: np.isfinite(d).all(axis=0) for name, d in data.items()}
+    coarse_valid = np.logical_and.reduce([ok for name, ok in finite.items() if name != "fine_ref"])
+    return data, first.grid, finite["fine_ref"] & coarse_valid, coarse_valid
 
 
 def std_path(out: str | os.PathLike) -> Path:
@@ -132,15 +138,15 @@ def fuse_files(method_name: str | None, fine_ref: str | os.PathLike, coarse_ref:
     paths = {"fine_ref": Path(fine_ref), "coarse_target": Path(coarse_target)}
     if coarse_ref is not None:
         paths["coarse_ref"] = Path(coarse_ref)
-    data, grid, valid = _read_inputs(paths, reflectance_scale)
+    data, grid, valid, coarse_valid = _read_inputs(paths, reflectance_scale)
     _check_inputs(paths, grid, valid, ratio, info["bands"], next(iter(data.values())).shape[0])
     # A model that ignores C1 still takes an array in its place: the target's coarse image.
     result = predict(data["fine_ref"], data.get("coarse_ref", data["coarse_target"]), data["coarse_target"],
                      valid=valid, ratio=ratio)
     layers = dict(result) if isinstance(result, dict) else {"prediction": result}
-    _write(layers, grid, valid, out, paths["fine_ref"])
+    predicted = _write(layers, grid, coarse_valid, out, paths["fine_ref"])
     return {**info, "out": str(out), "std": str(std_path(out)) if "uncertainty" in layers else None,
-            "pixels": int(valid.sum()), "georeferenced": grid.crs is not None,
+            "pixels": predicted, "georeferenced": grid.crs is not None,
             "bands": int(layers["prediction"].shape[0])}
 
 
@@ -155,8 +161,9 @@ def _check_inputs(paths: dict[str, Path], grid: Grid, valid: np.ndarray, ratio: 
 
 
 def _write(layers: dict[str, np.ndarray], grid: Grid, valid: np.ndarray, out: str | os.PathLike,
-           fine_ref: Path) -> None:
-    """The prediction (and the samples' std) as float32 GeoTIFFs, NaN outside ``valid``; both or neither."""
+           fine_ref: Path) -> int:
+    """The prediction (and the samples' std) as float32 GeoTIFFs, NaN outside ``valid`` and wherever the
+    method gave NaN; both or neither. Returns the number of pixels predicted."""
     if grid.crs is None:
         warnings.warn(f"{fine_ref} has no georeferencing: {out} is written without a CRS",
                       NoGeoreferenceWarning, stacklevel=3)
@@ -167,3 +174,6 @@ def _write(layers: dict[str, np.ndarray], grid: Grid, valid: np.ndarray, out: st
             array = np.asarray(array, dtype=np.float32).copy()
             array[:, ~valid] = np.nan
             write_geotiff(tmp, array, grid, nodata=float("nan"))
+            if name == "prediction":
+                predicted = int(np.isfinite(array).all(axis=0).sum())
+    return predicted

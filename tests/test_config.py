@@ -44,7 +44,7 @@ def test_a_profile_study_gets_its_own_parameters_and_pipeline(tmp_path):
     params = yaml.safe_load((folder / "params.yaml").read_text())
     assert params["seed"] == 7 and params["seeds"] == [7, 8] and params["profile"] == "tiny" and params["models"] == _params()["models"]
     pipeline = (folder / "dvc.yaml").read_text()
-    assert '- code: "../../"' in pipeline and pipeline.count("${code}notebooks/") == 9
+    assert '- code: "../../"' in pipeline and pipeline.count("${code}notebooks/") == 10
     assert (tmp_path / "params.yaml").read_text() == (ROOT / "params.yaml").read_text()  # never rewritten
     (tmp_path / "profiles" / "bad.yaml").write_text("profile: other\n")
     with pytest.raises(ConfigError, match="bad.yaml: profile: leave it out"):

@@ -36,10 +36,11 @@ def variance_components(cube: xr.Dataset, band: str) -> dict[str, float]:
 def semivariogram(cube: xr.Dataset, band: str, lags=(1, 2, 4, 8, 16, 32)) -> dict[int, float]:
     """Semivariance of ``band`` at each lag (pixels, rows and columns pooled, every date) over its variance."""
     images, valid = _stack(cube, band)
+    variance = images[:, valid].var()
     out = {}
     for lag in lags:
         pairs = [(images[:, lag:, :], images[:, :-lag, :], valid[lag:, :] & valid[:-lag, :]),
                  (images[:, :, lag:], images[:, :, :-lag], valid[:, lag:] & valid[:, :-lag])]
         squares = np.concatenate([((a - b)[:, ok] ** 2).ravel() for a, b, ok in pairs])
-        out[lag] = float(0.5 * squares.mean() / images[:, valid].var())
+        out[lag] = float(0.5 * squares.mean() / variance)
     return out

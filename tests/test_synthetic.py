@@ -247,3 +247,26 @@ def test_failure_keeps_an_existing_folder(tmp_path, monkeypatch):
     assert Manifest.load(folder).files == first.files
     Manifest.load(folder).verify()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cia-sim"]
+
+
+def test_bandpass_differences_depend_on_land_cover():
+    """Water is seen by the coarse bands exactly ``1 + bandpass * BANDPASS_WATER`` times as bright; a canopy's
+    difference grows with its cover, so no single gain per band relates the two sensors."""
+    bandpass = 0.04
+    scene = synthetic._build_scene("lgc", 160, 140, 5)
+    date = "2004-12-28"  # the flood's peak: plenty of open water
+    fine, cover = synthetic._render(scene, "lgc", date)
+    seen, _ = synthetic._render(scene, "lgc", date, bandpass)
+    ratio = seen / fine
+    water = cover == CLASS_ID["water"]
+    assert water.sum() > 100
+    for b in range(len(BANDS)):
+        np.testing.assert_allclose(ratio[b][water], 1 + bandpass * synthetic.BANDPASS_WATER[b], rtol=1e-5)
+    fields = np.isin(cover, [CLASS_ID["winter cereal"], CLASS_ID["cotton"], CLASS_ID["summer cereal"]])
+    ndvi = ((fine[NIR] - fine[RED]) / (fine[NIR] + fine[RED]))[fields]
+    nir_ratio = ratio[NIR][fields]
+    assert np.all((nir_ratio >= 1) & (nir_ratio <= 1 + 0.5 * bandpass + 1e-6))
+    assert np.corrcoef(ndvi, nir_ratio)[0, 1] > 0.8  # the denser the canopy, the larger the difference
+    np.testing.assert_array_equal(synthetic._render(scene, "lgc", date, 0.0)[0], fine)
+    with pytest.raises(ConfigError, match="download.synthetic.lgc-sim.bandpass"):
+        synthetic_config("lgc-sim", {"bandpass": 0.5})

@@ -45,6 +45,11 @@ a Gaussian point spread function (sigma in coarse pixels, default 0.5 = 10 fine 
 over ``ratio`` x ``ratio`` fine pixels, optional Gaussian noise at coarse resolution, and finally
 nearest-neighbour resampling back to the fine grid, which is how the CIA and LGC MODIS files come.
 
+Band-pass differences (``bandpass``): the coarse sensor sees a second rendering of the date in which
+the canopy and water end-members are scaled by ``1 + bandpass * BANDPASS_CANOPY`` and
+``BANDPASS_WATER`` (soil and urban are the reference), so the cross-sensor difference follows land
+cover and changes with the season.
+
 Clouds (:mod:`stfusion.data.clouds`): on ``round(cloudy_dates * n_dates)`` dates drawn from the seed,
 ``cloud_cover`` of the fine image is cloud and the clouds cast shadows; ``qa/<date>.tif`` marks them
 (0 clear, 1 cloud, 2 shadow) as a decoded Landsat QA band does. Coarse images stay clear.
@@ -116,6 +121,12 @@ VEG_SPECTRA = {  # canopy spectra per class; classes not listed use GREEN_VEG (w
 COARSE_GAIN = (0.97, 1.03, 0.95, 1.06, 0.98, 1.02)
 COARSE_OFFSET = (0.010, 0.006, 0.004, -0.008, 0.005, 0.002)
 
+# Band-pass differences by end-member: the coarse band's reflectance over the fine band's, minus 1, per unit
+# of ``bandpass``. Soil and urban are the reference (their difference is in COARSE_GAIN); the signs follow
+# where the narrow MODIS bands sit inside the broad Landsat ones (docs/data.md).
+BANDPASS_CANOPY = (-1.0, 1.0, 1.0, 0.5, 0.0, -0.5)
+BANDPASS_WATER = (0.5, 0.5, 0.5, -1.0, 0.0, 0.0)
+
 # --------------------------------------------------------------------------------------------
 # Templates: calendars, sites, phenology
 
@@ -182,11 +193,13 @@ PRESETS: dict[str, dict] = {
     # The first study versions: cloud-free fine images, and every coarse imperfection off but the PSF.
     "clean": {"psf": "gaussian", "psf_sigma": 0.5, "grid_offset": [0, 0], "geolocation_m": 0.0,
               "misregistration": 0.0, "date_gain_sd": 0.0, "date_offset_sd": 0.0, "noise": 0.0,
-              "cloudy_dates": 0.0, "cloud_cover": 0.0, "cloud_size_m": 500.0, "cloud_height_m": 1500.0},
+              "cloudy_dates": 0.0, "cloud_cover": 0.0, "cloud_size_m": 500.0, "cloud_height_m": 1500.0,
+              "bandpass": 0.0},
     # Real MODIS and Landsat magnitudes from the literature (docs/data.md gives each value's source).
     "realistic": {"psf": "scan", "psf_sigma": 0.5, "grid_offset": [7, 13], "geolocation_m": 50.0,
                   "misregistration": 0.0, "date_gain_sd": 0.03, "date_offset_sd": 0.003, "noise": 0.001,
-                  "cloudy_dates": 0.5, "cloud_cover": 0.2, "cloud_size_m": 500.0, "cloud_height_m": 1500.0},
+                  "cloudy_dates": 0.5, "cloud_cover": 0.2, "cloud_size_m": 500.0, "cloud_height_m": 1500.0,
+                  "bandpass": 0.04},
 }
 """Sensor and sky settings by name; ``preset`` picks one, and keys given beside it override its values."""
 
@@ -237,7 +250,7 @@ def _validated(dataset: str, config: dict) -> dict:
         fail("grid_offset", "is not two whole numbers of fine pixels [y, x]")
     config["grid_offset"] = [int(v) for v in offset]
     for key in ("psf_sigma", "geolocation_m", "misregistration", "date_gain_sd", "date_offset_sd", "noise",
-                "cloudy_dates", "cloud_cover", "cloud_size_m", "cloud_height_m"):
+                "cloudy_dates", "cloud_cover", "cloud_size_m", "cloud_height_m", "bandpass"):
         if isinstance(config[key], bool) or not isinstance(config[key], (int, float, np.number)):
             fail(key, "is not a number")
         config[key] = float(config[key])
@@ -247,6 +260,8 @@ def _validated(dataset: str, config: dict) -> dict:
         fail("cloudy_dates", "is a share of the dates: must be in [0, 1]")
     if config["cloud_cover"] > 0.9:
         fail("cloud_cover", "is a share of each cloudy date's pixels: must be in [0, 0.9]")
+    if config["bandpass"] > 0.2:
+        fail("bandpass", "is a relative band difference: must be in [0, 0.2]")
     if config["ratio"] < 2:
         fail("ratio", "must be at least 2")
     if any(not 0 <= v < config["ratio"] for v in config["grid_offset"]):
@@ -461,8 +476,9 @@ def _flooded(scene: _Scene, fraction: float) -> np.ndarray:
     return np.isin(labels, connected[connected > 0])
 
 
-def _render(scene: _Scene, tpl_name: str, date: str) -> tuple[np.ndarray, np.ndarray]:
-    """The fine reflectance image (band, y, x float32) and the cover classes (uint8) on ``date``."""
+def _render(scene: _Scene, tpl_name: str, date: str, bandpass: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """The fine reflectance image (band, y, x float32) and the cover classes (uint8) on ``date``; with
+    ``bandpass`` > 0, the same scene through the coarse sensor's bands (canopy and water seen differently)."""
     day = (dt.date.fromisoformat(date) - dt.date.fromisoformat(_TEMPLATES[tpl_name].season_start)).days
     fv_unit, fw_unit = _unit_fractions(scene, tpl_name, day)
     fv = np.clip(fv_unit[scene.unit] * scene.density, 0, 1)
@@ -480,8 +496,9 @@ def _render(scene: _Scene, tpl_name: str, date: str) -> tuple[np.ndarray, np.nda
     soil = (1 - fv - fw) * scene.soil_tone
     image = np.empty((len(BANDS), *scene.unit.shape), np.float32)
     for b in range(len(BANDS)):
-        image[b] = scene.background[:, b][scene.unit] * soil + scene.vegetation[:, b][scene.unit] * fv
-        image[b] += np.float32(WATER_SPECTRUM[b]) * fw
+        canopy, water = 1 + bandpass * BANDPASS_CANOPY[b], 1 + bandpass * BANDPASS_WATER[b]
+        image[b] = scene.background[:, b][scene.unit] * soil + scene.vegetation[:, b][scene.unit] * (fv * canopy)
+        image[b] += np.float32(WATER_SPECTRUM[b] * water) * fw
         image[b] *= scene.brightness
     return image, cover
 
@@ -566,7 +583,9 @@ def _write_date(tmp: Path, date: str, scene: _Scene, tpl: _Template, cfg: dict, 
     sensor's users pick or composite one); ``cloudy`` None writes no QA mask.
     """
     fine, cover = _render(scene, cfg["template"], date)
-    coarse = _sense(fine, cfg, tpl.dates.index(date))
+    seen = _render(scene, cfg["template"], date, cfg["bandpass"])[0] if cfg["bandpass"] else fine
+    coarse = _sense(seen, cfg, tpl.dates.index(date))
+    del seen
     entry = {"date": date, "fine": f"fine/{date}.tif", "coarse": f"coarse/{date}.tif",
              "cover": f"truth/cover_{date}.tif", "change": f"truth/change_{date}.tif"}
     if cloudy is not None:
@@ -599,6 +618,7 @@ def _meta(cfg: dict, tpl: _Template, grid: Grid, dates: list[str], cloudy: list[
             "aggregation": f"block mean, grid edges at {cfg['grid_offset']} fine px from the origin",
             "geolocation_sd_m": cfg["geolocation_m"], "date_gain_sd": cfg["date_gain_sd"],
             "date_offset_sd": cfg["date_offset_sd"], "noise_sd": cfg["noise"],
+            "bandpass": {"scale": cfg["bandpass"], "canopy": list(BANDPASS_CANOPY), "water": list(BANDPASS_WATER)},
             "resampling": "nearest neighbour back to the fine grid",
         },
         **({"clouds": {"cloudy_dates": cloudy, "cover": cfg["cloud_cover"], "size_m": cfg["cloud_size_m"],

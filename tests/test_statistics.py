@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from stfusion.data.statistics import semivariogram, variance_components
+from stfusion.data.statistics import semivariogram, variance_components, variance_partition
 
 
 def cube_of(images: np.ndarray, valid: np.ndarray | None = None) -> xr.Dataset:
@@ -41,3 +41,19 @@ def test_the_semivariogram_is_flat_for_noise_and_rises_for_a_smooth_field():
     ramp = np.broadcast_to(0.1 + 0.002 * y[None, :, None] + 0.001 * y[None, None, :], (2, 200, 200))
     smooth = semivariogram(cube_of(np.ascontiguousarray(ramp)), "nir", lags=(1, 8, 32))
     assert smooth[1] < smooth[8] < smooth[32]
+
+
+def test_the_partition_separates_a_pattern_a_scene_wide_change_and_local_change():
+    rng = np.random.default_rng(2)
+    pattern = rng.uniform(0.1, 0.5, (1, 30, 30))
+    trend = np.linspace(0.0, 0.2, 5)[:, None, None]
+    static = variance_partition(cube_of(np.repeat(pattern, 5, axis=0)), "nir")
+    assert static["space"] == pytest.approx(1.0) and static["time"] == pytest.approx(0.0, abs=1e-12)
+    both = variance_partition(cube_of(pattern + trend), "nir")
+    assert both["interaction"] == pytest.approx(0.0, abs=1e-3)  # every pixel changes alike (up to rounding)
+    assert both["space"] + both["time"] == pytest.approx(1.0, abs=1e-3) and both["time"] > 0.2
+    pattern = rng.uniform(0.3, 0.5, (1, 30, 30))  # half the rows brighten, half darken: var(trend) / total
+    centred = trend - trend.mean()
+    local = np.where(np.arange(30)[None, :, None] < 15, pattern + centred, pattern - centred)
+    parts = variance_partition(cube_of(local), "nir")
+    assert parts["interaction"] == pytest.approx(0.005 / (0.005 + 0.2**2 / 12), abs=0.03) and parts["time"] == pytest.approx(0.0, abs=1e-3)

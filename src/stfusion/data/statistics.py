@@ -3,6 +3,10 @@
 - :func:`variance_components`: Emelyanova et al. (2013, doi:10.1016/j.rse.2013.02.007) characterised
   CIA and LGC by how the fine images' variance splits: over space within a date, against over time
   at a pixel. CIA's is dominated by space (small fields), LGC's by time (the flood).
+- :func:`variance_partition`: the same variance as a two-way analysis of variance: a persistent
+  spatial pattern (pixel means), a scene-wide change (date means), and change that differs from
+  pixel to pixel (the rest). Which of the two splits Emelyanova et al. used is not stated in what we
+  have, so docs/data.md reports both.
 - :func:`semivariogram`: the normalised semivariance at a few lags along rows and columns: how fast
   the scene decorrelates (field size, edges, roads).
 
@@ -31,6 +35,19 @@ def variance_components(cube: xr.Dataset, band: str) -> dict[str, float]:
     total = spatial + temporal
     return {"spatial_variance": spatial, "temporal_variance": temporal,
             "spatial_share": spatial / total if total > 0 else float("nan")}
+
+
+def variance_partition(cube: xr.Dataset, band: str) -> dict[str, float]:
+    """Shares of ``band``'s variance in the pixels' means (space), the dates' means (time) and the rest
+    (space-time interaction: change that differs between pixels); they sum to 1."""
+    images, valid = _stack(cube, band)
+    pixels = images[:, valid]  # (time, pixels)
+    total, grand = pixels.var(), pixels.mean()
+    if total == 0:
+        return {"space": float("nan"), "time": float("nan"), "interaction": float("nan")}
+    dates, places = pixels.mean(axis=1), pixels.mean(axis=0)
+    space, time = float(places.var() / total), float(dates.var() / total)
+    return {"space": space, "time": time, "interaction": 1.0 - space - time}
 
 
 def semivariogram(cube: xr.Dataset, band: str, lags=(1, 2, 4, 8, 16, 32)) -> dict[int, float]:

@@ -130,3 +130,14 @@ def test_the_outputs_are_written_together(table, tmp_path):
     assert len(pd.read_csv(out / "robustness.csv")) == len(table)
     text = (out / "summary.md").read_text()
     assert "least affected" in text and "time gap to the reference" in text
+
+
+def test_degrading_never_changes_the_inputs_it_was_given(scene):
+    cube, splits = scene
+    inputs = pair_inputs(cube, splits.test[0])
+    before = {name: array.copy() for name, array in inputs.items()}
+    for name, level in [("clouds", 0.3), ("geolocation", 1.0), ("coarse_noise", 0.02), ("clouds", 0.0)]:
+        out = degrade(inputs, name, level, np.random.default_rng(5), ratio=cube_ratio(cube))
+        assert out is not inputs
+    for name, array in inputs.items():
+        np.testing.assert_array_equal(array, before[name])

@@ -32,6 +32,7 @@ from stfusion.data.datacube import cube_grid_offset, cube_ratio, date_index
 from stfusion.data.splits import Pair, Splits
 from stfusion.errors import ConfigError, InputError
 from stfusion.evaluation.metrics import compute_metrics
+from stfusion.evaluation.scores import predicted_shares, truth_mask
 from stfusion.inference.predict import pair_inputs, predict_inputs
 from stfusion.methods.registry import Method
 from stfusion.units import to_reflectance
@@ -95,31 +96,32 @@ def coarse_noise(rng: np.random.Generator, shape: tuple[int, int, int], sd: floa
 
 def degrade(inputs: dict[str, np.ndarray], degradation: str, level: float, rng: np.random.Generator, *,
             ratio: int, grid_offset=(0, 0)) -> dict[str, np.ndarray]:
-    """A copy of :func:`~stfusion.inference.predict.pair_inputs`'s ``inputs`` with one degradation applied."""
-    out = {name: array.copy() for name, array in inputs.items()}
+    """:func:`~stfusion.inference.predict.pair_inputs`'s ``inputs`` with one degradation applied: a new
+    mapping whose changed arrays are new and whose other arrays are shared (neither is modified)."""
+    out = dict(inputs)
     if level == DEGRADATIONS[degradation].none or degradation == "time_gap":
         return out
     if degradation == "clouds":
         gaps = cloud_field(rng, out["valid"].shape, level, CLOUD_SIZE_PX) > 0
-        out["fine_ref"][:, gaps] = np.nan
-        out["valid"] &= ~gaps
+        out["fine_ref"] = np.where(gaps[None], np.float32(np.nan), out["fine_ref"])
+        out["valid"] = out["valid"] & ~gaps
     elif degradation == "geolocation":
         angle = rng.uniform(0.0, 2 * math.pi)
         shift = (0, round(level * ratio * math.sin(angle)), round(level * ratio * math.cos(angle)))
         out["coarse_target"] = ndimage.shift(out["coarse_target"], shift, order=0, mode="nearest")
     elif degradation == "coarse_noise":
         for name in ("coarse_ref", "coarse_target"):
-            out[name] += coarse_noise(rng, out[name].shape, level, ratio, grid_offset)
+            out[name] = out[name] + coarse_noise(rng, out[name].shape, level, ratio, grid_offset)
     return out
 
 
 def _score(prediction: np.ndarray, observed: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     """RMSE over the truth-valid pixels predicted, and their share of the truth-valid pixels."""
-    predicted = np.isfinite(prediction).all(axis=0) & truth
-    if not predicted.any():
+    shares = predicted_shares(prediction, truth, {"all": truth})["value"]
+    share = float(shares.iloc[0]) if len(shares) else 0.0
+    if share == 0.0:
         return math.nan, 0.0
-    rmse = compute_metrics(prediction, observed, truth)["all"]["rmse"]["all"]
-    return rmse, float(predicted.sum() / truth.sum())
+    return compute_metrics(prediction, observed, truth)["all"]["rmse"]["all"], share
 
 
 def _rng(seed: int, degradation: str, level: float, pair: Pair) -> np.random.Generator:
@@ -148,8 +150,7 @@ def sweep(cube: xr.Dataset, splits: Splits, methods: list[Method], levels: dict[
         if pair is None:
             continue
         target = date_index(cube, pair[1])
-        observed = to_reflectance(cube["fine"][target].values)
-        truth = cube["valid"][target].values.astype(bool)
+        observed, truth = to_reflectance(cube["fine"][target].values), truth_mask(cube, pair)
         inputs = degrade(pair_inputs(cube, pair), degradation, level, _rng(seed, degradation, level, pair),
                          ratio=ratio, grid_offset=grid_offset)
         for method in methods:
@@ -177,7 +178,7 @@ SUMMARY_COLUMNS = ["dataset", "method", "family", "degradation", "worst_level", 
                    "change_percent", "predicted_worst", "failed_levels"]
 
 
-def _comparable(rows: pd.DataFrame) -> pd.DataFrame:
+def comparable(rows: pd.DataFrame) -> pd.DataFrame:
     """Only the test targets present at every level of the degradation (a far reference may not exist)."""
     counts = rows.groupby("target_date")["level"].nunique()
     return rows[rows["target_date"].isin(counts[counts == rows["level"].nunique()].index)]
@@ -189,7 +190,7 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     pixels), the predicted share at the worst level, and the levels where it failed."""
     out = []
     for (dataset, degradation), rows in table.groupby(["dataset", "degradation"], sort=False):
-        rows = _comparable(rows)
+        rows = comparable(rows)
         none, worst = DEGRADATIONS[degradation].none, rows["level"].max()
         for (method, family), group in rows.groupby(["method", "family"], sort=False):
             failed = sorted(group.loc[group["error"].astype(bool), "level"].unique().tolist())

@@ -13,18 +13,18 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from stfusion.evaluation.robustness import DEGRADATIONS, findings, summary
+from stfusion.evaluation.robustness import DEGRADATIONS, comparable, findings, summary
 from stfusion.io import atomic_dir, write_text
 from stfusion.reporting.plots import method_styles, save_png  # sets the headless backend first
 
 
 def robustness_figure(table: pd.DataFrame, dataset: str, label: str) -> plt.Figure:
-    """RMSE (mean over test pairs) against each degradation's level, one panel per degradation."""
+    """RMSE (mean over the test pairs present at every level) against each degradation's level, one panel each."""
     styles = method_styles(list(dict.fromkeys(table["method"])))
     names = [d for d in DEGRADATIONS if d in set(table["degradation"])]
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.2), squeeze=False)
     for ax, name in zip(axes[0], names):
-        rows = table[table["degradation"] == name]
+        rows = comparable(table[table["degradation"] == name])  # the same targets at every level
         means = rows.groupby(["method", "level"])["rmse"].mean().unstack("level")
         for method, style in styles.items():
             if method in means.index:
@@ -38,7 +38,7 @@ def robustness_figure(table: pd.DataFrame, dataset: str, label: str) -> plt.Figu
     return fig
 
 
-def summary_markdown(table: pd.DataFrame, summary_table: pd.DataFrame, dataset: str, label: str) -> str:
+def summary_markdown(summary_table: pd.DataFrame, dataset: str, label: str) -> str:
     """The findings, then the summary table, as Markdown."""
     shown = summary_table.drop(columns=["dataset"]).rename(columns={"worst_level": "worst level"})
     lines = [f"### Robustness, {dataset}", "",
@@ -59,7 +59,7 @@ def write_robustness(table: pd.DataFrame, out_dir: str | os.PathLike, *, dataset
         tmp = Path(tmp)
         table.to_csv(tmp / "robustness.csv", index=False, float_format="%.6g")
         summary_table.to_csv(tmp / "summary.csv", index=False, float_format="%.6g")
-        write_text(tmp / "summary.md", summary_markdown(table, summary_table, dataset, label))
+        write_text(tmp / "summary.md", summary_markdown(summary_table, dataset, label))
         figure = robustness_figure(table, dataset, label)
         save_png(figure, tmp / "robustness.png", dpi)
         plt.close(figure)

@@ -13,6 +13,11 @@ Needs a completed `make study` (the datacubes and the feature autoencoders). Run
 ``--set`` changes a quick-tier setting of every model run (YAML values; ``arch.channels=[16,32,64]``
 merges into ``arch``), for experiments such as a wider generator; give such runs their own ``--out``.
 
+A 1× run of one of the study's ``seeds`` (without ``--set``) is the study's own train stage: the same
+data, settings and seed give the same numbers, so its row is read from the completed study (its
+``run.json`` and ``reports/tables/scores.csv``, ``source`` = ``study``) instead of training again;
+``--retrain`` trains it anyway.
+
 Rows are appended to ``<out>/runs.csv`` as each run finishes, and a run already there is skipped, so
 the benchmark resumes where it stopped; ``--hours`` stops starting new runs after that much time.
 Several processes may share one ``--out`` (e.g. one per dataset, each on its own core): each append
@@ -41,10 +46,14 @@ default study's budget), on one thread, with the seeds in `runs.csv`; its checkp
 validation pairs and the test RMSE is the mean over the test pairs. "Beats temporal-difference from"
 is the smallest budget whose mean RMSE is below temporal-difference's: one seed per budget, so a
 margin under about 0.002 (the spread between seeds) is not evidence. `train_seconds` in `runs.csv`
-are wall seconds on whatever machine and load the run had.
+are wall seconds on whatever machine and load the run had. Data: the study's scenes as params.yaml
+generates them (the realistic sensor since 2026-12-04; the earlier clean-sensor curves are in
+`clean-sensor/`). `source`: `study` for a 1× run read from the study's own train stage (same seed,
+settings and data), `trained` for a run this benchmark trained.
 """
 
-COLUMNS = ["dataset", "model", "seed", "multiplier", "epochs", "steps", "train_seconds", "best_epoch", "test_rmse"]
+COLUMNS = ["dataset", "model", "seed", "multiplier", "epochs", "steps", "train_seconds", "best_epoch", "test_rmse",
+           "source"]
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -64,21 +73,44 @@ def parse_overrides(items: list[str]) -> dict:
     return overrides
 
 
+def quick_config(model: str, multiplier: float, overrides: dict | None = None):
+    from stfusion.pipeline.params import load_params
+    from stfusion.train.config import merge_settings, tier_settings, train_config
+
+    models = load_params(build_models=False)["models"]
+    tier_settings(models, model, "quick")  # a model without quick settings: a one-line ConfigError
+    settings = merge_settings(models[model]["quick"], overrides or {})
+    config = train_config(settings, key=f"models.{model}.quick" + (" (with --set)" if overrides else ""))
+    return replace(config, epochs=max(1, round(config.epochs * multiplier)))
+
+
+def study_row(dataset: str, model: str, seed: int, root: Path, workspace) -> dict | None:
+    """The 1× row of ``seed`` from the completed study's train stage, or None if the study has not run it."""
+    import json
+
+    run = workspace.predictions(dataset, model, seed) / "run.json"
+    scores = pd.read_csv(root / "reports" / "tables" / "scores.csv")
+    rmse = scores[(scores["dataset"] == dataset) & (scores["method"] == model) & (scores["seed"] == seed)
+                  & (scores["band"] == "all") & (scores["region"] == "all") & (scores["metric"] == "rmse")]
+    if not run.is_file() or rmse.empty:
+        return None
+    record, config = json.loads(run.read_text()), quick_config(model, 1)
+    if record["epochs"] != config.epochs or record.get("tier") != "quick":
+        return None  # the study ran other settings than params.yaml's quick tier holds now
+    return {"dataset": dataset, "model": model, "seed": seed, "multiplier": 1.0, "epochs": record["epochs"],
+            "steps": record["epochs"] * config.steps_per_epoch, "train_seconds": record["train_seconds"],
+            "best_epoch": record["best_epoch"], "test_rmse": float(rmse["value"].mean()), "source": "study"}
+
+
 def train_and_score(dataset: str, model: str, seed: int, multiplier: float, workspace,
                     overrides: dict | None = None) -> dict:
     from stfusion.data.datacube import open_cube
     from stfusion.data.splits import Splits
     from stfusion.evaluation.scores import score_predictions
     from stfusion.methods.models import get_model_spec
-    from stfusion.pipeline.params import load_params
-    from stfusion.train.config import merge_settings, tier_settings, train_config
     from stfusion.train.run import run_method
 
-    models = load_params(build_models=False)["models"]
-    tier_settings(models, model, "quick")  # a model without quick settings: a one-line ConfigError
-    settings = merge_settings(models[model]["quick"], overrides or {})
-    config = train_config(settings, key=f"models.{model}.quick" + (" (with --set)" if overrides else ""))
-    config = replace(config, epochs=max(1, round(config.epochs * multiplier)))
+    config = quick_config(model, multiplier, overrides)
     cube, splits = open_cube(workspace.cube(dataset)), Splits.load(workspace.splits(dataset))
     encoder = workspace.autoencoder(dataset) / "autoencoder.pt" if get_model_spec(model).feature_encoder else None
     with tempfile.TemporaryDirectory(prefix="stfusion-curve-") as tmp:
@@ -89,7 +121,7 @@ def train_and_score(dataset: str, model: str, seed: int, multiplier: float, work
     rmse = scores[(scores["band"] == "all") & (scores["region"] == "all") & (scores["metric"] == "rmse")]
     return {"dataset": dataset, "model": model, "seed": seed, "multiplier": multiplier, "epochs": config.epochs,
             "steps": config.epochs * config.steps_per_epoch, "train_seconds": record["train_seconds"],
-            "best_epoch": record["best_epoch"], "test_rmse": float(rmse["value"].mean())}
+            "best_epoch": record["best_epoch"], "test_rmse": float(rmse["value"].mean()), "source": "trained"}
 
 
 def read_runs(table: Path) -> pd.DataFrame:
@@ -190,6 +222,7 @@ def main() -> None:
     parser.add_argument("--out", default="docs/learning_curves")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="change a quick-tier setting of every run, e.g. arch.channels=[16,32,64] lr=0.003")
+    parser.add_argument("--retrain", action="store_true", help="train 1x runs of the study's seeds again")
     args = parser.parse_args()
     overrides = parse_overrides(args.set)
     if args.threads:
@@ -209,9 +242,11 @@ def main() -> None:
         if time.monotonic() - start > args.hours * 3600:
             print(f"stopping: {args.hours} h used, {len(todo)} runs were to do; rerun to continue")
             break
-        row = train_and_score(dataset, model, seed, multiplier, Workspace(root), overrides)
+        reuse = multiplier == 1 and seed in params["seeds"] and not overrides and not args.retrain
+        row = study_row(dataset, model, seed, root, Workspace(root)) if reuse else None
+        row = row or train_and_score(dataset, model, seed, multiplier, Workspace(root), overrides)
         print(f"{dataset} {model} seed {seed} ×{multiplier:g}: {row['steps']} steps, "
-              f"{row['train_seconds']:.0f} s, test RMSE {row['test_rmse']:.5f}", flush=True)
+              f"{row['train_seconds']:.0f} s, test RMSE {row['test_rmse']:.5f} ({row['source']})", flush=True)
         runs = append_run(table, row)
     from stfusion.io import atomic_path, write_text
 

@@ -153,13 +153,14 @@ def baselines(root: Path) -> pd.DataFrame:
 
 def summary(runs: pd.DataFrame, lines: pd.DataFrame) -> pd.DataFrame:
     """Per dataset and model: mean test RMSE at each budget, and the smallest budget that beats
-    temporal-difference (none: not within the budgets tried)."""
+    temporal-difference (or the budgets tried, where none does)."""
     table = runs.groupby(["dataset", "model", "multiplier"])["test_rmse"].mean().unstack("multiplier")
     reference = lines[lines["method"] == "temporal-difference"].set_index("dataset")["test_rmse"]
     beats = []
     for (dataset, _), row in table.iterrows():
-        better = [m for m, v in row.items() if pd.notna(v) and v < reference.get(dataset, float("nan"))]
-        beats.append(f"{min(better):g}×" if better else "not within the budgets tried")
+        tried = [m for m, v in row.items() if pd.notna(v)]
+        better = [m for m in tried if row[m] < reference.get(dataset, float("nan"))]
+        beats.append(f"{min(better):g}×" if better else "not at " + ", ".join(f"{m:g}×" for m in tried))
     table.columns = [f"{m:g}× RMSE" for m in table.columns]
     return table.assign(**{"temporal-difference RMSE": [reference.get(d) for d, _ in table.index],
                            "beats temporal-difference from": beats})

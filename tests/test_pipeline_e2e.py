@@ -229,11 +229,12 @@ def _train(model: str) -> set[str]:
     return {f"train@{d}-{model}-{s}" for d in DATASETS for s in SEEDS}
 
 
-ROBUSTNESS = {f"robustness@{d}" for d in DATASETS}  # runs every method, and draws with the plots' styles
+ROBUSTNESS = {f"robustness@{d}" for d in DATASETS}  # runs every method, and draws with the methods' styles
 
 
 @pytest.mark.parametrize("path, edit, expected", [
-    ("src/stfusion/reporting/plots.py", _comment, {"figures", "report"} | ROBUSTNESS),
+    ("src/stfusion/reporting/plots.py", _comment, {"figures", "report"}),
+    ("src/stfusion/reporting/styles.py", _comment, {"figures", "report"} | ROBUSTNESS),
     ("src/stfusion/reporting/report.py", _comment, {"report"}),
     ("src/stfusion/methods/models/dcstfn.py", _comment, _train("dcstfn") | ROBUSTNESS),
     ("src/stfusion/methods/baselines/starfm.py", _comment, {f"predict@{d}-starfm" for d in DATASETS} | ROBUSTNESS),

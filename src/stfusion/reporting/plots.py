@@ -10,7 +10,6 @@ report):
 
 from __future__ import annotations
 
-import io
 import numbers
 import textwrap
 import warnings
@@ -30,7 +29,6 @@ from matplotlib.colors import LogNorm
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
-from PIL import Image
 
 from stfusion import BANDS
 from stfusion.data.datacube import date_index, open_cube
@@ -47,6 +45,7 @@ from stfusion.io import atomic_path
 from stfusion.methods.registry import FAMILY_COLOURS, get_method
 from stfusion.inference.predict import prediction_name, uncertainty_name
 from stfusion.reporting.published import load_published
+from stfusion.reporting.styles import Style, method_styles, save_png
 from stfusion.units import to_reflectance
 
 FIGURE_GUIDE = {
@@ -134,9 +133,6 @@ __doc__ = (__doc__ or "") + "".join(f"\n{kind}\n{textwrap.fill(text, 96, initial
 FALSE_COLOUR_MAX = (0.5, 0.25, 0.25)  # NIR, red, green: vegetation is twice as bright in the NIR
 NDVI_RANGE = (-0.2, 0.9)  # water and bare soil at the low end, dense crops at the high end
 NODATA_COLOUR = "#ff00ff"  # magenta occurs in none of the colour maps and composites used here
-PNG_WIDTH = 1400  # pixels: the committed PNGs are for screens
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # methods of one family, in the order given
-HATCHES = ("", "//", "..", "xx", "\\\\", "oo", "--", "++")
 BOX_METRICS = ("rmse", "ssim", "cc", "sam", "ergas", "psnr")
 HISTORY_COLUMNS = ("epoch", "split", "metric", "value")
 
@@ -163,29 +159,6 @@ METRICS = {
     "ergas": Metric("ERGAS", "unitless", True),
     "psnr": Metric("PSNR", "dB", False),
 }
-
-
-# --- styles: colour = family, marker/hatch = method within its family ---------------------------
-
-@dataclass(frozen=True)
-class Style:
-    name: str
-    family: str
-    colour: str
-    marker: str
-    hatch: str
-
-
-def method_styles(methods: list[str]) -> dict[str, Style]:
-    """Style of every method, ordered by family (as in FAMILY_COLOURS), then as given."""
-    registered = [get_method(m) for m in dict.fromkeys(methods)]
-    ordered = sorted(registered, key=lambda m: list(FAMILY_COLOURS).index(m.family))
-    styles, seen = {}, {}
-    for method in ordered:
-        k = seen[method.family] = seen.get(method.family, -1) + 1
-        styles[method.name] = Style(method.name, method.family, method.colour,
-                                    MARKERS[k % len(MARKERS)], HATCHES[k % len(HATCHES)])
-    return styles
 
 
 def showcase_pair(splits: Splits, pair=None) -> Pair:
@@ -297,16 +270,6 @@ def changed_shares(cube: xr.Dataset, pairs) -> list[float] | None:
 
 
 # --- drawing helpers --------------------------------------------------------------------------------
-
-def save_png(fig: plt.Figure, path: Path, dpi: int) -> None:
-    """A PNG for screens: at most ``PNG_WIDTH`` pixels wide, in 256 colours (the figures are committed
-    to git at every study run; the PDF keeps the full resolution)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=min(dpi, PNG_WIDTH / fig.get_figwidth()))
-    image = Image.open(buffer).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG", optimize=True)
-
 
 def _save(fig: plt.Figure, folder, name: str, dpi: int) -> list:
     """Save ``fig`` as ``folder/png/name.png`` and ``folder/pdf/name.pdf`` (DVC shows the PNGs as plots)."""

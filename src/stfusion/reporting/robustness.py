@@ -15,7 +15,7 @@ import pandas as pd
 
 from stfusion.evaluation.robustness import DEGRADATIONS, comparable, findings, summary
 from stfusion.io import atomic_dir, write_text
-from stfusion.reporting.plots import method_styles, save_png  # sets the headless backend first
+from stfusion.reporting.styles import method_styles, save_png  # sets the headless backend first
 
 
 def robustness_figure(table: pd.DataFrame, dataset: str, label: str) -> plt.Figure:

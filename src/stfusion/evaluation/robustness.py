@@ -32,7 +32,7 @@ from stfusion.data.datacube import cube_grid_offset, cube_ratio, date_index
 from stfusion.data.splits import Pair, Splits
 from stfusion.errors import ConfigError, InputError
 from stfusion.evaluation.metrics import compute_metrics
-from stfusion.evaluation.scores import predicted_shares, truth_mask
+from stfusion.evaluation.scores import predicted_share, truth_mask
 from stfusion.inference.predict import pair_inputs, predict_inputs
 from stfusion.methods.registry import Method
 from stfusion.units import to_reflectance
@@ -117,8 +117,7 @@ def degrade(inputs: dict[str, np.ndarray], degradation: str, level: float, rng: 
 
 def _score(prediction: np.ndarray, observed: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     """RMSE over the truth-valid pixels predicted, and their share of the truth-valid pixels."""
-    shares = predicted_shares(prediction, truth, {"all": truth})["value"]
-    share = float(shares.iloc[0]) if len(shares) else 0.0
+    share = predicted_share(prediction, truth)
     if share == 0.0:
         return math.nan, 0.0
     return compute_metrics(prediction, observed, truth)["all"]["rmse"]["all"], share

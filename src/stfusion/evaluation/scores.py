@@ -100,10 +100,14 @@ def truth_mask(cube: xr.Dataset, pair: Pair) -> np.ndarray:
     return cube["valid"][date_index(cube, pair[1])].values.astype(bool)
 
 
+def predicted_share(prediction: np.ndarray, mask: np.ndarray) -> float:
+    """The share of ``mask``'s pixels that the prediction covers (finite in every band); 0 for an empty mask."""
+    return float(np.isfinite(prediction).all(axis=0)[mask].mean()) if mask.any() else 0.0
+
+
 def predicted_shares(prediction: np.ndarray, mask: np.ndarray, regions: dict[str, np.ndarray]) -> pd.DataFrame:
     """Metric ``predicted``: per region with pixels in ``mask``, the share the prediction covers (finite in every band)."""
-    finite = np.isfinite(prediction).all(axis=0)
-    rows = [("all", region, "predicted", float(finite[mask & inside].mean()))
+    rows = [("all", region, "predicted", predicted_share(prediction, mask & inside))
             for region, inside in regions.items() if (mask & inside).any()]
     return pd.DataFrame(rows, columns=["band", "region", "metric", "value"])
 

@@ -42,7 +42,7 @@ def variance_partition(cube: xr.Dataset, band: str) -> dict[str, float]:
     (space-time interaction: change that differs between pixels); they sum to 1."""
     images, valid = _stack(cube, band)
     pixels = images[:, valid]  # (time, pixels)
-    total, grand = pixels.var(), pixels.mean()
+    total = pixels.var()
     if total == 0:
         return {"space": float("nan"), "time": float("nan"), "interaction": float("nan")}
     dates, places = pixels.mean(axis=1), pixels.mean(axis=0)

@@ -1,0 +1,82 @@
+"""The rehearsal's mock portal: the real datasets' files in their real formats, served on 127.0.0.1,
+downloaded by the real download code (here at a cropped size; the rehearsal runs it at full size)."""
+
+from __future__ import annotations
+
+import warnings
+import zipfile
+
+import numpy as np
+import pytest
+
+from stfusion.data.envi import NoGeoreferenceWarning, read_envi
+from stfusion.data.real import CIA, LGC, DownloadError, download
+from stfusion.rehearsal.portal import FILL_MODIS, PortalServer, coarse_image, fine_image, with_fill, write_collection
+
+CROP = (6, 400, 360)  # big enough that a transfer cut at 3.5 MB has whole 1 MiB chunks to resume from
+
+
+def read_raw(manifest, date: str, role: str) -> np.ndarray:
+    info = manifest.file_info(next(e[role] for e in manifest.dates if e["date"] == date))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoGeoreferenceWarning)
+        return read_envi(manifest.file(date, role), interleave=info["format"][5:], shape=tuple(info["shape"])).data
+
+
+@pytest.fixture(scope="module")
+def cia(tmp_path_factory):
+    spec = CIA.restrict(dates=["2001-10-08", "2001-10-17", "2002-03-10"], shape=CROP)
+    return spec, write_collection(spec, tmp_path_factory.mktemp("portal") / "cia", seed=3, progress=False)
+
+
+def test_the_portal_delivers_cia_as_one_zip_with_the_real_layout_and_names(cia):
+    spec, folder = cia
+    (archive,) = folder.glob("*.zip")
+    assert archive.name.startswith("Landsat_and_MODIS_data_for_the_Coleambally_Irrigation_Area-")
+    names = zipfile.ZipFile(archive).namelist()
+    assert all("/data/CIA/Landsat/" in n or "/data/CIA/MODIS/" in n for n in names)
+    assert any(n.endswith("/2001_281_08oct/L71093084_08420011007_HRF_modtran_surf_ref_agd66.bil") for n in names)
+    assert any("/2002_069_10mar/L72093084_08420020309" in n for n in names)  # the L72 file, a day early
+    headers = [n for n in names if n.endswith(".hdr")]
+    assert headers and len(headers) < len(names) / 2  # some dates with headers, some without
+
+
+def test_a_transfer_cut_halfway_is_resumed_and_the_files_read_back_exactly(cia, tmp_path):
+    spec, folder = cia
+    with PortalServer({spec.dap_id: folder}) as portal:
+        listed = [e["filename"] for e in portal.listing(spec.dap_id)["file"]]
+        archive = next(n for n in listed if n.endswith(".zip"))
+        portal.interrupt = {archive: 3_500_000}
+        manifest = download(spec, tmp_path / "raw", base_url=portal.base_url)
+    ranges = [r for path, r in portal.log if path.startswith("/s3/")]
+    assert ranges[0] is None and ranges[1].startswith("bytes=") and int(ranges[1][6:-1]) >= 1 << 20
+    assert "README.pdf" not in manifest.meta["downloads"] and manifest.meta["licence"]
+    assert manifest.date_list() == spec.dates()
+    for index, date in enumerate(spec.dates()):
+        fine = with_fill(fine_image(spec, index, 3), index, "fine")
+        np.testing.assert_array_equal(read_raw(manifest, date, "fine"), fine)
+        np.testing.assert_array_equal(read_raw(manifest, date, "coarse"),
+                                      with_fill(coarse_image(fine_image(spec, index, 3)), index, "coarse"))
+    assert (read_raw(manifest, "2001-10-17", "coarse") == FILL_MODIS).any()
+
+
+def test_lgc_comes_as_a_landsat_zip_and_a_modis_zip(tmp_path):
+    spec = LGC.restrict(dates=["2004-04-16", "2004-12-12"], shape=(6, 60, 80))
+    folder = write_collection(spec, tmp_path / "lgc", progress=False)
+    assert sorted(p.name.split("-")[0] for p in folder.glob("*.zip")) == [
+        "Landsat_and_MODIS_data_for_the_Lower_Gwydir_Catchment_LANDSAT",
+        "Landsat_and_MODIS_data_for_the_Lower_Gwydir_Catchment_MODIS"]
+    with PortalServer({spec.dap_id: folder}) as portal:
+        manifest = download(spec, tmp_path / "raw", base_url=portal.base_url)
+    assert manifest.date_list() == spec.dates()
+    assert manifest.files[manifest.dates[1]["fine"]]["format"] == "envi-bsq"
+
+
+def test_a_connection_that_keeps_dropping_is_a_one_line_error_and_keeps_what_arrived(cia, tmp_path, monkeypatch):
+    spec, folder = cia
+    monkeypatch.setattr("stfusion.data.real.RETRIES", 1)  # two tries of 1.2 MB each cannot bring 4 MB
+    with PortalServer({spec.dap_id: folder}, drop_every=1_200_000) as portal:
+        with pytest.raises(DownloadError, match="running it again resumes what arrived"):
+            download(spec, tmp_path / "raw", base_url=portal.base_url)
+    (part,) = (tmp_path / "raw" / "downloads").glob("*.zip.part")
+    assert part.stat().st_size == 2 << 20  # whole 1 MiB chunks of both tries

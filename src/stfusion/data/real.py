@@ -450,6 +450,23 @@ def fetch_file(session: requests.Session, remote: RemoteFile, target: Path, time
     os.replace(part, target)
 
 
+TRANSFER_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+"""A dropped or stalled connection: what a retry, resuming the ``.part`` file, can mend."""
+RETRIES = 3
+
+
+def fetch_resuming(session: requests.Session, remote: RemoteFile, target: Path, timeout: float,
+                   retries: int | None = None) -> None:
+    """:func:`fetch_file`, resumed up to ``retries`` (default :data:`RETRIES`) times after a dropped connection."""
+    retries = RETRIES if retries is None else retries
+    for attempt in range(retries + 1):
+        try:
+            return fetch_file(session, remote, target, timeout)
+        except TRANSFER_ERRORS:
+            if attempt == retries:
+                raise
+
+
 def _stream(response: requests.Response, part: Path, mode: str, initial: int, remote: RemoteFile) -> None:
     with open(part, mode) as out, tqdm(
         total=remote.size, initial=initial, unit="B", unit_scale=True, desc=PurePosixPath(remote.name).name,
@@ -523,10 +540,11 @@ def download(
         downloads = {}
         for item in remote:
             target = dest / "downloads" / _safe_relpath(item.name, f"{collection}/data")
-            fetch_file(session, item, target, timeout)
+            fetch_resuming(session, item, target, timeout)
             downloads[item.name] = {"url": item.url, "bytes": target.stat().st_size, "sha256": sha256_file(target)}
-    except (requests.ConnectionError, requests.Timeout) as err:
-        raise DownloadError(_manual_message(spec, f"network failure ({err.__class__.__name__}: {err})")) from err
+    except TRANSFER_ERRORS as err:
+        reason = f"network failure ({err.__class__.__name__}: {err}); running it again resumes what arrived"
+        raise DownloadError(_manual_message(spec, reason)) from err
     except requests.HTTPError as err:
         raise DownloadError(_manual_message(spec, f"the DAP answered {err}")) from err
     for name in downloads:

@@ -43,9 +43,10 @@ HEADER = """# Learning curves: test RMSE against the training budget
 Written by `python benchmarks/learning_curves.py` (its docstring says how); the runs are in `runs.csv`.
 Each model trains at the quick tier of params.yaml with its epochs multiplied by the budget (1× = the
 default study's budget), on one thread, with the seeds in `runs.csv`; its checkpoint is chosen on the
-validation pairs and the test RMSE is the mean over the test pairs. "Beats temporal-difference from"
-is the smallest budget whose mean RMSE is below temporal-difference's: one seed per budget, so a
-margin under about 0.002 (the spread between seeds) is not evidence. `train_seconds` in `runs.csv`
+validation pairs and the test RMSE is the mean over the test pairs. Each cell: the mean over seeds
+± their standard deviation (number of seeds). "Beats temporal-difference from" is the smallest budget
+whose mean RMSE is below temporal-difference's; where a budget has one seed, a margin under about
+0.002 (the spread between seeds) is not evidence. `train_seconds` in `runs.csv`
 are wall seconds on whatever machine and load the run had. Data: the study's scenes as params.yaml
 generates them (the realistic sensor since 2026-12-04; the earlier clean-sensor curves are in
 `clean-sensor/`). `source`: `study` for a 1× run read from the study's own train stage (same seed,
@@ -154,15 +155,19 @@ def baselines(root: Path) -> pd.DataFrame:
 def summary(runs: pd.DataFrame, lines: pd.DataFrame) -> pd.DataFrame:
     """Per dataset and model: mean test RMSE at each budget, and the smallest budget that beats
     temporal-difference (or the budgets tried, where none does)."""
-    table = runs.groupby(["dataset", "model", "multiplier"])["test_rmse"].mean().unstack("multiplier")
+    grouped = runs.groupby(["dataset", "model", "multiplier"])["test_rmse"]
+    table = grouped.mean().unstack("multiplier")
+    cells = (grouped.agg(["mean", "std", "count"])
+             .apply(lambda r: f"{r['mean']:.5f}" + (f" ± {r['std']:.4f} ({r['count']:.0f})" if r["count"] > 1 else " (1)"),
+                    axis=1).unstack("multiplier").fillna(""))
     reference = lines[lines["method"] == "temporal-difference"].set_index("dataset")["test_rmse"]
     beats = []
     for (dataset, _), row in table.iterrows():
         tried = [m for m, v in row.items() if pd.notna(v)]
         better = [m for m in tried if row[m] < reference.get(dataset, float("nan"))]
         beats.append(f"{min(better):g}×" if better else "not at " + ", ".join(f"{m:g}×" for m in tried))
-    table.columns = [f"{m:g}× RMSE" for m in table.columns]
-    return table.assign(**{"temporal-difference RMSE": [reference.get(d) for d, _ in table.index],
+    cells.columns = [f"{m:g}× RMSE" for m in cells.columns]
+    return cells.assign(**{"temporal-difference RMSE": [reference.get(d) for d, _ in cells.index],
                            "beats temporal-difference from": beats})
 
 

@@ -155,9 +155,9 @@ def baselines(root: Path) -> pd.DataFrame:
 def summary(runs: pd.DataFrame, lines: pd.DataFrame) -> pd.DataFrame:
     """Per dataset and model: mean test RMSE at each budget, and the smallest budget that beats
     temporal-difference (or the budgets tried, where none does)."""
-    grouped = runs.groupby(["dataset", "model", "multiplier"])["test_rmse"]
-    table = grouped.mean().unstack("multiplier")
-    cells = (grouped.agg(["mean", "std", "count"])
+    stats = runs.groupby(["dataset", "model", "multiplier"])["test_rmse"].agg(["mean", "std", "count"])
+    table = stats["mean"].unstack("multiplier")
+    cells = (stats
              .apply(lambda r: f"{r['mean']:.5f}" + (f" ± {r['std']:.4f} ({r['count']:.0f})" if r["count"] > 1 else " (1)"),
                     axis=1).unstack("multiplier").fillna(""))
     reference = lines[lines["method"] == "temporal-difference"].set_index("dataset")["test_rmse"]

@@ -26,6 +26,7 @@ from stfusion.data.real import (
     CIA, LGC, DownloadError, check_band_order, download, get_spec, parse_listing, scan_raw_dir,
 )
 from stfusion.errors import ConfigError, InputError
+from stfusion.rehearsal.portal import file_name
 
 SMALL = (6, 8, 10)
 CIA_DATES = ["2001-10-08", "2001-10-17", "2002-03-10"]  # the third has the L72 Landsat file
@@ -43,17 +44,12 @@ def pixels(spec, date: str, role: str) -> np.ndarray:
     return np.random.default_rng(seed).integers(1, 10000, SMALL, dtype=np.int16)
 
 
-def fine_name(spec, row) -> str:
-    name = spec.expected_name(row, "fine")
-    return name.replace("L71", "L72", 1) if row.date == "2002-03-10" else name  # data.md §6.2
-
-
 def write_tree(root: Path, spec) -> dict[tuple[str, str], Path]:
     """The layout of the DAP zips: <zip root>/{Landsat,MODIS}/<date folder>/<file> (LGC: two zips)."""
     paths = {}
     for row in spec.rows:
         for role, sensor in (("fine", "Landsat"), ("coarse", "MODIS")):
-            name = fine_name(spec, row) if role == "fine" else spec.expected_name(row, role)
+            name = file_name(spec, row, role)  # the real names, the L72 file included (data.md §6.2)
             if spec.name == "cia":
                 folder = root / CIA_ZIP_ROOT / sensor / row.folder
             else:

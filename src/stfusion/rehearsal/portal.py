@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from stfusion.data.coarse_pixel import block_mean
 from stfusion.data.envi import header_candidates, write_envi
 from stfusion.data.real import DatasetSpec, DateRow
 from stfusion.io import atomic_dir
@@ -46,10 +47,10 @@ def fine_image(spec: DatasetSpec, index: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng([seed, index])
     blocks = np.random.default_rng(seed).random((bands, -(-height // 40), -(-width // 40)))
     season = 1.0 + 0.3 * np.sin(2 * np.pi * index / max(len(spec.rows), 1))
-    pattern = np.repeat(np.repeat(blocks, 40, axis=1), 40, axis=2)[:, :height, :width]
     image = np.empty((bands, height, width), np.int16)
     for band in range(bands):  # one band at a time: a full LGC float image would be 400 MB
-        values = BAND_MEANS[band] * (0.5 + pattern[band] * season) + rng.normal(0, 50, (height, width))
+        pattern = np.repeat(np.repeat(blocks[band], 40, axis=0), 40, axis=1)[:height, :width]
+        values = BAND_MEANS[band] * (0.5 + pattern * season) + rng.normal(0, 50, (height, width))
         image[band] = np.clip(values, 1, 10000)
     return image
 
@@ -58,8 +59,7 @@ def coarse_image(fine: np.ndarray, ratio: int = 20) -> np.ndarray:
     """MODIS as delivered: the fine image's block means over ``ratio`` pixels, resampled back to the fine grid."""
     bands, height, width = fine.shape
     h, w = -(-height // ratio) * ratio, -(-width // ratio) * ratio
-    padded = np.pad(fine.astype(np.float32), ((0, 0), (0, h - height), (0, w - width)), mode="edge")
-    means = padded.reshape(bands, h // ratio, ratio, w // ratio, ratio).mean(axis=(2, 4))
+    means = block_mean(np.pad(fine, ((0, 0), (0, h - height), (0, w - width)), mode="edge"), ratio)
     return np.repeat(np.repeat(means, ratio, axis=1), ratio, axis=2)[:, :height, :width].astype(np.int16)
 
 
@@ -168,7 +168,8 @@ class PortalServer:
                 return "json", self.listing(cid)
             for head in (f"/s3/{cid}/", f"{prefix}{cid}/data/"):
                 if path.startswith(head) and path[len(head):].isdigit() and int(path[len(head):]) < len(self.files[cid]):
-                    return "file", self.files[cid][int(path[len(head):])]
+                    file = self.files[cid][int(path[len(head):])]
+                    return "file", (file.relative_to(self.roots[cid]).as_posix(), file)
         return None
 
     def _handler(self):
@@ -188,7 +189,7 @@ class PortalServer:
                     self._head(200, len(body), "application/json")
                     self.wfile.write(body)
                 else:
-                    self._file(found[1])
+                    self._file(*found[1])
 
             def _head(self, code: int, length: int, ctype: str, extra: dict | None = None):
                 self.send_response(code)
@@ -198,7 +199,7 @@ class PortalServer:
                     self.send_header(key, value)
                 self.end_headers()
 
-            def _file(self, path: Path):
+            def _file(self, name: str, path: Path):
                 size, ranged = path.stat().st_size, self.headers.get("Range")
                 start = int(ranged.split("=")[1].split("-")[0]) if ranged else 0
                 if start >= size > 0:
@@ -206,7 +207,6 @@ class PortalServer:
                     return
                 extra = {"Content-Range": f"bytes {start}-{size - 1}/{size}"} if ranged else {}
                 self._head(206 if ranged else 200, size - start, "application/octet-stream", extra)
-                name = next(p.relative_to(owner.roots[c]).as_posix() for c in owner.files for p in owner.files[c] if p == path)
                 stop = owner.interrupt.pop(name, None) if not ranged else None
                 if owner.drop_every:
                     stop = start + owner.drop_every

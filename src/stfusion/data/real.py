@@ -50,6 +50,9 @@ from stfusion.io import atomic_dir, sha256_file
 from stfusion.units import REFLECTANCE_SCALE, is_valid_stored
 
 DAP_BASE_URL = "https://data.csiro.au/dap/ws/v2"
+PORTAL_URL_VARIABLE = "STFUSION_DAP_URL"
+"""An environment variable that points downloads at another portal: a mirror, or the rehearsal's mock
+(the files are checked by size either way, so where they come from does not change the data)."""
 CITATION = "Emelyanova et al. 2013, Remote Sensing of Environment 133, 193-209"
 SOURCE = "csiro-dap"
 ROLES = ("fine", "coarse")  # fine = Landsat, coarse = MODIS
@@ -513,14 +516,15 @@ def download(
     dest: str | os.PathLike,
     *,
     raw_dir: str | os.PathLike | None = None,
-    base_url: str = DAP_BASE_URL,
+    base_url: str | None = None,
     session: requests.Session | None = None,
     timeout: float = 60,
 ) -> Manifest:
     """Get the raw files of ``dataset`` into ``dest`` and write ``dest/manifest.json``.
 
     With ``raw_dir`` (files the user already downloaded and extracted) nothing goes over the
-    network: the folder is scanned. Otherwise the DAP collection is listed, the dataset's files and
+    network: the folder is scanned. Otherwise the DAP collection at ``base_url`` (default: the
+    ``STFUSION_DAP_URL`` environment variable, else the CSIRO portal) is listed, the dataset's files and
     any zips are downloaded into ``dest/downloads`` (resumable), zips are extracted into
     ``dest/extracted/<zip name>``, and ``dest`` is scanned. A network failure raises
     :class:`DownloadError` explaining how to download by hand and set ``download.raw_dir``.
@@ -529,6 +533,7 @@ def download(
     dest = Path(dest)
     if raw_dir is not None:
         return scan_raw_dir(spec, raw_dir, manifest_folder=dest)
+    base_url = base_url or os.environ.get(PORTAL_URL_VARIABLE) or DAP_BASE_URL
     session = session or requests.Session()
     collection = f"{base_url.rstrip('/')}/collections/{spec.dap_id}"
     retrieved = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -12,7 +12,7 @@ export PATH := $(BIN):$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 export MPLBACKEND := Agg
 
-.PHONY: study full smoke test test-unit test-notebooks test-e2e venv dag clean-scratch
+.PHONY: study full rehearse gpu-check smoke test test-unit test-notebooks test-e2e venv dag clean-scratch
 
 venv: $(VENV)/.installed
 
@@ -29,6 +29,18 @@ study: venv
 # run in studies/full/ with its own params.yaml, dvc.lock and reports (the default study is untouched).
 full: venv
 	stfusion study --profile full --lanes 1
+
+# The full reproduction rehearsed on this machine (docs/full-reproduction.md): mock CIA and LGC at full size
+# served by a local portal, every stage of the full profile with the models cut to a few steps, and each
+# stage's wall time and peak memory in studies/rehearsal/rehearsal.csv (about 90 min or more on 2 cores).
+rehearse: venv
+	stfusion rehearse
+
+# Before renting GPU hours: every paper-tier model trains a few steps under bf16 and predicts a CIA-size
+# scene, STARFM, FSDAF and the metrics on CUDA against the CPU, a DDP run under torchrun (a few minutes;
+# fails at once without CUDA). Writes reports/gpu-check/gpu-check.json.
+gpu-check: venv
+	stfusion gpu-check
 
 # The smoke profile (tiny scenes, every stage) in studies/smoke/: what the end-to-end test runs.
 smoke: venv

@@ -15,14 +15,43 @@ def test_shipped_parameters_are_valid():
     assert load_params(ROOT / "params.yaml")["profile"] == "default"
 
 
-@pytest.mark.parametrize("name", ["smoke", "full"])
+@pytest.mark.parametrize("name", ["smoke", "full", "rehearsal"])
 def test_profiles_are_valid_overlays(name):
     params = profile_params(ROOT, name)
     overlay = yaml.safe_load((ROOT / "profiles" / f"{name}.yaml").read_text())
+    overlay.pop("extends", None)
     default = _params()
     assert params["profile"] == name
     assert len(yaml.safe_dump(overlay)) < len(yaml.safe_dump(default)) / 2  # only what differs
     assert overlay != default and all(key in default for key in overlay)
+
+
+def test_the_rehearsal_is_the_full_profile_with_fewer_steps():
+    full, rehearsal = profile_params(ROOT, "full"), profile_params(ROOT, "rehearsal")
+    assert rehearsal["datasets"] == full["datasets"] and rehearsal["preprocess"] == full["preprocess"]
+    assert rehearsal["train"] == full["train"] and rehearsal["train"]["tier"] == "paper"
+    counts = {"epochs", "steps_per_epoch", "val_patches", "uncertainty_samples", "sample_steps"}  # what it cuts
+    for name, tiers in full["models"].items():
+        paper, cut = tiers["paper"], rehearsal["models"][name]["paper"]
+        kept = lambda settings: {k: v for k, v in {**settings, **settings.get("arch", {})}.items() if k not in counts | {"arch"}}
+        assert kept(cut) == kept(paper), name  # architecture, batch, patch, tile: the paper's
+        assert cut["steps_per_epoch"] * cut["epochs"] < paper["steps_per_epoch"] * paper["epochs"]
+
+
+def test_a_profile_can_extend_another(tmp_path):
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "base.yaml").write_text("seed: 7\nseeds: [7, 8]\nrobustness: {levels: {time_gap: [1]}}\n")
+    (tmp_path / "profiles" / "child.yaml").write_text("extends: base\nseeds: [7]\n")
+    params = profile_params(tmp_path, "child")
+    assert params["seed"] == 7 and params["seeds"] == [7] and params["profile"] == "child"
+    assert params["robustness"]["levels"]["time_gap"] == [1] and params["robustness"]["levels"]["clouds"][0] == 0.0
+    (tmp_path / "profiles" / "base.yaml").write_text("extends: child\n")
+    with pytest.raises(ConfigError, match="base.yaml: extends: expected the name of another profile"):
+        profile_params(tmp_path, "child")
+    (tmp_path / "profiles" / "child.yaml").write_text("extends: nowhere\n")
+    with pytest.raises(ConfigError, match="child.yaml: extends: no profile 'nowhere'"):
+        profile_params(tmp_path, "child")
 
 
 def test_an_overlay_merges_mappings_and_replaces_the_rest():

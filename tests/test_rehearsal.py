@@ -80,3 +80,53 @@ def test_a_connection_that_keeps_dropping_is_a_one_line_error_and_keeps_what_arr
             download(spec, tmp_path / "raw", base_url=portal.base_url)
     (part,) = (tmp_path / "raw" / "downloads").glob("*.zip.part")
     assert part.stat().st_size == 2 << 20  # whole 1 MiB chunks of both tries
+
+
+def test_a_cropped_rehearsal_takes_the_portal_files_to_a_paper_tier_prediction(tmp_path):
+    """The rehearsal's path at a cropped size: portal, download, cube, a paper-tier model, tiled inference."""
+    from stfusion.data.preprocess import preprocess_dataset
+    from stfusion.data.raster import read_geotiff
+    from stfusion.inference.predict import prediction_name
+    from stfusion.paths import find_root
+    from stfusion.pipeline.profiles import profile_params
+    from stfusion.train.config import train_config
+    from stfusion.train.run import run_method
+    from stfusion.units import to_reflectance
+
+    spec = CIA.restrict(dates=["2001-10-08", "2001-10-17", "2001-11-02", "2001-11-09", "2001-11-25"], shape=(6, 280, 260))
+    folder = write_collection(spec, tmp_path / "portal", seed=5, progress=False)
+    with PortalServer({spec.dap_id: folder}) as portal:
+        download(spec, tmp_path / "raw", base_url=portal.base_url)
+    cube, split = preprocess_dataset(tmp_path / "raw", tmp_path / "processed",
+                                     {"test_targets": ["2001-11-09"], "val_targets": ["2001-11-02"]})
+    assert cube["fine"].shape == (5, 6, 280, 260) and list(split.test) == [("2001-11-02", "2001-11-09")]
+    assert not cube["valid"].values[1].all()  # 2001-10-17's MODIS fill value is masked
+    # The rehearsal's DCSTFN: the paper's architecture, patch and tile, two steps (two patches each here).
+    settings = {**profile_params(find_root(), "rehearsal")["models"]["dcstfn"]["paper"], "batch_size": 2}
+    config = train_config(settings, key="models.dcstfn.paper")
+    record = run_method("dcstfn", cube, split, tmp_path / "dcstfn", seed=42, config=config, tier="paper",
+                        checkpoint_dir=tmp_path / "checkpoints", train_options={"threads": None})
+    assert record["parameters"] > 500_000 and record["tier"] == "paper" and record["tile"] == config.tile
+    prediction = read_geotiff(tmp_path / "dcstfn" / prediction_name(split.test[0])).data
+    observed = to_reflectance(cube["fine"].sel(time="2001-11-09").values)
+    assert prediction.shape == observed.shape and np.isfinite(prediction).all()
+    assert 0 < np.sqrt(np.mean((prediction - observed) ** 2)) < 1
+
+
+def test_a_stage_is_measured_by_its_own_memory_not_the_rehearsals(tmp_path):
+    import os
+    import sys
+
+    from stfusion.rehearsal.run import append_row, markdown, measure
+
+    ballast = np.ones(300 * 2 ** 20 // 8)  # this process holds 300 MiB; the stage must not inherit it
+    grow = "import numpy as np; a = np.ones(200 * 2 ** 20 // 8); a += 1"
+    ran = measure([sys.executable, "-c", grow], tmp_path, dict(os.environ), "grow")
+    failed = measure([sys.executable, "-c", "raise SystemExit(3)"], tmp_path, dict(os.environ), "fail")
+    assert ran.status == "ran" and 0.19 < ran.peak_rss_gib < 0.29 and ran.peak_tree_rss_gib >= ran.peak_rss_gib
+    assert failed.status == "failed" and failed.peak_rss_gib < 0.1 and ballast.sum() > 0
+    table = tmp_path / "rehearsal.csv"
+    append_row(table, ran)
+    append_row(table, failed)
+    text = markdown(table)
+    assert "| grow | ran |" in text and "| fail | failed |" in text and "2 stages" in text

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from stfusion.errors import StfusionError
 
@@ -111,6 +112,18 @@ def _study(args: argparse.Namespace) -> None:
     run_study(args.lanes, args.profile)
 
 
+def _rehearse(args: argparse.Namespace) -> None:
+    from stfusion.rehearsal.run import rehearse
+
+    rehearse(args.stages or None)
+
+
+def _gpu_check(args: argparse.Namespace) -> None:
+    from stfusion.rehearsal.gpu import gpu_check
+
+    gpu_check(Path(args.out), models=args.models or None)
+
+
 def _sources(args: argparse.Namespace) -> None:
     from stfusion.paths import find_root
     from stfusion.pipeline.sources import write_sources
@@ -181,6 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--profile", help="a profile of profiles/ (smoke, full), run in studies/<profile>/ "
                        "(default: the default study, params.yaml, here)")
     study.set_defaults(run=_study)
+    rehearse = commands.add_parser("rehearse", help="rehearse the full reproduction on this machine: mock CIA and "
+                                   "LGC at full size from a local portal, every stage with the models cut to a few "
+                                   "steps, each stage's time and memory (studies/rehearsal/rehearsal.csv)")
+    rehearse.add_argument("stages", nargs="*", help="only these stages, by DVC name (e.g. download@cia; default: all)")
+    rehearse.set_defaults(run=_rehearse)
+    gpu = commands.add_parser("gpu-check", help="check a GPU machine for the full reproduction in minutes: every "
+                              "paper-tier model trains and predicts a CIA-size scene, baselines and metrics against "
+                              "the CPU, a DDP run under torchrun; throughput, memory, estimated GPU hours")
+    gpu.add_argument("--out", default="reports/gpu-check", help="folder of gpu-check.json (default: reports/gpu-check)")
+    gpu.add_argument("--models", nargs="*", help="only these models (default: the autoencoder and every deep model)")
+    gpu.set_defaults(run=_gpu_check)
     sources = commands.add_parser("sources", help="write data/sources/<unit>.json: the code each pipeline stage "
                                   "and method runs (the sources stage)")
     sources.set_defaults(run=_sources)

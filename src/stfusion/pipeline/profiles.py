@@ -1,7 +1,8 @@
 """Profiles: overlays of params.yaml, each run as its own study in ``studies/<profile>/``.
 
 ``profiles/<name>.yaml`` holds only what differs from the default study's params.yaml: mappings merge
-key by key, any other value (a list included) replaces the default. ``stfusion study --profile NAME``
+key by key, any other value (a list included) replaces the default. ``extends: OTHER`` lays it over
+another profile instead (the rehearsal over the full reproduction). ``stfusion study --profile NAME``
 writes ``studies/<name>/params.yaml`` (the merged parameters) and ``studies/<name>/dvc.yaml`` (the
 project's pipeline, with its code paths pointing back to the project) and runs it there, so the
 profile keeps its own dvc.lock, data and reports and never touches the default study's.
@@ -46,16 +47,28 @@ def profile_names(root: Path) -> list[str]:
     return sorted(path.stem for path in (root / "profiles").glob("*.yaml"))
 
 
-def profile_params(root: Path, name: str) -> dict[str, Any]:
-    """The parameters of profile ``name``: ``profiles/<name>.yaml`` over ``params.yaml``, validated."""
+def _overlay(root: Path, name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Profile ``name``'s overlay of params.yaml, with the profile it ``extends`` (if any) beneath it."""
     path = root / "profiles" / f"{name}.yaml"
     if not path.is_file():
-        raise ConfigError(f"--profile: no profile {name!r} ({path} not found); profiles are {profile_names(root)}")
+        where = f"{root / 'profiles' / seen[-1]}.yaml: extends" if seen else "--profile"
+        raise ConfigError(f"{where}: no profile {name!r} ({path} not found); profiles are {profile_names(root)}")
     overlay = _read(path)
     if "profile" in overlay:
         raise ConfigError(f"{path}: profile: leave it out; a profile is named by its file")
-    params = {**merge(_read(root / "params.yaml"), overlay), "profile": name}
-    validate_params(params, source=str(path), build_models=False)
+    base = overlay.pop("extends", None)
+    if base is None:
+        return overlay
+    if not isinstance(base, str) or base in (*seen, name):
+        raise ConfigError(f"{path}: extends: expected the name of another profile (no cycles), got {base!r}")
+    return merge(_overlay(root, base, (*seen, name)), overlay)
+
+
+def profile_params(root: Path, name: str) -> dict[str, Any]:
+    """The parameters of profile ``name``: ``profiles/<name>.yaml`` over ``params.yaml`` (over the profile
+    it ``extends``, if it names one), validated."""
+    params = {**merge(_read(root / "params.yaml"), _overlay(root, name)), "profile": name}
+    validate_params(params, source=str(root / "profiles" / f"{name}.yaml"), build_models=False)
     return params
 
 

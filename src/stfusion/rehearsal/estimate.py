@@ -1,0 +1,148 @@
+"""What ``make full`` will cost, stage by stage, from costs measured on one device.
+
+The rehearsal (``stfusion rehearse``) measures on this machine every stage at full size with the models cut
+to a few steps; ``stfusion gpu-check`` measures the models on a GPU. Neither runs the full budgets, so
+the time of a stage is rebuilt from counts the full profile fixes and seconds measured:
+
+- a training run: its optimiser steps x seconds per step, plus validation (a forward pass of each
+  validation batch every epoch, counted as a third of a step), plus its test predictions;
+- a prediction: seconds per fine megapixel x the scene's megapixels (STFDiff: per sample and DDIM
+  step, times the full profile's samples and steps);
+- the ablation: each variant as one more MCBAM-GAN run; the robustness sweep: every method once per
+  test pair and condition;
+- the stages the rehearsal does not cut (download, preprocess, evaluate, figures, report): as measured.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from stfusion.data.real import get_spec
+from stfusion.methods.models import AUTOENCODER
+from stfusion.pipeline.params import study_methods
+
+MEASURED_AS_IS = ("download", "preprocess", "evaluate", "figures", "report")
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Seconds measured on one device."""
+
+    device: str
+    step_s: dict[str, float]  # model (the autoencoder included) -> one optimiser step at its paper batch
+    scene_s_per_mpx: dict[str, float]  # method -> one prediction per fine megapixel (STFDiff: per sample and step)
+    stage_s: dict[str, float] = field(default_factory=dict)  # DVC stage name -> measured wall seconds
+
+
+def _sampling_evaluations(settings: dict[str, Any]) -> int:
+    """U-Net evaluations per pixel of a stochastic model's prediction (1 for the others)."""
+    steps = settings.get("arch", {}).get("sample_steps")
+    return steps * max(1, settings.get("uncertainty_samples", 0)) if steps else 1
+
+
+def _run_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def rehearsal_costs(study: Path, params: dict[str, Any]) -> Costs:
+    """CPU costs from a rehearsal study: its runs' ``run.json`` and its ``rehearsal.csv``."""
+    steps, scene = {}, {}
+    for dataset in params["datasets"]:
+        runs = {AUTOENCODER: study / "data" / "autoencoders" / dataset / "run.json"}
+        for method in study_methods(params):
+            seed = f"seed-{params['seed']}" if method in params["methods"]["models"] else ""
+            runs[method] = study / "data" / "predictions" / dataset / method / seed / "run.json"
+        for method, path in runs.items():
+            record = _run_json(path)
+            if record is None:
+                continue
+            settings = record.get("settings", {})
+            if settings.get("steps_per_epoch"):
+                steps.setdefault(method, []).append(record["train_seconds"] / (settings["epochs"] * settings["steps_per_epoch"]))
+            if record.get("predict_seconds"):
+                mpx = record["height"] * record["width"] / 1e6
+                per = [s / mpx / _sampling_evaluations(settings) for s in record["predict_seconds"].values()]
+                scene.setdefault(method, []).extend(per)
+    table = study / "rehearsal.csv"
+    stages = {r["stage"]: float(r["wall_s"]) for r in csv.DictReader(table.open()) if r["status"] == "ran"} if table.is_file() else {}
+    median = lambda values: float(pd.Series(values).median())  # noqa: E731
+    return Costs("cpu", {k: median(v) for k, v in steps.items()}, {k: median(v) for k, v in scene.items()}, stages)
+
+
+def gpu_costs(report: dict[str, Any], params: dict[str, Any]) -> Costs:
+    """GPU costs from ``gpu-check.json`` (it trains and predicts with the full profile's paper settings)."""
+    steps = {r["model"]: r["step_s"] for r in report["models"]}
+    scene = {}
+    for r in report["models"]:
+        if "scene_s" in r:
+            settings = params["models"][r["model"]]["paper"]
+            scene[r["model"]] = r["scene_s"] / (r["scene"][0] * r["scene"][1] / 1e6) / _sampling_evaluations(settings)
+    return Costs(report["device"], steps, scene)
+
+
+def _train_seconds(settings: dict[str, Any], step_s: float) -> float:
+    validation = settings["epochs"] * math.ceil(settings.get("val_patches", 16) / settings["batch_size"]) * step_s / 3
+    return settings["epochs"] * settings["steps_per_epoch"] * step_s + validation
+
+
+def estimate(params: dict[str, Any], costs: Costs, scenes: dict[str, tuple[int, int, int]]) -> pd.DataFrame:
+    """Hours per stage of the study ``params`` on the device of ``costs``. ``scenes``: dataset -> (fine
+    megapixels, test pairs, robustness conditions per pair). A stage with no measured cost is NaN."""
+    paper = lambda name: params["models"][name][params["train"]["tier"]]  # noqa: E731
+    scene_s = lambda method, mpx: (costs.scene_s_per_mpx.get(method, math.nan) * mpx  # noqa: E731
+                                   * (_sampling_evaluations(paper(method)) if method in params["models"] else 1))
+    train_s = lambda name: _train_seconds(paper(name), costs.step_s.get(name, math.nan))  # noqa: E731
+    rows = []
+    for dataset, (mpx, pairs, conditions) in scenes.items():
+        for stage in ("download", "preprocess"):
+            rows.append((stage, dataset, 1, costs.stage_s.get(f"{stage}@{dataset}", math.nan)))
+        rows.append(("autoencoder", dataset, 1, train_s(AUTOENCODER)))
+        for method in params["methods"]["baselines"]:
+            rows.append(("predict", dataset, 1, pairs * scene_s(method, mpx)))
+        for model in params["methods"]["models"]:
+            rows.append(("train", dataset, len(params["seeds"]), len(params["seeds"]) * (train_s(model) + pairs * scene_s(model, mpx))))
+        ablation = params["ablation"]["model"]
+        variants = len(params["ablation"]["variants"])
+        rows.append(("ablation", dataset, variants, variants * (train_s(ablation) + pairs * scene_s(ablation, mpx))))
+        sweep = sum(scene_s(method, mpx) for method in study_methods(params))
+        rows.append(("robustness", dataset, 1, pairs * conditions * sweep))
+    for stage in ("evaluate", "figures", "report"):
+        rows.append((stage, "all", 1, costs.stage_s.get(stage, math.nan)))
+    table = pd.DataFrame(rows, columns=["stage", "dataset", "runs", "seconds"])
+    table["hours"] = table["seconds"] / 3600
+    return table
+
+
+def conditions_per_pair(levels: dict[str, list[float]]) -> int:
+    """Predictions per method and test pair in the robustness sweep: the undegraded inputs once, each
+    degraded level once."""
+    return 1 + sum(len(values) - 1 for values in levels.values())
+
+
+def full_scenes(params: dict[str, Any]) -> dict[str, tuple[float, int, int]]:
+    """Per real dataset of ``params``: fine megapixels, test pairs and robustness conditions per pair."""
+    conditions = conditions_per_pair(params["robustness"]["levels"])
+    scenes = {}
+    for dataset in params["datasets"]:
+        _, lines, samples = get_spec(dataset).shape
+        pairs = len(params["preprocess"]["splits"][dataset]["test_targets"])
+        scenes[dataset] = (lines * samples / 1e6, pairs, conditions)
+    return scenes
+
+
+def summary(table: pd.DataFrame, device: str) -> str:
+    """Hours per stage kind (the runs of every dataset together) and the total, as a markdown table."""
+    grouped = table.groupby("stage", sort=False).agg(runs=("runs", "sum"), hours=("hours", lambda h: h.sum(min_count=len(h))))
+    lines = [f"| stage ({device}) | runs | hours |", "|---|---|---|"]
+    lines += [f"| {stage} | {int(r.runs)} | {'not measured' if math.isnan(r.hours) else f'{r.hours:,.2f}'} |"
+              for stage, r in grouped.iterrows()]
+    measured = table["hours"].dropna()
+    lines.append(f"| **total** (measured stages) | {int(table['runs'].sum())} | **{measured.sum():,.1f}** |")
+    return "\n".join(lines)

@@ -141,3 +141,13 @@ def test_degrading_never_changes_the_inputs_it_was_given(scene):
         assert out is not inputs
     for name, array in inputs.items():
         np.testing.assert_array_equal(array, before[name])
+
+
+def test_a_sweep_of_the_undegraded_inputs_only_is_written_too(scene, tmp_path):
+    """The rehearsal's sweep (profiles/rehearsal.yaml): no degraded level at all."""
+    cube, splits = scene
+    levels = {"clouds": [0.0], "geolocation": [0.0], "coarse_noise": [0.0], "time_gap": [1]}
+    table = sweep(cube, splits, [get_method("persistence")], levels, seed=0, progress=False)
+    out = write_robustness(table, tmp_path / "robustness", dataset="cia-sim", label="test")
+    assert len(pd.read_csv(out / "robustness.csv")) == len(table) == 4 * len(splits.test)
+    assert (out / "robustness.png").stat().st_size > 0 and (out / "summary.md").is_file()

@@ -159,6 +159,8 @@ def rehearse(stages: list[str] | None = None) -> Path:
             if result.status == "failed":
                 failed.append(stage)
                 break
+    # DVC's autostage has put the rehearsal's lock file in git's index: it is scratch, not the project's.
+    subprocess.run(["git", "reset", "-q", "--", "dvc.lock"], cwd=study, capture_output=True)
     resumed = [path for path, byte_range in portal.log if byte_range]
     print(f"rehearse: {len(resumed)} transfer(s) resumed with a range request", flush=True)
     print(markdown(table), flush=True)

@@ -138,11 +138,19 @@ def full_scenes(params: dict[str, Any]) -> dict[str, tuple[float, int, int]]:
 
 
 def summary(table: pd.DataFrame, device: str) -> str:
-    """Hours per stage kind (the runs of every dataset together) and the total, as a markdown table."""
-    grouped = table.groupby("stage", sort=False).agg(runs=("runs", "sum"), hours=("hours", lambda h: h.sum(min_count=len(h))))
+    """Hours per stage kind (every dataset's runs together) and the total, as a markdown table. A stage
+    kind with runs not yet measured shows what was measured as a lower bound."""
     lines = [f"| stage ({device}) | runs | hours |", "|---|---|---|"]
-    lines += [f"| {stage} | {int(r.runs)} | {'not measured' if math.isnan(r.hours) else f'{r.hours:,.2f}'} |"
-              for stage, r in grouped.iterrows()]
-    measured = table["hours"].dropna()
-    lines.append(f"| **total** (measured stages) | {int(table['runs'].sum())} | **{measured.sum():,.1f}** |")
+    for stage, rows in table.groupby("stage", sort=False):
+        measured, hours = rows["hours"].notna(), rows["hours"].sum()
+        if not measured.any():
+            text = "not measured"
+        elif measured.all():
+            text = f"{hours:,.2f}"
+        else:
+            text = f"≥ {hours:,.2f} ({int(rows.loc[measured, 'runs'].sum())} of {int(rows['runs'].sum())} runs measured)"
+        lines.append(f"| {stage} | {int(rows['runs'].sum())} | {text} |")
+    complete = table["hours"].notna().all()
+    total = f"{table['hours'].sum():,.1f}" if complete else f"≥ {table['hours'].sum():,.1f} (not every run measured)"
+    lines.append(f"| **total** | {int(table['runs'].sum())} | **{total}** |")
     return "\n".join(lines)

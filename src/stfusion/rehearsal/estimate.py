@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import pandas as pd
 
 from stfusion.data.real import get_spec
 from stfusion.methods.models import AUTOENCODER
+from stfusion.paths import Workspace
 from stfusion.pipeline.params import study_methods
 
 MEASURED_AS_IS = ("download", "preprocess", "evaluate", "figures", "report")
@@ -47,22 +49,18 @@ def _sampling_evaluations(settings: dict[str, Any]) -> int:
     return steps * max(1, settings.get("uncertainty_samples", 0)) if steps else 1
 
 
-def _run_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def rehearsal_costs(study: Path, params: dict[str, Any]) -> Costs:
     """CPU costs from a rehearsal study: its runs' ``run.json`` and its ``rehearsal.csv``."""
-    steps, scene = {}, {}
+    steps, scene, ws = {}, {}, Workspace(study)
     for dataset in params["datasets"]:
-        runs = {AUTOENCODER: study / "data" / "autoencoders" / dataset / "run.json"}
+        runs = {AUTOENCODER: ws.autoencoder(dataset) / "run.json"}
         for method in study_methods(params):
-            seed = f"seed-{params['seed']}" if method in params["methods"]["models"] else ""
-            runs[method] = study / "data" / "predictions" / dataset / method / seed / "run.json"
+            seed = params["seed"] if method in params["methods"]["models"] else None
+            runs[method] = ws.predictions(dataset, method, seed) / "run.json"
         for method, path in runs.items():
-            record = _run_json(path)
-            if record is None:
+            if not path.is_file():
                 continue
+            record = json.loads(path.read_text())
             settings = record.get("settings", {})
             if settings.get("steps_per_epoch"):
                 steps.setdefault(method, []).append(record["train_seconds"] / (settings["epochs"] * settings["steps_per_epoch"]))
@@ -72,8 +70,8 @@ def rehearsal_costs(study: Path, params: dict[str, Any]) -> Costs:
                 scene.setdefault(method, []).extend(per)
     table = study / "rehearsal.csv"
     stages = {r["stage"]: float(r["wall_s"]) for r in csv.DictReader(table.open()) if r["status"] == "ran"} if table.is_file() else {}
-    median = lambda values: float(pd.Series(values).median())  # noqa: E731
-    return Costs("cpu", {k: median(v) for k, v in steps.items()}, {k: median(v) for k, v in scene.items()}, stages)
+    return Costs("cpu", {k: statistics.median(v) for k, v in steps.items()},
+                 {k: statistics.median(v) for k, v in scene.items()}, stages)
 
 
 def gpu_costs(report: dict[str, Any], params: dict[str, Any]) -> Costs:

@@ -127,9 +127,13 @@ def append_row(table: Path, measurement: Measurement) -> None:
     write_text(table, "".join(",".join(row) + "\n" for row in [*rows, measurement.row()]))
 
 
-def markdown(table: Path) -> str:
+def latest_rows(table: Path) -> list[dict[str, str]]:
     """The table's latest row of every stage, in the order the stages first ran."""
-    rows = list({r["stage"]: r for r in csv.DictReader(table.open())}.values())
+    return list({r["stage"]: r for r in csv.DictReader(table.open())}.values())
+
+
+def markdown(table: Path) -> str:
+    rows = latest_rows(table)
     lines = ["| stage | status | wall s | peak RSS GiB (largest process) | peak RSS GiB (all its processes) |",
              "|---|---|---|---|---|"]
     lines += [f"| {r['stage']} | {r['status']} | {r['wall_s']} | {r['peak_rss_gib']} | {r['peak_tree_rss_gib']} |"
@@ -144,7 +148,7 @@ def rehearse(stages: list[str] | None = None) -> Path:
     params = load_params(study / "params.yaml", build_models=False)
     collections = portal_collections(study, params["datasets"])
     table = study / "rehearsal.csv"
-    failed = []
+    failed = None
     with PortalServer(collections, interrupt=first_zips(collections)) as portal:
         env = {**os.environ, PORTAL_URL_VARIABLE: portal.base_url}
         for stage in stages or stage_names(study):
@@ -157,17 +161,15 @@ def rehearse(stages: list[str] | None = None) -> Path:
             print(f"rehearse: {stage} {result.status} in {result.wall_s:.0f} s, peak RSS {result.peak_tree_rss_gib:.2f} GiB",
                   flush=True)
             if result.status == "failed":
-                failed.append(stage)
+                failed = stage
                 break
     # DVC's autostage has put the rehearsal's lock file in git's index: it is scratch, not the project's.
     subprocess.run(["git", "reset", "-q", "--", "dvc.lock"], cwd=study, capture_output=True)
     resumed = [path for path, byte_range in portal.log if byte_range]
     print(f"rehearse: {len(resumed)} transfer(s) resumed with a range request", flush=True)
     print(markdown(table), flush=True)
-    latest = {r["stage"]: r for r in csv.DictReader(table.open())}.values()
-    over = [r["stage"] for r in latest if float(r["peak_tree_rss_gib"]) > MEMORY_LIMIT_GIB]
-    if failed or over:
-        raise StfusionError(f"rehearse: {'failed at ' + failed[0] if failed else ''}"
-                            f"{'; ' if failed and over else ''}{'over ' + str(MEMORY_LIMIT_GIB) + ' GiB: ' + ', '.join(over) if over else ''}"
-                            f" (the table is {table})")
+    over = [r["stage"] for r in latest_rows(table) if float(r["peak_tree_rss_gib"]) > MEMORY_LIMIT_GIB]
+    problems = ([f"failed at {failed}"] if failed else []) + ([f"over {MEMORY_LIMIT_GIB} GiB: {', '.join(over)}"] if over else [])
+    if problems:
+        raise StfusionError(f"rehearse: {'; '.join(problems)} (the table is {table})")
     return table

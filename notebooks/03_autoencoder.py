@@ -43,12 +43,13 @@ record = run_autoencoder(cube, split, ws.autoencoder(dataset), seed=seed, config
 {k: record[k] for k in ("parameters", "train_seconds", "best_epoch", "best_val_rmse")}
 
 # %% [markdown]
-# A validation date's fine image and its reconstruction (the autoencoder never saw this date):
+# A validation date's fine image and its reconstruction (the autoencoder never saw this date), at most
+# 1024 × 1024 pixels of it: one forward pass over a whole real scene would hold gigabytes of activations.
 
 # %%
 model, _ = load_model(ws.autoencoder(dataset) / "autoencoder.pt", expected=AUTOENCODER)
 date = split.val[0][1]
-image = np.nan_to_num(to_reflectance(cube["fine"].sel(time=date).values))
+image = np.nan_to_num(to_reflectance(cube["fine"].sel(time=date).values[:, :1024, :1024]))
 with torch.inference_mode():
     rebuilt = model(torch.from_numpy(image)[None].float())[0].numpy()
 show_true_colour({f"observed · {date}": image, f"reconstructed · {date}": rebuilt})

@@ -30,6 +30,10 @@ def fixed_batch(seed=0, size=48):
             "fine_target": fine_ref + change, "valid": torch.ones(2, 1, size, size)}
 
 
+def _cat(*batches):
+    return {key: torch.cat([batch[key] for batch in batches]) for key in batches[0]}
+
+
 @pytest.fixture(scope="module")
 def encoder_path(tmp_path_factory):
     torch.manual_seed(0)
@@ -53,13 +57,17 @@ def objective(task, batch):
         return float(task.multiscale_loss(task.predict_scales(batch), batch))
 
 
-@pytest.mark.parametrize("name", ["dcstfn", "edcstfn", "gan-stfm", "mcbam-gan", "swinstfm", "stfdiff", "autoencoder"])
-def test_objective_falls_and_outputs_are_finite(name, encoder_path):
+@pytest.mark.parametrize("name, micro_batch", [("dcstfn", None), ("edcstfn", None), ("gan-stfm", None), ("mcbam-gan", None),
+                                               ("gan-stfm", 2), ("mcbam-gan", 2), ("swinstfm", None), ("stfdiff", None),
+                                               ("autoencoder", None)])
+def test_objective_falls_and_outputs_are_finite(name, micro_batch, encoder_path):
+    """A GAN with ``micro_batch`` splits each batch itself (one step of each network per batch)."""
     torch.manual_seed(0)
     extra = {"discriminator": {"width_multiplier": 0.125}} if name in GANS else EXTRA.get(name, {})
     config = train_config({**SETTINGS, "arch": ARCH[name], **extra}, key="test")
     task = build_task(name, config, feature_encoder_path=encoder_path)
-    batch = fixed_batch()
+    task.micro_batch = micro_batch
+    batch = fixed_batch() if micro_batch is None else _cat(fixed_batch(0), fixed_batch(1))
     before = objective(task, batch)
     steps = 60  # with AVX-512 kernels, 40 steps took MCBAM-GAN only 7.5 % down
     task.train()
@@ -75,6 +83,31 @@ def test_objective_falls_and_outputs_are_finite(name, encoder_path):
             else task(batch["fine_target"])
     assert pred.shape == batch["fine_target"].shape
     assert torch.isfinite(pred).all()
+    if name in GANS:
+        assert [o.optimizer.state_dict()["state"][0]["step"] for o in task.optimizers()] == [steps, steps]
+
+
+def test_gan_micro_batches_are_the_batch_in_order(encoder_path):
+    config = train_config({**SETTINGS, "arch": ARCH["gan-stfm"], "discriminator": {"width_multiplier": 0.125}}, key="test")
+    task = build_task("gan-stfm", config, feature_encoder_path=encoder_path)
+    batch = _cat(fixed_batch(0), fixed_batch(1))
+    assert task._micro_batches(batch) == [batch]
+    task.micro_batch = 2
+    chunks = task._micro_batches(batch)
+    assert len(chunks) == 2 and all(set(chunk) == set(batch) for chunk in chunks)
+    for key in batch:
+        assert torch.equal(torch.cat([chunk[key] for chunk in chunks]), batch[key])
+
+
+def test_diffusion_ema_steps_once_per_optimiser_step_with_micro_batches():
+    torch.manual_seed(0)
+    task = build_task("stfdiff", train_config({**SETTINGS, "arch": ARCH["stfdiff"], "ema_decay": 0.99}, key="test"),
+                      feature_encoder_path=None)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        num_sanity_val_steps=0, accumulate_grad_batches=3)
+    trainer.fit(task, train_dataloaders=DataLoader([fixed_batch()] * 6, batch_size=None))
+    assert int(task.ema_steps) == 2 == trainer.global_step
 
 
 def test_diffusion_ema_follows_the_online_weights():

@@ -230,3 +230,16 @@ def test_stfdiff_same_seed_same_weights_and_samples_with_uncertainty(tiny_proces
         assert std.shape == mean.shape and np.isfinite(mean).any()
         finite = np.isfinite(std)
         assert (np.isfinite(mean) == finite).all() and (std[finite] >= 0).all() and std[finite].max() > 0
+
+
+def test_micro_batches_take_the_steps_of_whole_batches(tiny_processed, tmp_path):
+    """DCSTFN has no batch norm: summing the gradients of micro-batches is the whole batch's step."""
+    config = tiny_config(batch_size=4)
+    whole = fit(tiny_processed, tmp_path / "whole", config=config)
+    micro = fit(tiny_processed, tmp_path / "micro", config=config, micro_batch=2)
+    assert whole.record["micro_batch"] is None and micro.record["micro_batch"] == 2
+    assert micro.record["best_epoch"] == whole.record["best_epoch"]
+    for key, value in state(whole.model).items():
+        torch.testing.assert_close(state(micro.model)[key], value, atol=2e-5, rtol=1e-4, msg=key)
+    with pytest.raises(ConfigError, match=r"train\.micro_batch: 3 does not divide the batch of 4"):
+        fit(tiny_processed, tmp_path / "bad", config=config, micro_batch=3)

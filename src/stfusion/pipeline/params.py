@@ -183,7 +183,8 @@ def trained_methods(params: dict) -> list[str]:
 
 def _check_train(section: Any) -> None:
     _require(isinstance(section, dict), "train", "a mapping", section)
-    _check_keys(section, "train", ("tier", "accelerator", "devices", "strategy", "num_workers", "threads"))
+    _check_keys(section, "train", ("tier", "accelerator", "devices", "strategy", "num_workers", "threads",
+                                   "micro_batch"))
     _require(section.get("tier") in TIERS, "train.tier", f"one of {list(TIERS)}", section.get("tier"))
     accelerator = section.get("accelerator", "auto")
     _require(accelerator in ("auto", "cpu", "gpu", "cuda"), "train.accelerator", "auto, cpu or gpu", accelerator)
@@ -195,6 +196,9 @@ def _check_train(section: Any) -> None:
     threads = section.get("threads")
     _require(threads is None or (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1),
              "train.threads", "null (torch's default) or an integer >= 1", threads)
+    micro = section.get("micro_batch")
+    _require(micro is None or (isinstance(micro, int) and not isinstance(micro, bool) and micro >= 1),
+             "train.micro_batch", "null (whole batches) or an integer >= 1 that divides the batches", micro)
     workers = section.get("num_workers", 0)
     _require(isinstance(workers, int) and not isinstance(workers, bool) and workers >= 0, "train.num_workers",
              "an integer >= 0", workers)

@@ -11,11 +11,7 @@ Without CUDA it stops at once with an error.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,9 +21,8 @@ import lightning as L
 import numpy as np
 import torch
 
-from stfusion.data.datacube import cube_ratio, open_cube
+from stfusion.data.datacube import cube_ratio
 from stfusion.data.preprocess import preprocess_dataset
-from stfusion.data.splits import Splits
 from stfusion.data.synthetic import generate_dataset, synthetic_config
 from stfusion.errors import StfusionError
 from stfusion.evaluation.metrics import compute_metrics
@@ -41,6 +36,7 @@ from stfusion.paths import code_root
 from stfusion.pipeline.profiles import profile_params
 from stfusion.rehearsal import estimate
 from stfusion.train.config import tier_settings
+from stfusion.train.distributed import train_distributed
 from stfusion.train.fit import train_model
 from stfusion.units import to_reflectance
 
@@ -168,28 +164,18 @@ def check_baselines(cube, splits, device: torch.device, side: int = CROP) -> lis
     return rows
 
 
-def check_ddp(work: Path, tier: str, device: torch.device) -> dict[str, Any]:
-    """One DDP training under torchrun: a process per visible GPU (on CPU: one, over gloo)."""
+def check_ddp(work: Path, cube, splits, tier: str, device: torch.device) -> dict[str, Any]:
+    """One DCSTFN training under torchrun, as the study runs it: a process per visible GPU (on CPU: one)."""
     processes = torch.cuda.device_count() if device.type == "cuda" else 1
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               "-m", "stfusion.rehearsal.gpu", "--ddp-worker", str(work), tier, device.type]
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
-    marker = work / "ddp.json"
-    ok = done.returncode == 0 and marker.is_file()
-    return {"check": "ddp", "processes": processes, "seconds": time.perf_counter() - start, "ok": ok,
-            **(json.loads(marker.read_text()) if ok else {"error": done.stderr.strip().splitlines()[-3:]})}
-
-
-def ddp_worker(work: Path, tier: str, device: str) -> None:
-    """What each torchrun process runs: a few DDP steps of DCSTFN; rank 0 writes ``ddp.json``."""
-    cube, splits = open_cube(work / "processed" / "cube.nc"), Splits.load(work / "processed" / "splits.json")
-    result = train_model("dcstfn", cube, splits, check_config("dcstfn", tier), seed=0,
-                         checkpoint_dir=work / "checkpoints" / "ddp", accelerator="gpu" if device == "cuda" else "cpu",
-                         devices=int(os.environ.get("LOCAL_WORLD_SIZE", 1)), strategy="ddp", progress=False)
-    if result.is_global_zero:
-        checksum = float(sum(p.double().sum() for p in result.model.parameters()))
-        write_json(work / "ddp.json", {"world_size": int(os.environ.get("WORLD_SIZE", 1)), "weights_sum": checksum})
+    try:
+        report = train_distributed("dcstfn", cube, splits, check_config("dcstfn", tier), seed=0,
+                                   checkpoint_dir=work / "checkpoints" / "ddp", devices=processes,
+                                   accelerator="gpu" if device.type == "cuda" else "cpu")
+    except StfusionError as err:
+        return {"check": "ddp", "processes": processes, "ok": False, "error": str(err)}
+    return {"check": "ddp", "processes": processes, "seconds": time.perf_counter() - start,
+            "ok": report["ranks_agree"], "world_size": report["world_size"]}
 
 
 def gpu_check(out: Path, *, models: list[str] | None = None, device: str = "cuda", tier: str = "paper",
@@ -209,7 +195,7 @@ def gpu_check(out: Path, *, models: list[str] | None = None, device: str = "cuda
                   flush=True)
             rows.append(check_model(name, configs[name], cube, splits, work,
                                     work / "autoencoder.pt" if needs else None, device=where, scene=scene))
-        checks = [*check_baselines(cube, splits, where, crop), check_ddp(work, tier, where)]
+        checks = [*check_baselines(cube, splits, where, crop), check_ddp(work, cube, splits, tier, where)]
     report = {"device": torch.cuda.get_device_name() if where.type == "cuda" else "cpu", "torch": torch.__version__,
               "cuda": torch.version.cuda, "date": time.strftime("%Y-%m-%d"), "tier": tier, "models": rows,
               "checks": checks}
@@ -238,7 +224,3 @@ def summary(report: dict[str, Any]) -> str:
                      + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in c.items()
                                  if k not in ("check", "ok")))
     return "\n".join(lines)
-
-
-if __name__ == "__main__" and sys.argv[1:2] == ["--ddp-worker"]:
-    ddp_worker(Path(sys.argv[2]), sys.argv[3], sys.argv[4])

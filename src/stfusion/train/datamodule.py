@@ -20,13 +20,23 @@ Patches are drawn by :class:`stfusion.data.samplers.PairPatchDataset`, a pure fu
 (seed, epoch, index): :meth:`set_epoch` is called by the training task at every epoch start, so a
 resumed run draws the same patches as an uninterrupted one. Validation patches are drawn once
 (epoch 0, no augmentation) and are the same in every epoch.
+
+With DDP over W processes ``batch_size`` stays the batch of one optimiser step: process r takes
+patches ``r*B/W .. (r+1)*B/W - 1`` of every batch, so the run takes the same steps over the same
+patches as one process (DDP averages the gradients). Validation runs whole on every process, so
+each sees the same score and selects the same checkpoint.
+
+``micro_batch`` (params.yaml ``train.micro_batch``) bounds memory: the loaders then deliver each
+process's batch in consecutive micro-batches, whose gradients the trainer accumulates into one step
+(stfusion.train.fit); GANs take their batch whole and split it themselves (stfusion.train.tasks).
+Validation runs in micro-batches too; its scores do not depend on them.
 """
 
 from __future__ import annotations
 
 import lightning as L
 import xarray as xr
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from stfusion.data.samplers import PairPatchDataset
 from stfusion.data.splits import Pair, Splits
@@ -54,12 +64,43 @@ def validation_pairs(splits: Splits, references: str) -> list[Pair]:
     return list(splits.val)
 
 
+class BatchShard(Sampler[int]):
+    """Process ``rank``'s share of every batch of ``batch_size`` consecutive samples, in order."""
+
+    def __init__(self, samples: int, batch_size: int, rank: int, world_size: int):
+        if batch_size % world_size:
+            raise ConfigError(f"batch_size: {batch_size} does not split evenly over {world_size} processes "
+                              "(train.devices); choose a multiple")
+        self.share, self.rank, self.batches = batch_size // world_size, rank, samples // batch_size
+        self.batch_size = batch_size
+
+    def __iter__(self):
+        for batch in range(self.batches):
+            start = batch * self.batch_size + self.rank * self.share
+            yield from range(start, start + self.share)
+
+    def __len__(self) -> int:
+        return self.batches * self.share
+
+
+def micro_batches(batch_size: int, world_size: int, micro_batch: int | None) -> tuple[int, int]:
+    """(samples per loader batch, loader batches per optimiser step) of one process."""
+    share = batch_size // world_size
+    if not micro_batch or micro_batch >= share:
+        return share, 1
+    if share % micro_batch:
+        raise ConfigError(f"train.micro_batch: {micro_batch} does not divide the batch of {share} samples per "
+                          f"process (batch_size {batch_size} over {world_size}); choose a divisor")
+    return micro_batch, share // micro_batch
+
+
 class FusionDataModule(L.LightningDataModule):
     def __init__(self, cube: xr.Dataset, splits: Splits, config: TrainConfig, *, references: str = "pairs",
-                 seed: int = 0, num_workers: int = 0):
+                 seed: int = 0, num_workers: int = 0, micro_batch: int | None = None, whole_batches: bool = False):
         super().__init__()
         splits.check_no_leakage()
-        self.config, self.seed, self.num_workers = config, seed, num_workers
+        self.config, self.seed, self.num_workers, self.micro_batch = config, seed, num_workers, micro_batch
+        self.whole_batches = whole_batches  # training batches undivided, for a task that splits them itself
         self.train_set = PairPatchDataset(
             cube, training_pairs(splits, references), patch_size=config.patch_size,
             samples_per_epoch=config.steps_per_epoch * config.batch_size, augment=True, seed=seed)
@@ -74,9 +115,15 @@ class FusionDataModule(L.LightningDataModule):
         self.train_set.set_epoch(epoch)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.config.batch_size, shuffle=False, drop_last=True,
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        size, _ = micro_batches(self.config.batch_size, world_size, None if self.whole_batches else self.micro_batch)
+        if world_size == 1:
+            return DataLoader(self.train_set, batch_size=size, shuffle=False, drop_last=True,
+                              num_workers=self.num_workers, persistent_workers=False)
+        shard = BatchShard(len(self.train_set), self.config.batch_size, self.trainer.global_rank, world_size)
+        return DataLoader(self.train_set, batch_size=size, sampler=shard, drop_last=True,
                           num_workers=self.num_workers, persistent_workers=False)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.config.batch_size, shuffle=False,
-                          num_workers=self.num_workers)
+        return DataLoader(self.val_set, batch_size=micro_batches(self.config.batch_size, 1, self.micro_batch)[0],
+                          shuffle=False, num_workers=self.num_workers)

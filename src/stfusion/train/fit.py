@@ -15,9 +15,9 @@ What a run guarantees:
 - **Logs.** CSV logs per run segment in ``checkpoint_dir/logs``, merged into a tidy history
   (epoch, split, metric, value) that the training figure and the DVC plots read.
 - **Devices.** CUDA when present, with bf16 autocast (``precision="bf16-mixed"``; losses stay in
-  float32) and channels-last memory; CPU otherwise. ``devices`` and ``strategy`` pass through to
-  Lightning, so the same call trains with DDP on several GPUs, or under ``torchrun`` (Lightning
-  reads the torchrun environment).
+  float32) and channels-last memory; CPU otherwise. Under ``torchrun`` (stfusion.train.distributed)
+  every process trains one device with Lightning's DDP, CPU processes over gloo; only rank 0 prepares
+  the checkpoint folder and writes to it.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from stfusion.methods.models.standardize import Standardized, band_statistics
 from stfusion.methods.models import (AUTOENCODER, arch_for_data, build_autoencoder, build_model, construct, count_parameters,
                              get_model_spec)
 from stfusion.train.config import TrainConfig
-from stfusion.train.datamodule import FusionDataModule
+from stfusion.train.datamodule import FusionDataModule, micro_batches
 from stfusion.train.tasks import AdversarialTask, AutoencoderTask, DiffusionTask, FusionTask, RegressionTask
 from stfusion.inference.weights import load_feature_encoder
 from stfusion.units import REFLECTANCE_SCALE
@@ -81,17 +81,31 @@ def run_fingerprint(name: str, config: TrainConfig, seed: int, data: str) -> dic
     return {"model": name, "config": config.to_dict(), "seed": seed, "data": data, "version": stfusion.__version__}
 
 
+def resumable(folder: Path, fingerprint: dict[str, Any]) -> Path | None:
+    """``folder/last.ckpt`` when ``folder`` holds an unfinished run of this very fingerprint."""
+    stamp = folder / "fingerprint.json"
+    same = stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(fingerprint, default=str))
+    return folder / "last.ckpt" if same and (folder / "last.ckpt").is_file() else None
+
+
 def prepare_checkpoint_dir(folder: Path, fingerprint: dict[str, Any]) -> Path | None:
     """Make ``folder`` hold this run's state; return ``last.ckpt`` when it can be resumed."""
-    stamp = folder / "fingerprint.json"
+    resume = resumable(folder, fingerprint)
+    if resume is not None:
+        return resume
     if folder.exists():
-        same = stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(fingerprint, default=str))
-        if same and (folder / "last.ckpt").is_file():
-            return folder / "last.ckpt"
         shutil.rmtree(folder)  # another run's (or an empty) state: never resume from it
     folder.mkdir(parents=True)
-    write_json(stamp, fingerprint)
+    write_json(folder / "fingerprint.json", fingerprint)
     return None
+
+
+def torchrun_world() -> tuple[int, int, int] | None:
+    """(rank, processes per node, nodes) of a ``torchrun`` launch; None outside one."""
+    if "LOCAL_WORLD_SIZE" not in os.environ:
+        return None
+    world, local = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return int(os.environ.get("RANK", 0)), local, max(1, world // local)
 
 
 class TrainingClock(Callback):
@@ -173,17 +187,24 @@ def build_task(name: str, config: TrainConfig, *, feature_encoder_path: str | os
 
 
 def make_trainer(config: TrainConfig, checkpoint_dir: Path, *, accelerator: str, devices: int | str,
-                 strategy: str, progress: bool, callbacks: list[Callback]) -> L.Trainer:
+                 strategy: str, progress: bool, callbacks: list[Callback], accumulate: int = 1) -> L.Trainer:
     cuda = use_cuda(accelerator)
+    launch = torchrun_world()
+    _, local, nodes = launch or (0, 1, 1)
+    if launch:  # DDP, one device per torchrun process (on CPU: one process each, gloo)
+        devices, strategy = local, "ddp" if strategy == "auto" else strategy
+    elif not cuda:
+        devices = 1
     best = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val_rmse", mode="min",
                            save_top_k=1, save_last=True, enable_version_counter=False)
     bar = [TQDMProgressBar(refresh_rate=max(1, config.steps_per_epoch // 10))] if progress else []
     return L.Trainer(
-        max_epochs=config.epochs, accelerator="gpu" if cuda else "cpu", devices=devices if cuda else 1,
-        strategy=strategy, precision="bf16-mixed" if cuda else "32-true", deterministic=not cuda,
+        max_epochs=config.epochs, accelerator="gpu" if cuda else "cpu", devices=devices, num_nodes=nodes,
+        strategy=strategy, use_distributed_sampler=False,  # the data module shares each batch out itself
+        sync_batchnorm=cuda and local * nodes > 1, precision="bf16-mixed" if cuda else "32-true", deterministic=not cuda,
         callbacks=[best, *bar, *callbacks], logger=CSVLogger(checkpoint_dir, name="logs"),
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
-        gradient_clip_val=config.gradient_clip or None,
+        gradient_clip_val=config.gradient_clip or None, accumulate_grad_batches=accumulate,
         log_every_n_steps=max(1, config.steps_per_epoch), default_root_dir=checkpoint_dir,
     )
 
@@ -191,22 +212,32 @@ def make_trainer(config: TrainConfig, checkpoint_dir: Path, *, accelerator: str,
 def train_model(name: str, cube: xr.Dataset, splits: Splits, config: TrainConfig, *, seed: int,
                 checkpoint_dir: str | os.PathLike, feature_encoder_path: str | os.PathLike | None = None,
                 accelerator: str = "auto", devices: int | str = 1, strategy: str = "auto",
-                num_workers: int = 0, progress: bool = True, callbacks: list[Callback] = ()) -> TrainResult:
-    """Train model ``name`` (or ``"autoencoder"``) and return it with its best validation weights."""
+                num_workers: int = 0, micro_batch: int | None = None, progress: bool = True,
+                callbacks: list[Callback] = ()) -> TrainResult:
+    """Train model ``name`` (or ``"autoencoder"``) and return it with its best validation weights;
+    ``micro_batch`` splits each batch to bound memory (stfusion.train.datamodule)."""
     checkpoint_dir = Path(checkpoint_dir)
     config = config_for_data(name, config, cube)
     fingerprint = run_fingerprint(name, config, seed, data_fingerprint(cube, splits))
-    resume = prepare_checkpoint_dir(checkpoint_dir, fingerprint)
+    if micro_batch:  # batch norm sees micro-batches: a run with other micro-batches is another run
+        fingerprint["micro_batch"] = micro_batch
+    launch = torchrun_world()
+    rank, world_size = (launch[0], launch[1] * launch[2]) if launch else (0, 1)
+    resume = prepare_checkpoint_dir(checkpoint_dir, fingerprint) if rank == 0 else resumable(checkpoint_dir, fingerprint)
     L.seed_everything(seed, workers=True, verbose=False)
     statistics = training_statistics(cube, splits) if config.standardize and name != AUTOENCODER else None
     task = build_task(name, config, feature_encoder_path=feature_encoder_path, statistics=statistics)
     if use_cuda(accelerator):
         task = task.to(memory_format=torch.channels_last)
     references = "self" if name == AUTOENCODER else get_model_spec(name).references
-    data = FusionDataModule(cube, splits, config, references=references, seed=seed, num_workers=num_workers)
+    _, accumulate = micro_batches(config.batch_size, world_size, micro_batch)
+    task.micro_batch = micro_batch if accumulate > 1 else None  # the GANs split their batches by it
+    data = FusionDataModule(cube, splits, config, references=references, seed=seed, num_workers=num_workers,
+                            micro_batch=micro_batch, whole_batches=not task.automatic_optimization)
     clock = TrainingClock(checkpoint_dir / "clock.json")
     trainer = make_trainer(config, checkpoint_dir, accelerator=accelerator, devices=devices, strategy=strategy,
-                           progress=progress, callbacks=[clock, *callbacks])
+                           progress=progress, callbacks=[clock, *callbacks],
+                           accumulate=accumulate if task.automatic_optimization else 1)
     with warnings.catch_warnings():
         # Our checkpoint folder holds the run's fingerprint, so Lightning always finds it "not empty".
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
@@ -225,7 +256,7 @@ def train_model(name: str, cube: xr.Dataset, splits: Splits, config: TrainConfig
         # Every parameter of the exported model (an EMA copy is not trainable itself).
         "model": name, "parameters": sum(p.numel() for p in model.parameters()), "train_seconds": seconds, "seed": seed,
         "best_epoch": best_epoch, "best_val_rmse": float(checkpoint.best_model_score or float("nan")),
-        "epochs": config.epochs, "resumed": resume is not None, "device": "cuda" if use_cuda(accelerator) else "cpu",
+        "epochs": config.epochs, "micro_batch": task.micro_batch, "resumed": resume is not None, "device": "cuda" if use_cuda(accelerator) else "cpu",
         "cpu_threads": torch.get_num_threads(),  # CPU results can differ in the last digits between thread counts
         "settings": config.to_dict(), "standardize": statistics,
         "discriminator_parameters": (count_parameters(task.discriminator) if isinstance(task, AdversarialTask) else 0),

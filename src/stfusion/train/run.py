@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
 import xarray as xr
 
 from stfusion.data.splits import Splits
@@ -27,12 +28,31 @@ from stfusion.inference.predict import predict_split
 from stfusion.inference.sampling import deep_predictor, sampling_record
 from stfusion.inference.weights import export_weights
 from stfusion.train.config import TrainConfig
-from stfusion.train.fit import config_for_data, finish, train_model
+from stfusion.train.distributed import train_distributed
+from stfusion.train.fit import TrainResult, config_for_data, finish, train_model, use_cuda
 
 
 def _train_options(options: dict[str, Any] | None) -> dict[str, Any]:
     options = dict(options or {})
-    return {k: options[k] for k in ("accelerator", "devices", "strategy", "num_workers", "progress") if k in options}
+    return {k: options[k] for k in ("accelerator", "devices", "strategy", "num_workers", "micro_batch", "progress") if k in options}
+
+
+def _train(name: str, cube: xr.Dataset, splits: Splits, config: TrainConfig, *, seed: int, checkpoint_dir,
+           feature_encoder_path, train_options: dict[str, Any] | None) -> TrainResult:
+    """Train here, or first in ``train.devices`` torchrun processes and then resume the finished run
+    here, where the best weights are loaded and the products written (stfusion.train.distributed)."""
+    options = _train_options(train_options)
+    devices = options.pop("devices", 1)
+    if devices == "auto":
+        devices = torch.cuda.device_count() if use_cuda(options.get("accelerator", "auto")) else 1
+    if devices > 1:
+        train_distributed(name, cube, splits, config, seed=seed, checkpoint_dir=checkpoint_dir, devices=devices,
+                          feature_encoder_path=feature_encoder_path,
+                          **{k: v for k, v in options.items() if k != "progress"})
+    result = train_model(name, cube, splits, config, seed=seed, checkpoint_dir=checkpoint_dir,
+                         feature_encoder_path=feature_encoder_path, **options)
+    result.record["processes"] = devices
+    return result
 
 
 def run_method(name: str, cube: xr.Dataset, splits: Splits, out_dir: str | os.PathLike, *, seed: int,
@@ -47,10 +67,8 @@ def run_method(name: str, cube: xr.Dataset, splits: Splits, out_dir: str | os.Pa
     if config is None or checkpoint_dir is None:
         raise ValueError(f"{name} is trained: pass its TrainConfig and a checkpoint_dir")
     config = config_for_data(name, config, cube)  # the arch stored with the weights is the one trained
-    result = train_model(name, cube, splits, config, seed=seed, checkpoint_dir=checkpoint_dir,
-                         feature_encoder_path=feature_encoder_path, **_train_options(train_options))
-    if not result.is_global_zero:  # other DDP ranks: rank 0 writes everything
-        return result.record
+    result = _train(name, cube, splits, config, seed=seed, checkpoint_dir=checkpoint_dir,
+                    feature_encoder_path=feature_encoder_path, train_options=train_options)
     predictor = deep_predictor(result.model, tile=config.tile, samples=config.uncertainty_samples, seed=seed)
     trained = dataclasses.replace(method, predictor=predictor,
                                   parameters=result.record["parameters"])
@@ -74,10 +92,8 @@ def run_autoencoder(cube: xr.Dataset, splits: Splits, out_dir: str | os.PathLike
                     config: TrainConfig, checkpoint_dir: str | os.PathLike, tier: str | None = None,
                     train_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train the feature autoencoder on training-date fine images; write ``out_dir/autoencoder.pt``."""
-    result = train_model(AUTOENCODER, cube, splits, config, seed=seed, checkpoint_dir=checkpoint_dir,
-                         **_train_options(train_options))
-    if not result.is_global_zero:
-        return result.record
+    result = _train(AUTOENCODER, cube, splits, config, seed=seed, checkpoint_dir=checkpoint_dir,
+                    feature_encoder_path=None, train_options=train_options)
     record = {**result.record, "dataset": splits.dataset, "tier": tier, "train_dates": list(splits.train_dates)}
     with atomic_dir(out_dir) as tmp:
         export_weights(Path(tmp) / "autoencoder.pt", AUTOENCODER, result.model, config.arch,

@@ -54,6 +54,8 @@ def pooled_targets(batch: dict[str, torch.Tensor], factor: int) -> dict[str, tor
 class FusionTask(L.LightningModule):
     """Shared parts: optimiser, epoch hooks for the sampler, RMSE bookkeeping."""
 
+    micro_batch: int | None = None  # a manually optimised task splits each batch into these (fit.train_model)
+
     def __init__(self, generator: torch.nn.Module, config: TrainConfig,
                  feature_encoder: torch.nn.Module | None = None):
         super().__init__()
@@ -179,31 +181,47 @@ class AdversarialTask(FusionTask):
         return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
+        """One discriminator step, then one generator step, each on the whole batch; with ``micro_batch``
+        the batch's gradients are summed over micro-batches and the generator runs again for its step."""
         g_opt, d_opt = self.optimizers()
-        target, condition = batch["fine_target"], batch["coarse_target"]
-        preds = self.predict_scales(batch)
-        pred = preds[0]
-
-        d_real = self.discriminator(target, condition)
-        d_fake = self.discriminator(pred.detach(), condition)
-        with float32_losses(pred):
-            d_loss = lsgan_discriminator_loss(d_real, d_fake)
+        chunks = self._micro_batches(batch)
         d_opt.zero_grad(set_to_none=True)
-        self.manual_backward(d_loss)
+        preds, d_losses = None, []
+        for chunk in chunks:
+            if len(chunks) == 1:
+                preds = self.predict_scales(chunk)
+                fake = preds[0].detach()
+            else:
+                with torch.no_grad():
+                    fake = self.predict_scales(chunk)[0]
+            d_real = self.discriminator(chunk["fine_target"], chunk["coarse_target"])
+            d_fake = self.discriminator(fake, chunk["coarse_target"])
+            with float32_losses(fake):
+                d_loss = lsgan_discriminator_loss(d_real, d_fake)
+            self.manual_backward(d_loss / len(chunks))
+            d_losses.append(d_loss.detach())
         d_opt.step()
 
-        with float32_losses(pred):
-            adversarial = lsgan_generator_loss(self.discriminator(pred, condition))
-        g_loss = self.multiscale_loss(preds, batch) + self.config.adversarial_weight * adversarial
         g_opt.zero_grad(set_to_none=True)
-        self.manual_backward(g_loss)
+        adversarials = []
+        for chunk in chunks:
+            preds = preds if len(chunks) == 1 else self.predict_scales(chunk)
+            with float32_losses(preds[0]):
+                adversarial = lsgan_generator_loss(self.discriminator(preds[0], chunk["coarse_target"]))
+            g_loss = self.multiscale_loss(preds, chunk) + self.config.adversarial_weight * adversarial
+            self.manual_backward(g_loss / len(chunks))
+            self._track("train", preds[0], chunk, g_loss)
+            adversarials.append(adversarial.detach())
         g_opt.step()
         for scheduler in self._schedulers():  # manual optimisation steps its schedulers itself
             scheduler.step()
+        self.log("train_d_loss", torch.stack(d_losses).mean(), on_step=False, on_epoch=True)
+        self.log("train_adversarial", torch.stack(adversarials).mean(), on_step=False, on_epoch=True)
 
-        self._track("train", pred, batch, g_loss)
-        self.log("train_d_loss", d_loss.detach(), on_step=False, on_epoch=True)
-        self.log("train_adversarial", adversarial.detach(), on_step=False, on_epoch=True)
+    def _micro_batches(self, batch: dict) -> list[dict]:
+        if not self.micro_batch:
+            return [batch]
+        return [dict(zip(batch, chunk)) for chunk in zip(*(value.split(self.micro_batch) for value in batch.values()))]
 
     def _schedulers(self) -> list:
         schedulers = self.lr_schedulers()
@@ -256,6 +274,8 @@ class DiffusionTask(FusionTask):
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if (batch_idx + 1) % self.trainer.accumulate_grad_batches:
+            return  # a micro-batch: the optimiser has not stepped yet
         self.ema_steps += 1
         decay = self.config.ema_decay and min(self.config.ema_decay, 1 - (1 + self.ema_steps.item()) ** (-2 / 3))
         with torch.no_grad():

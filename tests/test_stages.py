@@ -9,7 +9,7 @@ import pytest
 from jupytext.config import load_jupytext_configuration_file
 
 from stfusion.pipeline.params import load_params
-from stfusion.errors import ConfigError
+from stfusion.errors import ConfigError, StfusionError
 from stfusion.paths import find_root
 from stfusion.pipeline.stages import STAGES, executed_name, stage_parameters, write_template
 
@@ -137,3 +137,20 @@ def test_the_committed_code_fingerprints_match_the_code(tmp_path):
     committed = {path.name: path.read_text() for path in (find_root() / "data" / "sources").glob("*.json")}
     stale = sorted(name for name in written.keys() | committed.keys() if written.get(name) != committed.get(name))
     assert not stale, f"data/sources is stale for {stale}: run `stfusion sources`, then `dvc repro`"
+
+
+def test_a_dead_kernel_is_one_line_and_writes_nothing(monkeypatch, tmp_path):
+    """A kernel killed for memory raises nbclient's DeadKernelError, with no partly executed notebook."""
+    from nbclient.exceptions import DeadKernelError
+    from stfusion.pipeline import stages
+
+    def die(*args, **kwargs):
+        raise DeadKernelError("Kernel died")
+
+    monkeypatch.setattr(stages.papermill, "execute_notebook", die)
+    output = ROOT / "reports" / "notebooks" / executed_name("download", "cia-sim", None, None)
+    before = output.read_bytes() if output.exists() else None
+    with pytest.raises(StfusionError, match=r"^stage download failed: its Python kernel died, most likely killed "
+                                            r"for lack of memory; nothing was written"):
+        stages.run_stage("download", dataset="cia-sim")
+    assert (output.read_bytes() if output.exists() else None) == before

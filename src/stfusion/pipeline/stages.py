@@ -27,6 +27,7 @@ from typing import Any
 import jupytext
 import nbformat
 import papermill
+from nbclient.exceptions import DeadKernelError
 
 from stfusion.data.datasets import get_dataset
 from stfusion.methods.models import AUTOENCODER
@@ -210,6 +211,9 @@ def run_stage(name: str, *, dataset: str | None = None, method: str | None = Non
                     str(template), str(executed), parameters=parameters, kernel_name="python3",
                     cwd=str(root), progress_bar=False, log_output=True,
                 )
+        except DeadKernelError:
+            raise StfusionError(f"stage {name} failed: its Python kernel died, most likely killed for lack of memory; "
+                                "nothing was written (docs/full-reproduction.md: train.micro_batch, tile)") from None
         except papermill.PapermillExecutionError as err:
             failed = root / "scratch" / "failed" / output.name
             failed.parent.mkdir(parents=True, exist_ok=True)

@@ -48,6 +48,18 @@ def test_train_threads_is_validated():
             validate_params(params, build_models=False)
 
 
+def test_train_micro_batch_must_divide_every_batch_the_study_trains():
+    params = load_params(find_root() / "params.yaml", build_models=False)
+    assert params["train"]["micro_batch"] is None
+    params["train"]["micro_batch"] = 4  # every quick batch is 8
+    validate_params(params, build_models=False)
+    for bad, message in ((3, r"train.micro_batch: expected a divisor of models\.dcstfn\.quick\.batch_size \(8\)"),
+                         (0, "train.micro_batch: expected null"), (True, "train.micro_batch: expected null")):
+        params["train"]["micro_batch"] = bad
+        with pytest.raises(ConfigError, match=message):
+            validate_params(params, build_models=False)
+
+
 def test_lanes_run_side_by_side_and_a_failed_lane_is_named(tmp_path, monkeypatch, capsys):
     """A stand-in `dvc` on PATH: each lane gets its own targets; a lane that fails is named."""
     from stfusion.errors import StfusionError

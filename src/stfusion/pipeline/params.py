@@ -77,6 +77,7 @@ def validate_params(params: Any, *, source: str = "params.yaml", build_models: b
     _check_train(params["train"])
     _check_models(params["models"], trained_methods(params), build=build_models)
     _check_variant_settings(params, build=build_models)
+    _check_micro_batch(params)
     _check_evaluate(params["evaluate"])
     _check_robustness(params["robustness"])
     _check_figures(params["figures"])
@@ -222,6 +223,20 @@ def _check_variant_settings(params: dict, *, build: bool = True) -> None:
         for tier in TIERS:
             key = f"ablation.settings.{variant} (over models.{model}.{tier})"
             _check_tier(model, train_config(variant_settings(params, variant, tier), key=key), key=key, build=build)
+
+
+def _check_micro_batch(params: dict) -> None:
+    """train.micro_batch divides every batch the study trains at its tier, so no stage stops on it later."""
+    micro, tier = params["train"].get("micro_batch"), params["train"]["tier"]
+    if not micro:
+        return
+    batches = {f"models.{name}.{tier}": tier_settings(params["models"], name, tier).batch_size
+               for name in trained_methods(params)}
+    for variant in params["ablation"]["variants"]:
+        batches[f"ablation.settings.{variant}"] = variant_settings(params, variant, tier)["batch_size"]
+    for key, batch in batches.items():
+        _require(micro >= batch or batch % micro == 0, "train.micro_batch",
+                 f"a divisor of {key}.batch_size ({batch}) or null", micro)
 
 
 def _check_tier(name: str, config, *, key: str, build: bool = True) -> None:

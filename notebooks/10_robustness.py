@@ -10,7 +10,8 @@
 # - `time_gap`: the reference is the 2nd, 3rd, ... nearest earlier date instead of the nearest.
 #
 # The deep models are **not retrained**: the train stage's run with the study's seed is applied to the
-# degraded inputs. Outputs go to `reports/robustness/<dataset>/`.
+# degraded inputs. The undegraded inputs are scored from the predictions the predict and train stages
+# wrote, not predicted again. Outputs go to `reports/robustness/<dataset>/`.
 
 # %% tags=["parameters"]
 dataset = "cia-sim"
@@ -27,7 +28,7 @@ from IPython.display import Image, Markdown, display
 from stfusion.data.datacube import open_cube
 from stfusion.data.datasets import get_dataset
 from stfusion.data.splits import Splits
-from stfusion.evaluation.robustness import sweep
+from stfusion.evaluation.robustness import stored_predictions, sweep
 from stfusion.inference.trained import study_method
 from stfusion.paths import Workspace
 from stfusion.reporting.robustness import write_robustness
@@ -39,7 +40,8 @@ chosen = [study_method(name, ws, dataset, seed=seed) for name in methods]
 print("test pairs:", split.test)
 
 # %%
-table = sweep(cube, split, chosen, levels, seed=seed)
+written = stored_predictions({m.name: ws.predictions(dataset, m.name, seed if m.trainable else None) for m in chosen})
+table = sweep(cube, split, chosen, levels, seed=seed, stored=written)
 out_dir = write_robustness(table, ws.robustness(dataset), dataset=dataset, label=get_dataset(dataset).label(profile),
                            dpi=dpi)
 

@@ -1,6 +1,7 @@
 """The robustness sweep: each degradation at the requested magnitude, every method at every level, failures
 recorded rather than raised, and the stage's outputs written together."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -11,9 +12,9 @@ from stfusion.data.datacube import cube_ratio
 from stfusion.data.preprocess import preprocess_dataset
 from stfusion.data.synthetic import generate_dataset
 from stfusion.errors import ConfigError, InputError
-from stfusion.evaluation.robustness import (check_levels, coarse_noise, degrade, findings, reference_at_gap, summary,
-                                            sweep)
-from stfusion.inference.predict import pair_inputs
+from stfusion.evaluation.robustness import (check_levels, coarse_noise, degrade, findings, reference_at_gap,
+                                            stored_predictions, summary, sweep)
+from stfusion.inference.predict import pair_inputs, predict_split
 from stfusion.methods.registry import get_method
 from stfusion.reporting.robustness import write_robustness
 
@@ -151,3 +152,26 @@ def test_a_sweep_of_the_undegraded_inputs_only_is_written_too(scene, tmp_path):
     out = write_robustness(table, tmp_path / "robustness", dataset="cia-sim", label="test")
     assert len(pd.read_csv(out / "robustness.csv")) == len(table) == 4 * len(splits.test)
     assert (out / "robustness.png").stat().st_size > 0 and (out / "summary.md").is_file()
+
+
+def test_the_undegraded_inputs_are_scored_from_the_written_predictions(scene, tmp_path):
+    """The predict stage's files stand in for predicting the undegraded inputs again: same scores, and the
+    method runs only on degraded inputs."""
+    cube, splits = scene
+    method = get_method("temporal-difference")
+    predict_split(method, cube, splits, tmp_path / "temporal-difference", progress=False)
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return method.predict(*args, **kwargs)
+
+    counted = dataclasses.replace(method, predictor=counting)
+    levels = {**LEVELS, "geolocation": [0.0], "coarse_noise": [0.0], "time_gap": [1]}
+    fresh = sweep(cube, splits, [method], levels, seed=0, progress=False)
+    reused = sweep(cube, splits, [counted], levels, seed=0, progress=False,
+                   stored=stored_predictions({"temporal-difference": tmp_path / "temporal-difference"}))
+    pd.testing.assert_frame_equal(reused, fresh)
+    assert len(calls) == len(splits.test)  # the clouds level only
+    missing = sweep(cube, splits, [counted], levels, seed=0, progress=False, stored=stored_predictions({}))
+    pd.testing.assert_frame_equal(missing, fresh)

@@ -8,7 +8,9 @@ Each test pair is predicted again with one input made worse, at each level of ``
 - ``time_gap``: the reference is the k-th nearest earlier usable date instead of the nearest (k = 1).
 
 Deep models are not retrained: the train stage's run with the study's seed is applied to the degraded
-inputs. Scores cover the pixels valid in the truth that the method predicted; ``predicted`` is their
+inputs. The undegraded inputs are the ones the predict and train stages predicted from, so with
+``stored`` the sweep scores those stages' predictions instead of predicting again (a whole
+prediction of every method and test pair saved). Scores cover the pixels valid in the truth that the method predicted; ``predicted`` is their
 share. A method that refuses an input (FSDAF without enough pure coarse pixels) gets a row with its
 error and no score. Randomness comes from ``(seed, degradation, level, pair)``, so every method sees
 the same degraded inputs and reruns repeat.
@@ -19,7 +21,9 @@ from __future__ import annotations
 import datetime as dt
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,11 +33,12 @@ from tqdm.auto import tqdm
 
 from stfusion.data.clouds import cloud_field
 from stfusion.data.datacube import cube_grid_offset, cube_ratio, date_index
+from stfusion.data.raster import read_geotiff
 from stfusion.data.splits import Pair, Splits
 from stfusion.errors import ConfigError, InputError
 from stfusion.evaluation.metrics import compute_metrics
 from stfusion.evaluation.scores import predicted_share, truth_mask
-from stfusion.inference.predict import pair_inputs, predict_inputs
+from stfusion.inference.predict import pair_inputs, predict_inputs, prediction_name
 from stfusion.methods.registry import Method
 from stfusion.units import to_reflectance
 
@@ -136,9 +141,21 @@ def conditions(levels: dict[str, list[float]]) -> list[tuple[str, float]]:
     return [(name, float(level)) for name, values in levels.items() for level in values]
 
 
+def stored_predictions(folders: dict[str, Path]) -> Callable[[Method, Pair], np.ndarray | None]:
+    """``(method, pair)`` -> the prediction in ``folders[method.name]`` (as the predict and train stages
+    write them), or None where there is none."""
+
+    def read(method: Method, pair: Pair) -> np.ndarray | None:
+        path = folders[method.name] / prediction_name(pair) if method.name in folders else None
+        return read_geotiff(path).data if path is not None and path.is_file() else None
+
+    return read
+
+
 def sweep(cube: xr.Dataset, splits: Splits, methods: list[Method], levels: dict[str, list[float]], *, seed: int,
-          progress: bool = True) -> pd.DataFrame:
-    """The tidy robustness table (:data:`COLUMNS`) of ``methods`` on every test pair of ``splits``."""
+          stored: Callable[[Method, Pair], np.ndarray | None] | None = None, progress: bool = True) -> pd.DataFrame:
+    """The tidy robustness table (:data:`COLUMNS`) of ``methods`` on every test pair of ``splits``;
+    ``stored`` gives a method's prediction of the undegraded inputs where one was written (:func:`stored_predictions`)."""
     levels = check_levels(levels)
     ratio, grid_offset = cube_ratio(cube), cube_grid_offset(cube)
     dates = pd.DatetimeIndex(cube["time"].values).strftime("%Y-%m-%d").tolist()
@@ -154,12 +171,12 @@ def sweep(cube: xr.Dataset, splits: Splits, methods: list[Method], levels: dict[
                          ratio=ratio, grid_offset=grid_offset)
         for method in methods:
             key = (method.name, pair)
-            if level == DEGRADATIONS[degradation].none and key in undegraded:
-                rmse, predicted, error = undegraded[key]  # the same inputs for every degradation
-            else:
-                rmse, predicted, error = _run(method, inputs, ratio, observed, truth)
-                if level == DEGRADATIONS[degradation].none:
-                    undegraded[key] = (rmse, predicted, error)
+            none = level == DEGRADATIONS[degradation].none
+            if none and key not in undegraded:  # the same inputs for every degradation: scored once
+                prediction = stored(method, pair) if stored is not None else None
+                undegraded[key] = (_run(method, inputs, ratio, observed, truth) if prediction is None
+                                   else (*_score(prediction, observed, truth), ""))
+            rmse, predicted, error = undegraded[key] if none else _run(method, inputs, ratio, observed, truth)
             rows.append([splits.dataset, method.name, method.family, degradation, level, pair[0], pair[1], _days(pair),
                          rmse, predicted, error])
     return pd.DataFrame(rows, columns=COLUMNS)

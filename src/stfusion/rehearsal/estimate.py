@@ -119,9 +119,9 @@ def estimate(params: dict[str, Any], costs: Costs, scenes: dict[str, tuple[int, 
 
 
 def conditions_per_pair(levels: dict[str, list[float]]) -> int:
-    """Predictions per method and test pair in the robustness sweep: the undegraded inputs once, each
-    degraded level once."""
-    return 1 + sum(len(values) - 1 for values in levels.values())
+    """Predictions per method and test pair in the robustness sweep: each degraded level once (the
+    undegraded inputs are scored from the predict and train stages' predictions)."""
+    return sum(len(values) - 1 for values in levels.values())
 
 
 def full_scenes(params: dict[str, Any]) -> dict[str, tuple[float, int, int]]:

@@ -25,13 +25,17 @@ from stfusion.errors import StfusionError
 
 
 def _info(args: argparse.Namespace) -> None:
-    from stfusion.data.datasets import DATASETS
+    from stfusion.data.datasets import dataset_names, get_dataset
     from stfusion.methods.registry import METHODS
     from stfusion.pipeline.stages import STAGES
 
     if args.what == "datasets":
-        for d in DATASETS.values():
-            print(f"{d.name:22s} {d.kind:10s} stands for {d.paper.upper()}; {d.acquisition}")
+        from stfusion.pipeline.params import load_params
+
+        load_params(args.params, build_models=False)  # registers the sites of download.sites
+        for d in map(get_dataset, dataset_names()):
+            stands = f"stands for {d.paper.upper()}" if d.paper else "your own site"
+            print(f"{d.name:22s} {d.kind:10s} {stands}; {d.acquisition}")
     elif args.what == "methods":
         for m in METHODS.values():
             print(f"{m.name:22s} {m.family:12s} {m.parameters:>10,d} parameters  {m.description}")
@@ -135,9 +139,19 @@ def _sources(args: argparse.Namespace) -> None:
 def _acquire(args: argparse.Namespace) -> None:
     from stfusion.data.sources import acquire
     from stfusion.paths import Workspace
+    from stfusion.pipeline.params import load_params
 
+    load_params(args.params, build_models=False)  # registers the sites of download.sites
     manifest = acquire(args.dataset, Workspace.resolve(".").raw(args.dataset), raw_dir=args.raw_dir)
     print(f"{manifest.dataset}: {len(manifest.dates)} dates, manifest {manifest.path}")
+
+
+def _example_site(args: argparse.Namespace) -> None:
+    from stfusion.data.example_site import write_example_site
+
+    folder = write_example_site(args.folder)
+    print(f"wrote the example site to {folder}; add it to params.yaml as download: sites: "
+          f"{{example: {args.folder}}} and datasets: [example] (docs/sites.md)")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -211,12 +225,17 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="list datasets, methods, models or stages")
     info.add_argument("what", choices=["datasets", "methods", "models", "stages"])
     info.add_argument("--json", action="store_true", help="models: print JSON")
-    info.add_argument("--params", help="models: parameter file (default: params.yaml of the project)")
+    info.add_argument("--params", help="models, datasets: parameter file (default: params.yaml of the project)")
     info.set_defaults(run=_info)
-    acquire = commands.add_parser("acquire", help="generate or download one dataset into data/raw/")
+    acquire = commands.add_parser("acquire", help="generate, download or read (a site) one dataset into data/raw/")
     acquire.add_argument("dataset")
     acquire.add_argument("--raw-dir", help="folder holding real CIA/LGC files you downloaded yourself")
+    acquire.add_argument("--params", help="parameter file whose download.sites names your sites (default: params.yaml)")
     acquire.set_defaults(run=_acquire)
+    example = commands.add_parser("example-site", help="write a worked example of your own site into a new folder: "
+                                  "Sentinel-2-like 10 m and Sentinel-3-like 300 m files in another CRS, with site.yaml")
+    example.add_argument("folder")
+    example.set_defaults(run=_example_site)
     fuse = commands.add_parser("fuse", help="fuse your own images with any method, trained models included",
                                description="Predict the fine image of a target date from a fine/coarse reference "
                                "pair and the target's coarse image (coarse images on the fine grid), with a method "

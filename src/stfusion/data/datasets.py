@@ -1,11 +1,15 @@
 """The dataset registry: one spec per dataset the study knows.
 
-Every other module asks this registry what a dataset is (synthetic or real, its display name, the
-papers' dataset it stands for, how it is acquired) instead of testing its name.
+Every other module asks this registry what a dataset is (synthetic, real or a user's site, its display
+name, the papers' dataset it stands for, how it is acquired) instead of testing its name. Users' sites
+come from params.yaml's ``download.sites``; :func:`use_sites` registers them for this process and, through
+the environment, for the notebook kernels and training processes it starts.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 
 from stfusion import BANDS
@@ -18,13 +22,14 @@ PAPER_NAMES = {"cia": "CIA", "lgc": "LGC"}
 @dataclass(frozen=True)
 class Dataset:
     name: str  # as in params.yaml, folder names and tables
-    kind: str  # "synthetic" (generated here) or "real" (downloaded)
+    kind: str  # "synthetic" (generated here), "real" (downloaded) or "site" (a user's folder)
     title: str  # display name
-    paper: str  # the papers' dataset it stands for ("cia" or "lgc"): its published values are compared
+    paper: str | None  # the papers' dataset it stands for ("cia" or "lgc"; None for sites): its published values are compared
     acquisition: str  # how the download stage gets its raw files
     bands: tuple[str, ...] = BANDS
     fine_metres: float = 25.0  # fine pixel size; the coarse/fine ratio itself is read from the data
     coarse_metres: float = 500.0
+    folder: str | None = None  # a site's folder (absolute)
 
     @property
     def ratio(self) -> int:
@@ -39,6 +44,8 @@ class Dataset:
         """What a table's numbers come from, e.g. 'synthetic cia-sim, default profile: ...'."""
         if self.synthetic:
             return f"synthetic {self.name}, {profile} profile: not comparable to the published numbers"
+        if self.kind == "site":
+            return f"site {self.name}, {profile} profile"
         return f"real {self.title}, {profile} profile"
 
 
@@ -55,13 +62,36 @@ DATASETS: dict[str, Dataset] = {
 }
 
 
+SITES_VARIABLE = "STFUSION_SITES"
+"""The environment variable that carries the registered sites ({name: folder}, JSON) to child processes."""
+
+
+def site_dataset(name: str, folder: str) -> Dataset:
+    return Dataset(name, "site", name, None, f"read from the site folder {folder} (its site.yaml)", folder=folder)
+
+
+def use_sites(sites: dict[str, str]) -> None:
+    """Register users' sites ({name: absolute folder}) here and for every process started from now on."""
+    clash = sorted(set(sites) & set(DATASETS))
+    if clash:
+        raise ConfigError(f"download.sites.{clash[0]}: a site cannot take the name of a built-in dataset {list(DATASETS)}")
+    os.environ[SITES_VARIABLE] = json.dumps(dict(sorted(sites.items())))
+
+
+def _all() -> dict[str, Dataset]:
+    sites = json.loads(os.environ.get(SITES_VARIABLE) or "{}")
+    return {**DATASETS, **{name: site_dataset(name, folder) for name, folder in sites.items()}}
+
+
 def get_dataset(name: object, *, key: str = "dataset") -> Dataset:
     """The spec of dataset ``name``; an unknown name is a ConfigError naming ``key``."""
-    if name not in DATASETS:
-        raise ConfigError(f"{key}: unknown dataset {name!r}; known datasets are {list(DATASETS)}")
-    return DATASETS[name]
+    known = _all()
+    if name not in known:
+        raise ConfigError(f"{key}: unknown dataset {name!r}; known datasets are {list(known)} "
+                          "(your own sites go under download.sites)")
+    return known[name]
 
 
 def dataset_names(kind: str | None = None) -> tuple[str, ...]:
-    """Names of the known datasets, of one ``kind`` ("synthetic" or "real") when given."""
-    return tuple(name for name, d in DATASETS.items() if kind is None or d.kind == kind)
+    """Names of the known datasets, of one ``kind`` ("synthetic", "real" or "site") when given."""
+    return tuple(name for name, d in _all().items() if kind is None or d.kind == kind)

@@ -592,8 +592,9 @@ def _band_name(index: int, count: int) -> str:
     return f"{index + 1} ({BANDS[index]})" if count == len(BANDS) else str(index + 1)
 
 
-def check_band_order(fine: np.ndarray | Raster, coarse: np.ndarray | Raster, ratio: int, *, what: str = "") -> None:
-    """Check that coarse band i is the best-correlated coarse band of fine band i.
+def check_band_order(fine: np.ndarray | Raster, coarse: np.ndarray | Raster, ratio: int, *, what: str = "",
+                     margin: float = 0.0) -> None:
+    """Check that coarse band i is the best-correlated coarse band of fine band i (within ``margin`` of r).
 
     Both images are block-averaged to the coarse grid (``ratio`` x ``ratio`` blocks; a coarse
     image already at 1/ratio size is used as it is), every fine band is correlated with every
@@ -620,13 +621,13 @@ def check_band_order(fine: np.ndarray | Raster, coarse: np.ndarray | Raster, rat
     count = fine.shape[0]
     for band in range(count):
         best = int(np.argmax(np.where(np.isnan(corr[band]), -np.inf, corr[band])))
-        if best != band:
+        if best != band and not corr[band, band] >= corr[band, best] - margin:
             problems.append(
                 f"fine band {_band_name(band, count)} correlates best with coarse band {_band_name(best, count)} "
                 f"(r={corr[band, best]:.3f}), not with coarse band {_band_name(band, count)} (r={corr[band, band]:.3f})"
             )
     if problems:
-        raise InputError(prefix + "band order of the coarse image does not match the fine image:\n  " + "\n  ".join(problems))
+        raise InputError(prefix + "band order of the coarse image does not match the fine image: " + "; ".join(problems))
 
 
 def _cross_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The download stage's entry point: synthetic datasets are generated, real ones downloaded."""
+"""The download stage's entry point: synthetic datasets are generated, real ones downloaded, sites read."""
 
 from __future__ import annotations
 
@@ -17,9 +17,15 @@ def acquire(dataset: str, folder: str | os.PathLike, *, raw_dir: str | None = No
 
     Synthetic datasets are generated from ``scene`` (overrides of the generator's defaults).
     Real datasets are taken from ``raw_dir`` when given (files you downloaded yourself), or
-    downloaded from the CSIRO Data Access Portal.
+    downloaded from the CSIRO Data Access Portal. A site is read from its folder and aligned to its
+    fine grid (stfusion.data.site).
     """
-    if get_dataset(dataset).synthetic:
+    spec = get_dataset(dataset)
+    if spec.kind == "site":
+        from stfusion.data.site import ingest_site
+
+        return ingest_site(dataset, spec.folder, folder)
+    if spec.synthetic:
         from stfusion.data.synthetic import generate_dataset, synthetic_config  # each kind imports its own
 
         return generate_dataset(dataset, Path(folder), synthetic_config(dataset, scene or {}))

@@ -8,13 +8,13 @@ was expected, before anything is written.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from stfusion import BANDS
-from stfusion.data.datasets import dataset_names, get_dataset
+from stfusion.data.datasets import dataset_names, get_dataset, use_sites
 from stfusion.errors import ConfigError
 from stfusion.evaluation.robustness import check_levels
 from stfusion.methods.models import AUTOENCODER, MODELS, autoencoder_class, check_keywords, construct, get_model_spec
@@ -69,9 +69,9 @@ def validate_params(params: Any, *, source: str = "params.yaml", build_models: b
     _check_list(params, "seeds", _check_seed)
     _require(params["seed"] in params["seeds"], "seeds", f"a list that includes seed ({params['seed']}), the run "
              "the ablation's full-model rows and the figures use", params["seeds"])
+    _check_download(params["download"])  # first: it registers the sites that datasets may name
     _check_list(params, "datasets", _check_dataset)
     _check_methods(params["methods"])
-    _check_download(params["download"])
     _check_preprocess(params["preprocess"])
     _check_ablation(params["ablation"], study_methods(params))
     _check_train(params["train"])
@@ -80,7 +80,7 @@ def validate_params(params: Any, *, source: str = "params.yaml", build_models: b
     _check_micro_batch(params)
     _check_evaluate(params["evaluate"])
     _check_robustness(params["robustness"])
-    _check_figures(params["figures"])
+    _check_figures(params["figures"], params["datasets"])
 
 
 def _check_seed(value: Any, *, key: str) -> None:
@@ -93,6 +93,7 @@ def _check_download(section: Any) -> None:
     _require(isinstance(section, dict), "download", "a mapping", section)
     raw_dir = section.get("raw_dir")
     _require(raw_dir is None or isinstance(raw_dir, str), "download.raw_dir", "null or a folder path", raw_dir)
+    _check_sites(section.get("sites") or {})
     scenes = section.get("synthetic", {})
     _require(isinstance(scenes, dict), "download.synthetic", "a mapping of dataset to scene settings", scenes)
     for name, overrides in scenes.items():
@@ -100,6 +101,24 @@ def _check_download(section: Any) -> None:
         _require(name in synthetic, f"download.synthetic.{name}", f"one of {list(synthetic)}", name)
         _require(isinstance(overrides, dict), f"download.synthetic.{name}", "a mapping", overrides)
         synthetic_config(name, overrides)
+
+
+def _check_sites(sites: Any) -> None:
+    """Users' own sites: {name: folder with a site.yaml}; a relative folder is taken from the project root."""
+    from stfusion.data.site import load_site  # rasterio: only when sites are given
+
+    _require(isinstance(sites, dict), "download.sites", "a mapping of site name to its folder", sites)
+    folders = {}
+    for name, folder in sites.items():
+        key = f"download.sites.{name}"
+        _require(isinstance(name, str) and re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name) is not None, key,
+                 "a name of lower-case letters, digits, '-' and '_' (it names folders and DVC stages)", name)
+        _require(isinstance(folder, str), key, "the path of a folder holding a site.yaml", folder)
+        path = Path(folder) if Path(folder).is_absolute() else find_root() / folder
+        _require(path.is_dir(), key, "an existing folder (relative paths start at the project root)", folder)
+        load_site(path)
+        folders[name] = str(path.resolve())
+    use_sites(folders)
 
 
 def _check_preprocess(section: Any) -> None:
@@ -291,13 +310,15 @@ def _check_robustness(section: Any) -> None:
     check_levels(section.get("levels"), key="robustness.levels")
 
 
-def _check_figures(section: Any) -> None:
+def _check_figures(section: Any, datasets: list[str]) -> None:
     _require(isinstance(section, dict), "figures", "a mapping", section)
     _check_keys(section, "figures", ("dpi", "difference_band", "crop", "pairs"))
     dpi = section.get("dpi", 150)
     _require(isinstance(dpi, int) and not isinstance(dpi, bool) and 50 <= dpi <= 600, "figures.dpi", "an integer in 50..600", dpi)
     band = section.get("difference_band", "nir")
-    _require(band in BANDS, "figures.difference_band", f"one of {list(BANDS)}", band)
+    for name in datasets:
+        bands = _dataset_bands(name)
+        _require(band in bands, "figures.difference_band", f"one of the bands of {name}, {list(bands)}", band)
     for name, region in (section.get("crop") or {}).items():
         key = f"figures.crop.{name}"
         _check_dataset(name, key=key)
@@ -310,6 +331,15 @@ def _check_figures(section: Any) -> None:
         _check_dataset(name, key=key)
         _require(isinstance(pair, list) and len(pair) == 2 and all(isinstance(d, str) for d in pair), key,
                  "a test pair ['YYYY-MM-DD', 'YYYY-MM-DD'] (reference, target)", pair)
+
+
+def _dataset_bands(name: str) -> tuple[str, ...]:
+    dataset = get_dataset(name)
+    if dataset.kind == "site":
+        from stfusion.data.site import load_site
+
+        return load_site(dataset.folder).bands
+    return dataset.bands
 
 
 def _check_dataset(name: Any, *, key: str = "dataset") -> str:

@@ -30,7 +30,6 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from stfusion import BANDS
 from stfusion.data.datacube import date_index, open_cube
 from stfusion.data.images import (DIFFERENCE_PERCENTILE, TRUE_COLOUR_MAX, band_index, composite, difference, ndvi,
                                   symmetric_limit)
@@ -683,7 +682,7 @@ def uncertainty_figures(workspace, dataset: str, methods: list[str], cube: xr.Da
         return []
     method = rows["method"].iloc[0]
     folder = method_folder(workspace, dataset, method, seed)
-    b = band_index(BANDS, band)
+    b = band_index(cube["band"].values, band)
     std_map = read_geotiff(folder / uncertainty_name(pair), bands=cube.sizes["band"]).data[b]
     error_map = read_geotiff(folder / prediction_name(pair), bands=cube.sizes["band"]).data[b] - _observed(cube, pair[1])[b]
     fig = uncertainty_figure(rows[rows["method"] == method], method, dataset, label, std_map, error_map, band, pair)
@@ -749,10 +748,10 @@ def figures_study(workspace, datasets: list[str], methods: list[str], profile: s
     the first test pair). Every parameter is checked before the first figure is drawn.
     """
     crop, pairs = _per_dataset(crop, "figures.crop", datasets), _per_dataset(pairs, "figures.pairs", datasets)
-    band_index(BANDS, difference_band)
     styles = method_styles(methods)
     scores = read_scores(workspace.tables / "scores.csv")
-    plans = {ds: _plan(workspace, ds, crop.get(ds), pairs.get(ds), scores, list(styles)) for ds in datasets}
+    plans = {ds: _plan(workspace, ds, crop.get(ds), pairs.get(ds), scores, list(styles), difference_band)
+             for ds in datasets}
     paths = []
     for dataset, (splits, pair, window) in plans.items():
         paths += _dataset_figures(workspace, dataset, splits, pair, window, styles, scores, get_dataset(dataset).label(profile),
@@ -760,7 +759,7 @@ def figures_study(workspace, datasets: list[str], methods: list[str], profile: s
     return paths + ablation_figures(workspace, datasets, profile, dpi=dpi)
 
 
-def _plan(workspace, dataset: str, region, pair, scores: pd.DataFrame, methods: list[str]):
+def _plan(workspace, dataset: str, region, pair, scores: pd.DataFrame, methods: list[str], band: str):
     """Check a dataset's parameters cheaply (splits and the cube's header only) before drawing anything."""
     splits = Splits.load(workspace.splits(dataset))
     if not ((scores["dataset"] == dataset) & scores["method"].isin(methods)).any():
@@ -771,6 +770,7 @@ def _plan(workspace, dataset: str, region, pair, scores: pd.DataFrame, methods: 
         raise InputError(f"{path}: datacube not found; run the preprocess stage first")
     with xr.open_dataset(path, engine="netcdf4", mask_and_scale=False) as header:
         height, width = header.sizes["y"], header.sizes["x"]
+        band_index(header["band"].values, band)
     window = crop_window(default_crop(height, width) if region is None else region, height, width, dataset)
     return splits, showcase_pair(splits, pair), window
 

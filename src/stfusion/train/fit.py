@@ -47,7 +47,7 @@ from stfusion.errors import ConfigError
 from stfusion.io import write_json
 from stfusion.methods.models.standardize import Standardized, band_statistics
 from stfusion.methods.models import (AUTOENCODER, arch_for_data, build_autoencoder, build_model, construct, count_parameters,
-                             get_model_spec)
+                             discriminator_for_data, get_model_spec)
 from stfusion.train.config import TrainConfig
 from stfusion.train.datamodule import FusionDataModule, micro_batches
 from stfusion.train.tasks import AdversarialTask, AutoencoderTask, DiffusionTask, FusionTask, RegressionTask
@@ -151,11 +151,15 @@ def training_statistics(cube: xr.Dataset, splits: Splits) -> dict[str, list[floa
 
 
 def config_for_data(name: str, config: TrainConfig, cube: xr.Dataset) -> TrainConfig:
-    """``config`` with what the generator takes from the data (the pixel-size ratio) in its ``arch``."""
-    if name == AUTOENCODER:
-        return config
-    arch = arch_for_data(name, config.arch, cube_ratio(cube))
-    return config if arch == dict(config.arch) else replace(config, arch=arch)
+    """``config`` with what the networks take from the data (the band count, the pixel-size ratio)."""
+    bands = cube.sizes["band"]
+    arch = arch_for_data(name, config.arch, None if name == AUTOENCODER else cube_ratio(cube), bands=bands)
+    changes = {"arch": arch} if arch != dict(config.arch) else {}
+    if name != AUTOENCODER and get_model_spec(name).discriminator:
+        discriminator = discriminator_for_data(name, config.discriminator, bands)
+        if discriminator != dict(config.discriminator):
+            changes["discriminator"] = discriminator
+    return replace(config, **changes) if changes else config
 
 
 def build_task(name: str, config: TrainConfig, *, feature_encoder_path: str | os.PathLike | None,

@@ -112,17 +112,35 @@ def build_model(name: str, arch: dict | None = None, *, key: str | None = None) 
     return construct(spec.generator_class(), dict(arch or {}), key=key or f"models.{name}.arch")
 
 
-def arch_for_data(name: str, arch: dict | None, ratio: int | None, *, key: str | None = None) -> dict:
-    """``arch`` with the data's coarse/fine pixel-size ``ratio`` filled in, for generators that take one
-    (MCBAM-GAN's coarse-corrected skip); unchanged for the others or when ``ratio`` is unknown (None).
-    A ``ratio`` already in ``arch`` must agree with the data's."""
+def arch_for_data(name: str, arch: dict | None, ratio: int | None, *, bands: int | None = None,
+                  key: str | None = None) -> dict:
+    """``arch`` with what the data decides filled in, for the generators that take it: the band count and the
+    coarse/fine pixel-size ``ratio`` (MCBAM-GAN's coarse-corrected skip); None = unknown, left out. A value
+    already in ``arch`` must agree with the data's."""
     arch = dict(arch or {})
-    if ratio is None or "ratio" not in inspect.signature(get_model_spec(name).generator_class()).parameters:
-        return arch
-    if "ratio" in arch and arch["ratio"] != ratio:
-        raise ConfigError(f"{key or f'models.{name}.arch'}.ratio: {arch['ratio']!r}, but the data's coarse "
-                          f"pixels are {ratio} fine pixels wide; leave ratio out to take it from the data")
-    return {**arch, "ratio": int(ratio)}
+    generator = get_model_spec(name).generator_class() if name != AUTOENCODER else autoencoder_class()
+    return _filled(generator, arch, {"ratio": ratio, "bands": bands}, key or f"models.{name}.arch")
+
+
+_FROM_DATA = {"ratio": "the data's coarse pixels are {} fine pixels wide", "bands": "the data has {} bands"}
+
+
+def _filled(cls: type, arch: dict, values: dict[str, int | None], key: str) -> dict:
+    taken = inspect.signature(cls).parameters
+    for name, value in values.items():
+        if value is None or name not in taken:
+            continue
+        if name in arch and arch[name] != value:
+            raise ConfigError(f"{key}.{name}: {arch[name]!r}, but {_FROM_DATA[name].format(value)}; leave {name} "
+                              "out to take it from the data")
+        arch[name] = int(value)
+    return arch
+
+
+def discriminator_for_data(name: str, settings: dict | None, bands: int, *, key: str | None = None) -> dict:
+    """The discriminator's keyword arguments with the data's band count, when it takes one."""
+    return _filled(get_model_spec(name).discriminator_class(), dict(settings or {}), {"bands": bands},
+                   key or f"models.{name}.discriminator")
 
 
 def build_autoencoder(arch: dict | None = None, *, key: str = f"models.{AUTOENCODER}.arch") -> torch.nn.Module:

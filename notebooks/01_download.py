@@ -47,5 +47,5 @@ files
 first, last = manifest.date_list()[0], manifest.date_list()[-1]
 show_true_colour({f"{role} · {date}": to_reflectance(read_image(manifest, date, role).data)
                   for date in (first, last) for role in ("fine", "coarse")},
-                 f"{dataset}: true colour (red, green, blue), first and last date")
+                 f"{dataset}: true colour (red, green, blue), first and last date", bands=manifest.bands)
 plt.show()

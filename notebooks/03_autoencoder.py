@@ -52,5 +52,5 @@ date = split.val[0][1]
 image = np.nan_to_num(to_reflectance(cube["fine"].sel(time=date).values[:, :1024, :1024]))
 with torch.inference_mode():
     rebuilt = model(torch.from_numpy(image)[None].float())[0].numpy()
-show_true_colour({f"observed · {date}": image, f"reconstructed · {date}": rebuilt})
+show_true_colour({f"observed · {date}": image, f"reconstructed · {date}": rebuilt}, bands=cube["band"].values)
 plt.show()

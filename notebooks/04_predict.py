@@ -43,5 +43,6 @@ record = predict_split(chosen, cube, split, out_dir)
 # %%
 pair = split.test[0]
 show_true_colour({f"{method} · {pair[1]}": read_geotiff(out_dir / prediction_name(pair)).data,
-                  f"observed · {pair[1]}": to_reflectance(cube["fine"].sel(time=pair[1]).values)})
+                  f"observed · {pair[1]}": to_reflectance(cube["fine"].sel(time=pair[1]).values)},
+                 bands=cube["band"].values)
 plt.show()

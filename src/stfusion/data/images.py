@@ -30,16 +30,17 @@ def composite(image: np.ndarray, channels: tuple[str, str, str], vmax, bands=BAN
     return np.dstack([np.clip(np.nan_to_num(rgb), 0, 1), alpha]).astype(np.float32)
 
 
-def true_colour(image: np.ndarray, vmax: float = TRUE_COLOUR_MAX) -> np.ndarray:
+def true_colour(image: np.ndarray, vmax: float = TRUE_COLOUR_MAX, bands=BANDS) -> np.ndarray:
     """(band, y, x) float reflectance -> (y, x, 3) RGB in [0, 1], black where NaN."""
-    return composite(image, ("red", "green", "blue"), vmax)[..., :3]
+    return composite(image, ("red", "green", "blue"), vmax, bands)[..., :3]
 
 
-def show_true_colour(images: dict[str, np.ndarray], title: str | None = None) -> Figure:
-    """One true-colour panel per ``{panel title: (band, y, x) reflectance}``, side by side (the notebooks' views)."""
+def show_true_colour(images: dict[str, np.ndarray], title: str | None = None, bands=BANDS) -> Figure:
+    """One true-colour panel per ``{panel title: (band, y, x) reflectance}`` with ``bands`` named, side by side
+    (the notebooks' views)."""
     fig, axes = plt.subplots(1, len(images), figsize=(4.5 * len(images), 4.5), constrained_layout=True, squeeze=False)
     for ax, (name, image) in zip(axes[0], images.items()):
-        ax.imshow(true_colour(image))
+        ax.imshow(true_colour(image, bands=bands))
         ax.set_title(name)
         ax.set_axis_off()
     if title:

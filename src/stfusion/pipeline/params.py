@@ -19,7 +19,7 @@ from stfusion.errors import ConfigError
 from stfusion.evaluation.robustness import check_levels
 from stfusion.methods.models import AUTOENCODER, MODELS, autoencoder_class, check_keywords, construct, get_model_spec
 from stfusion.methods.registry import get_method
-from stfusion.paths import find_root
+from stfusion.paths import code_root, find_root
 from stfusion.train.config import TIERS, tier_settings, train_config, variant_settings
 
 TOP_LEVEL = ("profile", "seed", "seeds", "datasets", "methods", "download", "preprocess", "ablation", "train", "models",
@@ -114,7 +114,7 @@ def _check_sites(sites: Any) -> None:
         _require(isinstance(name, str) and re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name) is not None, key,
                  "a name of lower-case letters, digits, '-' and '_' (it names folders and DVC stages)", name)
         _require(isinstance(folder, str), key, "the path of a folder holding a site.yaml", folder)
-        path = Path(folder) if Path(folder).is_absolute() else find_root() / folder
+        path = Path(folder) if Path(folder).is_absolute() else code_root() / folder  # a profile's too
         _require(path.is_dir(), key, "an existing folder (relative paths start at the project root)", folder)
         load_site(path)
         folders[name] = str(path.resolve())
@@ -319,6 +319,10 @@ def _check_figures(section: Any, datasets: list[str]) -> None:
     for name in datasets:
         bands = _dataset_bands(name)
         _require(band in bands, "figures.difference_band", f"one of the bands of {name}, {list(bands)}", band)
+    for field in ("crop", "pairs"):  # a known dataset outside the study would be ignored silently
+        outside = sorted(set(section.get(field) or {}) - set(datasets))
+        _require(not outside, f"figures.{field}.{outside[0] if outside else ''}",
+                 f"one of the study's datasets {datasets} (leave the others out)", outside)
     for name, region in (section.get("crop") or {}).items():
         key = f"figures.crop.{name}"
         _check_dataset(name, key=key)

@@ -610,7 +610,9 @@ def ablation_figure(ablation_scores: pd.DataFrame, published: pd.DataFrame, data
             axis.axvline(2.5, color="0.6", lw=0.8, ls=":")  # Table 2 | Tables 3 and 4
             axis.grid(axis="y", color="0.9")
     axes[0, 0].set_title(f"this study: {dataset} (points = test pairs, bar = mean)", fontsize=10)
-    axes[0, 1].set_title(f"published: {PAPER_NAMES[paper_dataset]} (paper tier)", fontsize=10)
+    published_title = (f"published: {PAPER_NAMES[paper_dataset]} (paper tier)" if paper_dataset
+                       else "published: none (a site of your own)")
+    axes[0, 1].set_title(published_title, fontsize=10)
     for ax in axes[-1]:
         ax.set_xticks(range(len(order)), [_ablation_tick(v) for v in order], rotation=35, ha="right", fontsize=8)
         ax.set_xlabel("configuration (Table 2: depth | Tables 3-4: modules)")

@@ -92,6 +92,7 @@ def run_autoencoder(cube: xr.Dataset, splits: Splits, out_dir: str | os.PathLike
                     config: TrainConfig, checkpoint_dir: str | os.PathLike, tier: str | None = None,
                     train_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train the feature autoencoder on training-date fine images; write ``out_dir/autoencoder.pt``."""
+    config = config_for_data(AUTOENCODER, config, cube)  # the arch stored with the weights is the one trained
     result = _train(AUTOENCODER, cube, splits, config, seed=seed, checkpoint_dir=checkpoint_dir,
                     feature_encoder_path=None, train_options=train_options)
     record = {**result.record, "dataset": splits.dataset, "tier": tier, "train_dates": list(splits.train_dates)}

@@ -213,3 +213,10 @@ def test_the_data_supplies_the_band_count():
     assert discriminator_for_data("gan-stfm", {"width_multiplier": 0.25}, 4) == {"width_multiplier": 0.25, "bands": 4}
     with pytest.raises(ConfigError, match=r"models\.dcstfn\.arch\.bands: 6, but the data has 4 bands"):
         arch_for_data("dcstfn", {"bands": 6}, None, bands=4)
+
+
+def test_swapped_red_and_nir_are_caught(example, tmp_path):
+    _edit_yaml(example, coarse__bands=[1, 2, 4, 3])
+    with pytest.raises(InputError, match=r"does not match the fine image: fine band 3 correlates best with coarse "
+                                         r"band 4 .*; fine band 4 correlates best with coarse band 3"):
+        ingest_site("example", example, tmp_path / "raw", progress=False)

@@ -21,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from stfusion.errors import StfusionError
+from stfusion.errors import ConfigError, StfusionError
 
 
 def _info(args: argparse.Namespace) -> None:
@@ -175,6 +175,12 @@ def _fuse(args: argparse.Namespace) -> None:
 
     from stfusion.inference.fuse import NoGeoreferenceWarning, fuse_files
 
+    if args.site is not None:
+        return _fuse_series(args)
+    for option in ("fine_ref", "coarse_target", "out"):
+        if getattr(args, option) is None:
+            raise ConfigError(f"--{option.replace('_', '-')}: required (or fuse a whole site with --site and --out-dir)")
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", NoGeoreferenceWarning)
         result = fuse_files(args.method, args.fine_ref, args.coarse_ref, args.coarse_target, args.out,
@@ -185,6 +191,22 @@ def _fuse(args: argparse.Namespace) -> None:
         print(f"stfusion: warning: {warning.message}", file=sys.stderr)
     std = f" and its samples' std to {result['std']}" if result["std"] else ""
     print(f"{result['method']}: wrote {result['out']}{std} ({result['bands']} bands, {result['pixels']} valid pixels)")
+
+
+def _fuse_series(args: argparse.Namespace) -> None:
+    from stfusion.inference.series import fuse_site
+
+    single = [f"--{o.replace('_', '-')}" for o in ("fine_ref", "coarse_ref", "coarse_target", "out", "ratio",
+                                                   "reflectance_scale") if getattr(args, o) is not None]
+    if single:
+        raise ConfigError(f"{single[0]}: not with --site (the site's files and site.yaml say it all)")
+    if args.out_dir is None:
+        raise ConfigError("--out-dir: required with --site (one file per target date goes there)")
+    results = fuse_site(args.site, args.out_dir, method_name=args.method, weights=args.weights, targets=args.targets,
+                        min_clear=args.min_clear, window=args.window, tile=args.tile, samples=args.samples,
+                        seed=args.seed, device=args.device)
+    for result in results:
+        print(f"{result.target}: {result.status} {result.out} (from {' and '.join(result.references)})")
 
 
 REFLECTANCE_SCALE_OPTION = {"type": float, "default": None, "metavar": "S",
@@ -239,15 +261,23 @@ def build_parser() -> argparse.ArgumentParser:
     fuse = commands.add_parser("fuse", help="fuse your own images with any method, trained models included",
                                description="Predict the fine image of a target date from a fine/coarse reference "
                                "pair and the target's coarse image (coarse images on the fine grid), with a method "
-                               "that needs no training (--method) or a trained deep model (--weights).")
+                               "that needs no training (--method) or a trained deep model (--weights); or, with "
+                               "--site, every target date of a site's time series.")
     fuse.add_argument("--method", help="a method without training (see `stfusion info methods`); with --weights, "
                       "the model the file must hold")
     fuse.add_argument("--weights", help="a trained model's model.pt (data/predictions/<dataset>/<model>/seed-<seed>/model.pt)")
-    fuse.add_argument("--fine-ref", required=True, help="fine image of the reference date (GeoTIFF, ENVI, ...)")
+    fuse.add_argument("--site", help="fuse a time series: a site folder with its site.yaml (docs/sites.md); every "
+                      "target is predicted from its nearest reference pair into --out-dir/<date>.tif")
+    fuse.add_argument("--out-dir", help="with --site: the folder of the predictions (a rerun skips those written)")
+    fuse.add_argument("--targets", nargs="+", metavar="DATE", help="with --site: the dates to predict, YYYY-MM-DD "
+                      "(default: the dates with a coarse file only)")
+    fuse.add_argument("--min-clear", type=float, default=0.5, help="with --site: the share of a fine image that must "
+                      "be clear for its date to be a reference pair (default 0.5)")
+    fuse.add_argument("--fine-ref", help="fine image of the reference date (GeoTIFF, ENVI, ...)")
     fuse.add_argument("--coarse-ref", help="coarse image of the reference date, on the fine grid (not needed by "
                       "gan-stfm and mcbam-gan)")
-    fuse.add_argument("--coarse-target", required=True, help="coarse image of the target date, on the fine grid")
-    fuse.add_argument("--out", required=True, help="output GeoTIFF (float32 reflectance, NaN = nodata)")
+    fuse.add_argument("--coarse-target", help="coarse image of the target date, on the fine grid")
+    fuse.add_argument("--out", help="output Cloud-Optimised GeoTIFF (float32 reflectance, NaN = nodata)")
     fuse.add_argument("--ratio", type=int, help="coarse over fine pixel size, e.g. 20 for 500 m MODIS over 25 m "
                       "Landsat (FSDAF needs it; a trained model knows its own)")
     fuse.add_argument("--window", type=int, help="search window side in fine pixels (odd), for methods with one")

@@ -296,6 +296,22 @@ def _stored(refl: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(refl), 0, to_stored(np.nan_to_num(refl, nan=0.0))).astype(np.int16)
 
 
+def fine_reflectance(site: Site, path: Path, grid: Grid, mask: Path | None = None) -> np.ndarray:
+    """float32 (band, y, x) reflectance of a fine file, NaN where invalid or (with ``mask``) not clear."""
+    fine = read_raster(path)
+    grid.require_same(fine.grid, what=f"{fine.path} (fine)")
+    refl = _reflectance(fine, site.fine, len(site.bands), "fine")
+    if mask is not None:
+        refl[:, _qa(mask, site, grid) != QA_CLEAR] = np.nan
+    return refl
+
+
+def coarse_reflectance(site: Site, path: Path, grid: Grid) -> np.ndarray:
+    """float32 (band, y, x) reflectance of a coarse file warped onto the fine ``grid``, NaN where invalid."""
+    coarse = read_raster(path)
+    return _on_fine_grid(_reflectance(coarse, site.coarse, len(site.bands), "coarse"), coarse, grid, site.resampling)
+
+
 def _qa(path: Path, site: Site, grid: Grid) -> np.ndarray:
     mask = read_raster(path)
     grid.require_same(mask.grid, what=f"{mask.path} (mask)")

@@ -21,7 +21,7 @@ from stfusion.data.raster import read_geotiff, write_geotiff
 from stfusion.data.splits import Splits
 from stfusion.errors import InputError
 from stfusion.io import atomic_dir, write_json
-from stfusion.inference.predict import prediction_name, uncertainty_name
+from stfusion.inference.predict import PREDICTION_TAGS, prediction_name, uncertainty_name
 
 SUFFIX = "-ensemble"
 
@@ -58,8 +58,10 @@ def write_ensemble(model: str, folders: list[Path], cube: xr.Dataset, splits: Sp
             members = [read_geotiff(Path(f) / prediction_name(pair), bands=bands).data for f in folders]
             mean, spread = ensemble_mean_and_spread(members)
             names = tuple(str(b) for b in cube["band"].values)
-            write_geotiff(Path(tmp) / prediction_name(pair), mean, grid, nodata=float("nan"), band_names=names)
-            write_geotiff(Path(tmp) / uncertainty_name(pair), spread, grid, nodata=float("nan"), band_names=names)
+            write_geotiff(Path(tmp) / prediction_name(pair), mean, grid, nodata=float("nan"), band_names=names,
+                          cog=True, tags=PREDICTION_TAGS["prediction"])
+            write_geotiff(Path(tmp) / uncertainty_name(pair), spread, grid, nodata=float("nan"), band_names=names,
+                          cog=True, tags=PREDICTION_TAGS["uncertainty"])
             key = f"{pair[0]}_{pair[1]}"
             seconds[key] = sum(r["predict_seconds"][key] for r in records) + time.perf_counter() - start
         record = {

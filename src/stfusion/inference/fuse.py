@@ -2,8 +2,8 @@
 
 Reads a fine/coarse reference pair and the coarse image of the target date (any GDAL-readable
 raster, ENVI included, with the coarse images resampled onto the fine grid as in CIA/LGC), runs a
-method, and writes the prediction as a float32 reflectance GeoTIFF (NaN = nodata) on the inputs'
-grid, keeping their CRS and transform.
+method, and writes the prediction as a float32 reflectance Cloud-Optimised GeoTIFF (NaN = nodata) on the
+inputs' grid, keeping their CRS and transform.
 
 Pixels where the fine reference is nodata (clouds you masked, gaps) are gaps: a trained model predicts
 them from a reference filled with the coarse reference there, as in the study; a method without
@@ -32,6 +32,7 @@ from stfusion.methods.baselines import check_window
 from stfusion.data.formats import read_raster
 from stfusion.data.raster import Grid, as_reflectance, write_geotiff
 from stfusion.errors import ConfigError, InputError
+from stfusion.inference.predict import PREDICTION_TAGS
 from stfusion.io import atomic_path
 from stfusion.methods.registry import get_method
 
@@ -63,7 +64,7 @@ def std_path(out: str | os.PathLike) -> Path:
     return out.with_name(f"{out.stem}_std{out.suffix or '.tif'}")
 
 
-def _untrained(method_name: str, window: int | None) -> tuple[Callable, dict]:
+def untrained_predictor(method_name: str, window: int | None) -> tuple[Callable, dict]:
     method = get_method(method_name, key="--method")
     if method.predict is None:
         raise ConfigError(f"--method: {method_name} must be trained first; give its trained model.pt with --weights")
@@ -77,7 +78,7 @@ def _untrained(method_name: str, window: int | None) -> tuple[Callable, dict]:
                      **options}
 
 
-def _trained(weights: str | os.PathLike, method_name: str | None, *, window: int | None, tile: int | None,
+def trained_predictor(weights: str | os.PathLike, method_name: str | None, *, window: int | None, tile: int | None,
              samples: int | None, seed: int, device: str | None) -> tuple[Callable, dict]:
     from stfusion.methods.models import get_model_spec  # torch: imported only when a trained model is asked for
     from stfusion.methods.models.layers import check_positive_int
@@ -121,9 +122,9 @@ def fuse_files(method_name: str | None, fine_ref: str | os.PathLike, coarse_ref:
     if weights is None and method_name is None:
         raise ConfigError("--method or --weights: say which method fuses the images")
     if weights is None:
-        predict, info = _untrained(method_name, window)
+        predict, info = untrained_predictor(method_name, window)
     else:
-        predict, info = _trained(weights, method_name, window=window, tile=tile, samples=samples, seed=seed,
+        predict, info = trained_predictor(weights, method_name, window=window, tile=tile, samples=samples, seed=seed,
                                  device=device)
     if ratio is None:
         ratio = info.get("ratio")
@@ -144,7 +145,7 @@ def fuse_files(method_name: str | None, fine_ref: str | os.PathLike, coarse_ref:
     result = predict(data["fine_ref"], data.get("coarse_ref", data["coarse_target"]), data["coarse_target"],
                      valid=valid, ratio=ratio)
     layers = dict(result) if isinstance(result, dict) else {"prediction": result}
-    predicted = _write(layers, grid, coarse_valid, out, paths["fine_ref"])
+    predicted = write_layers(layers, grid, coarse_valid, out, paths["fine_ref"])
     return {**info, "out": str(out), "std": str(std_path(out)) if "uncertainty" in layers else None,
             "pixels": predicted, "georeferenced": grid.crs is not None,
             "bands": int(layers["prediction"].shape[0])}
@@ -160,10 +161,10 @@ def _check_inputs(paths: dict[str, Path], grid: Grid, valid: np.ndarray, ratio: 
         raise InputError(f"{', '.join(map(str, paths.values()))}: no pixel is valid in all of them")
 
 
-def _write(layers: dict[str, np.ndarray], grid: Grid, valid: np.ndarray, out: str | os.PathLike,
-           fine_ref: Path) -> int:
-    """The prediction (and the samples' std) as float32 GeoTIFFs, NaN outside ``valid`` and wherever the
-    method gave NaN; both or neither. Returns the number of pixels predicted."""
+def write_layers(layers: dict[str, np.ndarray], grid: Grid, valid: np.ndarray, out: str | os.PathLike,
+           fine_ref: Path, band_names: tuple[str, ...] | None = None) -> int:
+    """The prediction (and the samples' std) as float32 Cloud-Optimised GeoTIFFs, NaN outside ``valid`` and
+    wherever the method gave NaN; both or neither. Returns the number of pixels predicted."""
     if grid.crs is None:
         warnings.warn(f"{fine_ref} has no georeferencing: {out} is written without a CRS",
                       NoGeoreferenceWarning, stacklevel=3)
@@ -173,7 +174,8 @@ def _write(layers: dict[str, np.ndarray], grid: Grid, valid: np.ndarray, out: st
             tmp = renames.enter_context(atomic_path(targets[name]))
             array = np.asarray(array, dtype=np.float32).copy()
             array[:, ~valid] = np.nan
-            write_geotiff(tmp, array, grid, nodata=float("nan"))
+            write_geotiff(tmp, array, grid, nodata=float("nan"), band_names=band_names, cog=True,
+                          tags=PREDICTION_TAGS[name])
             if name == "prediction":
                 predicted = int(np.isfinite(array).all(axis=0).sum())
     return predicted

@@ -1,4 +1,4 @@
-"""Full-scene predictions of a method on the pairs of a split, written as float GeoTIFFs.
+"""Full-scene predictions of a method on the pairs of a split, written as Cloud-Optimised GeoTIFFs.
 
 Predictions stay float32 reflectance (no int16 cast), so metrics see exactly what the method
 produced. NaN (the nodata value) marks what was not predicted: pixels where a coarse image is not
@@ -26,6 +26,13 @@ from stfusion.data.splits import Pair, Splits
 from stfusion.io import atomic_dir, write_json
 from stfusion.methods.registry import Method
 from stfusion.units import to_reflectance
+
+
+PREDICTION_TAGS = {
+    "prediction": {"content": "predicted surface reflectance", "units": "reflectance (unitless)"},
+    "uncertainty": {"content": "per-pixel standard deviation of the method's samples", "units": "reflectance (unitless)"},
+}
+"""Tags of the files a prediction writes: GIS users see what a band holds."""
 
 
 def prediction_name(pair: Pair) -> str:
@@ -90,8 +97,8 @@ def predict_split(method: Method, cube: xr.Dataset, splits: Splits, out_dir: str
             seconds[f"{pair[0]}_{pair[1]}"] = time.perf_counter() - start
             names = {"prediction": prediction_name(pair), "uncertainty": uncertainty_name(pair)}
             for key, array in outputs.items():
-                write_geotiff(Path(tmp) / names[key], array, grid, nodata=float("nan"),
-                              band_names=tuple(str(b) for b in cube["band"].values))
+                write_geotiff(Path(tmp) / names[key], array, grid, nodata=float("nan"), cog=True,
+                              band_names=tuple(str(b) for b in cube["band"].values), tags=PREDICTION_TAGS[key])
         record = {
             "dataset": splits.dataset, "method": method.name, "family": method.family, "split": split,
             "parameters": method.parameters, "train_seconds": 0.0, "predict_seconds": seconds,

@@ -1,0 +1,134 @@
+"""Time-series fusion of a site: ``stfusion fuse --site``.
+
+Every coarse target date of a site folder (docs/sites.md) is predicted from the nearest reference pair
+(a date with both images whose fine image is clear enough), or, for a method that takes two, from the
+nearest pair on either side. Each output is named after its target date, ``<out_dir>/<date>.tif``; a
+rerun skips the targets already written, so an interrupted series resumes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from stfusion.data.formats import read_raster
+from stfusion.data.site import coarse_ratio, coarse_reflectance, fine_reflectance, load_site, match_dates
+from stfusion.errors import ConfigError, InputError
+from stfusion.inference.fuse import trained_predictor, untrained_predictor, write_layers
+
+DEFAULT_MIN_CLEAR = 0.5
+"""The share of a fine image that must be clear for its date to serve as a reference pair."""
+
+
+def _days(a: str, b: str) -> int:
+    return abs((dt.date.fromisoformat(a) - dt.date.fromisoformat(b)).days)
+
+
+def reference_dates(target: str, pairs: list[str], count: int, usable) -> tuple[str, ...]:
+    """The reference pair(s) of ``target``: the nearest ``usable`` pair in time (the earlier on a tie), or for
+    ``count`` 2 the nearest usable pair before and after it. The target's own date is never its reference."""
+    candidates = sorted((d for d in pairs if d != target), key=lambda d: (_days(d, target), d))
+    if count == 1:
+        for date in candidates:
+            if usable(date):
+                return (date,)
+        raise InputError(f"target {target}: no reference pair with a clear enough fine image among {pairs}")
+    before = next((d for d in candidates if d < target and usable(d)), None)
+    after = next((d for d in candidates if d > target and usable(d)), None)
+    if before is None or after is None:
+        side = "before" if before is None else "after"
+        raise InputError(f"target {target}: a two-pair method needs a reference pair on either side; none {side} it")
+    return before, after
+
+
+@dataclass(frozen=True)
+class SeriesResult:
+    target: str
+    references: tuple[str, ...]
+    out: Path
+    status: str  # "written" or "skipped" (it existed: a rerun resumes)
+
+
+def fuse_site(site_folder: str | os.PathLike, out_dir: str | os.PathLike, *, method_name: str | None = None,
+              weights: str | os.PathLike | None = None, targets: list[str] | None = None,
+              min_clear: float = DEFAULT_MIN_CLEAR, window: int | None = None, tile: int | None = None,
+              samples: int | None = None, seed: int = 0, device: str | None = None,
+              progress: bool = True) -> list[SeriesResult]:
+    """Predict every target date of the site in ``site_folder`` (default: the dates with a coarse file only)."""
+    if weights is None and method_name is None:
+        raise ConfigError("--method or --weights: say which method fuses the images")
+    if not 0 <= min_clear <= 1:
+        raise ConfigError(f"--min-clear: expected a share in [0, 1], got {min_clear}")
+    site = load_site(site_folder)
+    fine = site.fine.dates(site.folder, "fine.files")
+    coarse = site.coarse.dates(site.folder, "coarse.files")
+    masks = match_dates(site.folder, site.mask, what="mask.files") if site.mask else {}
+    pairs = sorted(set(fine) & set(coarse))
+    if not pairs:
+        raise InputError(f"{site.path}: no date has both a fine and a coarse file; a reference pair is needed")
+    targets = _targets(site.path, targets, coarse, fine)
+    if weights is None:
+        predict, info = untrained_predictor(method_name, window)
+    else:
+        predict, info = trained_predictor(weights, method_name, window=window, tile=tile, samples=samples, seed=seed,
+                                 device=device)
+    first_fine, first_coarse = read_raster(fine[pairs[0]]), read_raster(coarse[pairs[0]])
+    grid, ratio = first_fine.grid, coarse_ratio(site, first_fine, first_coarse)
+    if info.get("ratio") is not None and info["ratio"] != ratio:
+        raise ConfigError(f"--weights: {info['method']} was built for coarse pixels {info['ratio']} fine pixels wide; "
+                          f"the site's are {ratio}")
+    if info.get("bands") is not None and info["bands"] != len(site.bands):
+        raise InputError(f"{site.path}: the site has {len(site.bands)} bands; the model was trained on {info['bands']}")
+
+    @lru_cache(maxsize=4)
+    def fine_at(date: str) -> np.ndarray:
+        return fine_reflectance(site, fine[date], grid, masks.get(date))
+
+    @lru_cache(maxsize=8)
+    def coarse_at(date: str) -> np.ndarray:
+        return coarse_reflectance(site, coarse[date], grid)
+
+    def usable(date: str) -> bool:
+        return float(np.isfinite(fine_at(date)).all(axis=0).mean()) >= min_clear
+
+    out_dir = Path(out_dir)
+    results = []
+    for target in tqdm(targets, desc=f"{info['method']} on {site.folder.name}", disable=not progress):
+        references = reference_dates(target, pairs, 1, usable)
+        out = out_dir / f"{target}.tif"
+        if out.is_file():
+            results.append(SeriesResult(target, references, out, "skipped"))
+            continue
+        reference = references[0]
+        fine_ref, coarse_ref, coarse_target = fine_at(reference), coarse_at(reference), coarse_at(target)
+        coarse_valid = np.isfinite(coarse_ref).all(axis=0) & np.isfinite(coarse_target).all(axis=0)
+        valid = np.isfinite(fine_ref).all(axis=0) & coarse_valid
+        if not valid.any():
+            raise InputError(f"{coarse[target]}: no pixel is valid in it, in {fine[reference]} and in {coarse[reference]}")
+        result = predict(fine_ref, coarse_ref, coarse_target, valid=valid, ratio=ratio)
+        layers = dict(result) if isinstance(result, dict) else {"prediction": result}
+        write_layers(layers, grid, coarse_valid, out, fine[reference], band_names=site.bands)
+        results.append(SeriesResult(target, references, out, "written"))
+    return results
+
+
+def _targets(path: Path, targets: list[str] | None, coarse: dict[str, Path], fine: dict[str, Path]) -> list[str]:
+    if targets is None:
+        chosen = sorted(set(coarse) - set(fine))
+        if not chosen:
+            raise InputError(f"{path}: every coarse date has a fine image; name the dates to predict with --targets")
+        return chosen
+    for date in targets:
+        try:
+            dt.date.fromisoformat(date)
+        except ValueError:
+            raise ConfigError(f"--targets: {date!r} is not an ISO date (YYYY-MM-DD)") from None
+        if date not in coarse:
+            raise InputError(f"{path}: no coarse file for target {date}; coarse dates are {sorted(coarse)}")
+    return sorted(set(targets))

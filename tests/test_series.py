@@ -1,0 +1,91 @@
+"""Time-series fusion of a site (`stfusion fuse --site`) and the Cloud-Optimised GeoTIFFs every prediction is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from stfusion.cli import main
+from stfusion.data.example_site import write_example_site
+from stfusion.errors import InputError
+from stfusion.inference.predict import predict_split
+from stfusion.inference.series import fuse_site, reference_dates
+from stfusion.methods.registry import get_method
+
+PAIRS = ["2001-01-01", "2001-02-01", "2001-03-01", "2001-04-01"]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    return write_example_site(tmp_path_factory.mktemp("series") / "site", tiles=4, n_dates=7)
+
+
+def test_the_nearest_usable_pair_is_the_reference():
+    assert reference_dates("2001-02-10", PAIRS, 1, lambda d: True) == ("2001-02-01",)
+    assert reference_dates("2001-02-01", PAIRS, 1, lambda d: True) == ("2001-03-01",)  # never itself: 28 days < 31
+    assert reference_dates("2001-02-15", PAIRS, 1, lambda d: True) == ("2001-02-01",)  # 14 days either way: earlier
+    assert reference_dates("2001-02-10", PAIRS, 1, lambda d: d != "2001-02-01") == ("2001-03-01",)
+    assert reference_dates("2001-02-10", PAIRS, 2, lambda d: True) == ("2001-02-01", "2001-03-01")
+    assert reference_dates("2001-02-10", PAIRS, 2, lambda d: d != "2001-03-01") == ("2001-02-01", "2001-04-01")
+    with pytest.raises(InputError, match="none after it"):
+        reference_dates("2001-05-01", PAIRS, 2, lambda d: True)
+    with pytest.raises(InputError, match="no reference pair with a clear enough fine image"):
+        reference_dates("2001-05-01", PAIRS, 1, lambda d: False)
+
+
+def _cog(path: Path, bands: tuple[str, ...]) -> np.ndarray:
+    with rasterio.open(path) as src:
+        assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and src.block_shapes[0] == (256, 256)
+        assert src.descriptions == bands and np.isnan(src.nodata)
+        assert src.scales == (1.0,) * len(bands) and src.offsets == (0.0,) * len(bands)
+        assert src.tags()["content"] == "predicted surface reflectance"
+        return src.read()
+
+
+def test_five_targets_give_five_cogs_and_a_rerun_skips_them(site, tmp_path, capsys):
+    fine_dates = sorted(p.stem.removeprefix("S2_MSIL2A_") for p in (site / "S2").glob("S2_MSIL2A_????????.tif"))
+    targets = [f"{d[:4]}-{d[4:6]}-{d[6:]}" for d in fine_dates[:5]]
+    out = tmp_path / "series"
+    results = fuse_site(site, out, method_name="temporal-difference", targets=targets, progress=False)
+    assert [r.status for r in results] == ["written"] * 5 and sorted(p.name for p in out.iterdir()) == \
+        [f"{t}.tif" for t in targets]
+    for result in results:
+        assert result.target not in result.references
+        image = _cog(result.out, ("blue", "green", "red", "nir"))
+        assert image.shape == (4, 120, 120) and np.isfinite(image).mean() > 0.5
+        finite = image[np.isfinite(image)]
+        assert 0 < np.median(finite) < 0.5
+    stamps = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert main(["fuse", "--site", str(site), "--method", "temporal-difference", "--out-dir", str(out),
+                 "--targets", *targets]) == 0
+    assert capsys.readouterr().out.count("skipped") == 5
+    assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+
+
+def test_by_default_the_coarse_only_dates_are_predicted(site, tmp_path):
+    (result,) = fuse_site(site, tmp_path, method_name="persistence", progress=False)
+    last_fine = max(p.stem.removeprefix("S2_MSIL2A_") for p in (site / "S2").glob("S2_MSIL2A_????????.tif"))
+    assert result.target == "2002-05-04" and result.status == "written"
+    assert result.references == (f"{last_fine[:4]}-{last_fine[4:6]}-{last_fine[6:]}",)  # the nearest pair
+
+
+def test_bad_series_requests_are_one_line(site, tmp_path, capsys):
+    assert main(["fuse", "--site", str(site), "--method", "starfm", "--out-dir", str(tmp_path),
+                 "--targets", "2002-07-01"]) == 2
+    assert "no coarse file for target 2002-07-01" in capsys.readouterr().err
+    assert main(["fuse", "--site", str(site), "--method", "starfm", "--out-dir", str(tmp_path),
+                 "--targets", "July"]) == 2
+    assert "--targets: 'July' is not an ISO date" in capsys.readouterr().err
+    assert main(["fuse", "--site", str(site), "--method", "starfm"]) == 2
+    assert "--out-dir: required with --site" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_study_predictions_are_cogs(tiny_processed, tmp_path):
+    _, cube, splits = tiny_processed
+    predict_split(get_method("persistence"), cube, splits, tmp_path / "persistence", progress=False)
+    for path in (tmp_path / "persistence").glob("*.tif"):
+        _cog(path, tuple(str(b) for b in cube["band"].values))

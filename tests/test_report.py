@@ -21,8 +21,15 @@ def test_headline_names_better_worse_and_indistinguishable_methods():
     text = _headline(table, ranking, "lgc-sim")
     assert ("`edcstfn` and `mcbam-gan` are better than `temporal-difference` (95% CI of the RMSE difference "
             "below 0); `persistence` is worse (CI above 0); the rest are indistinguishable from it.") in text
-    assert "Over changed pixels: every method is indistinguishable from it." in text
+    assert "Over changed pixels: every method is indistinguishable from `temporal-difference`." in text
     assert "Rank 1 (no method significantly better): `edcstfn`, `stfdiff` and `mcbam-gan`." in text
+
+
+def test_headline_names_the_reference_when_no_method_beats_it():
+    table = differences([("all", "persistence", 0.02, 0.01, 0.03), ("all", "stfdiff", -0.004, -0.009, 0.001)])
+    ranking = pd.DataFrame({"dataset": "lgc-sim", "region": "all", "method": ["stfdiff"], "rank": [1], "rmse": [0.02]})
+    assert ("`persistence` is worse than `temporal-difference` (95% CI of the RMSE difference above 0); the rest "
+            "are indistinguishable from it.") in _headline(table, ranking, "lgc-sim")
 
 
 def test_calibration_says_over_or_under_confident_from_the_measured_coverage():

@@ -89,3 +89,17 @@ def test_study_predictions_are_cogs(tiny_processed, tmp_path):
     predict_split(get_method("persistence"), cube, splits, tmp_path / "persistence", progress=False)
     for path in (tmp_path / "persistence").glob("*.tif"):
         _cog(path, tuple(str(b) for b in cube["band"].values))
+
+
+def test_two_pair_methods_take_the_pairs_on_either_side(site, tmp_path):
+    fine_dates = sorted(p.stem.removeprefix("S2_MSIL2A_") for p in (site / "S2").glob("S2_MSIL2A_????????.tif"))
+    iso = [f"{d[:4]}-{d[4:6]}-{d[6:]}" for d in fine_dates]
+    (inside,) = fuse_site(site, tmp_path / "estarfm", method_name="estarfm", targets=[iso[2]], progress=False)
+    assert inside.references == (iso[1], iso[3]) and inside.status == "written"
+    assert np.isfinite(_cog(inside.out, ("blue", "green", "red", "nir"))).mean() > 0.5
+    (both,) = fuse_site(site, tmp_path / "starfm", method_name="starfm", targets=[iso[2]], progress=False)
+    assert both.references == (iso[1], iso[3])  # STARFM's multi-pair mode
+    with pytest.raises(InputError, match="none after it"):
+        fuse_site(site, tmp_path / "edge", method_name="estarfm", progress=False)  # the last date: no pair after
+    (edge,) = fuse_site(site, tmp_path / "edge", method_name="starfm", progress=False)
+    assert len(edge.references) == 1

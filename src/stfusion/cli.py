@@ -273,8 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
                       "(default: the dates with a coarse file only)")
     fuse.add_argument("--min-clear", type=float, default=0.5, help="with --site: the share of a fine image that must "
                       "be clear for its date to be a reference pair (default 0.5)")
-    fuse.add_argument("--fine-ref", help="fine image of the reference date (GeoTIFF, ENVI, ...)")
-    fuse.add_argument("--coarse-ref", help="coarse image of the reference date, on the fine grid (not needed by "
+    fuse.add_argument("--fine-ref", nargs="+", metavar="FILE", help="fine image of the reference date (GeoTIFF, "
+                      "ENVI, ...); two, the earlier first, for a method that takes two pairs (estarfm; starfm "
+                      "takes either)")
+    fuse.add_argument("--coarse-ref", nargs="+", metavar="FILE", help="coarse image(s) of the reference date(s), on the fine grid (not needed by "
                       "gan-stfm and mcbam-gan)")
     fuse.add_argument("--coarse-target", help="coarse image of the target date, on the fine grid")
     fuse.add_argument("--out", help="output Cloud-Optimised GeoTIFF (float32 reflectance, NaN = nodata)")

@@ -36,6 +36,8 @@ from stfusion.inference.predict import PREDICTION_TAGS
 from stfusion.io import atomic_path
 from stfusion.methods.registry import get_method
 
+PathOrPaths = str | os.PathLike | list
+"""One input path, or a list of them (one per reference pair)."""
 DEFAULT_TILE = 512  # inference tile side for weights files that do not record theirs
 
 
@@ -54,8 +56,9 @@ def _read_inputs(paths: dict[str, Path], reflectance_scale: float | None):
         first.grid.require_same(raster.grid, what=f"{paths[name]} against {paths[first_name]}")
     data = {name: as_reflectance(raster, reflectance_scale)[0] for name, raster in rasters.items()}
     finite = {name: np.isfinite(d).all(axis=0) for name, d in data.items()}
-    coarse_valid = np.logical_and.reduce([ok for name, ok in finite.items() if name != "fine_ref"])
-    return data, first.grid, finite["fine_ref"] & coarse_valid, coarse_valid
+    coarse_valid = np.logical_and.reduce([ok for name, ok in finite.items() if not name.startswith("fine_ref")])
+    fine_valid = np.logical_and.reduce([ok for name, ok in finite.items() if name.startswith("fine_ref")])
+    return data, first.grid, fine_valid & coarse_valid, coarse_valid
 
 
 def std_path(out: str | os.PathLike) -> Path:
@@ -75,7 +78,7 @@ def untrained_predictor(method_name: str, window: int | None) -> tuple[Callable,
     options = {"window": window} if window is not None else {}
     predict = functools.partial(method.predict, **options)
     return predict, {"method": method_name, "uses_coarse_ref": True, "bands": None, "needs_ratio": method.needs_ratio,
-                     **options}
+                     "pairs": method.pairs, **options}
 
 
 def trained_predictor(weights: str | os.PathLike, method_name: str | None, *, window: int | None, tile: int | None,
@@ -100,11 +103,11 @@ def trained_predictor(weights: str | os.PathLike, method_name: str | None, *, wi
     info = {"method": payload["model"], "weights": str(weights), "uses_coarse_ref": traits.uses_coarse_ref,
             "bands": int(payload["arch"].get("bands", bands_default)), "tile": tile,
             "samples": samples if stochastic else None, "trained_on": metadata.get("dataset"),
-            "ratio": traits.ratio}
+            "ratio": traits.ratio, "pairs": (1,)}
     return predict, info
 
 
-def fuse_files(method_name: str | None, fine_ref: str | os.PathLike, coarse_ref: str | os.PathLike | None,
+def fuse_files(method_name: str | None, fine_ref: PathOrPaths, coarse_ref: PathOrPaths | None,
                coarse_target: str | os.PathLike, out: str | os.PathLike, *, ratio: int | None = None,
                window: int | None = None, reflectance_scale: float | None = None, weights: str | os.PathLike | None = None,
                tile: int | None = None, samples: int | None = None, seed: int = 0,
@@ -112,7 +115,9 @@ def fuse_files(method_name: str | None, fine_ref: str | os.PathLike, coarse_ref:
     """Predict the fine image of the target date and write it to ``out``.
 
     ``method_name`` names a method without training; ``weights`` a trained model's ``model.pt`` (then
-    ``method_name``, if given, must be the model it holds). ``ratio`` is the coarse over fine pixel size
+    ``method_name``, if given, must be the model it holds). ``fine_ref`` and ``coarse_ref`` are one path each,
+    or two (the pair before the target first) for a method that takes two pairs (ESTARFM; STARFM takes
+    either). ``ratio`` is the coarse over fine pixel size
     (20 for 500 m / 25 m; needed by FSDAF, taken from a model built for one) and must divide the grid; ``window`` the side of a traditional method's search
     window in fine pixels (odd). Input values are divided by ``reflectance_scale`` (default: 10000 for
     integer files, 1 for float files). Trained models only: ``tile`` (default: the tile it was evaluated with), ``samples`` and
@@ -125,7 +130,7 @@ def fuse_files(method_name: str | None, fine_ref: str | os.PathLike, coarse_ref:
         predict, info = untrained_predictor(method_name, window)
     else:
         predict, info = trained_predictor(weights, method_name, window=window, tile=tile, samples=samples, seed=seed,
-                                 device=device)
+                                          device=device)
     if ratio is None:
         ratio = info.get("ratio")
     if ratio is None and info.get("needs_ratio"):
@@ -136,19 +141,43 @@ def fuse_files(method_name: str | None, fine_ref: str | os.PathLike, coarse_ref:
                           f"{info['ratio']} fine pixels wide; its skip compares the images at that scale")
     if coarse_ref is None and info["uses_coarse_ref"]:
         raise ConfigError(f"--coarse-ref: {info['method']} needs the coarse image of the reference date")
-    paths = {"fine_ref": Path(fine_ref), "coarse_target": Path(coarse_target)}
-    if coarse_ref is not None:
-        paths["coarse_ref"] = Path(coarse_ref)
+    paths = _pair_paths(info, fine_ref, coarse_ref, coarse_target)
     data, grid, valid, coarse_valid = _read_inputs(paths, reflectance_scale)
     _check_inputs(paths, grid, valid, ratio, info["bands"], next(iter(data.values())).shape[0])
+    fine_in, coarse_in = _stacked(data, "fine_ref"), _stacked(data, "coarse_ref")
     # A model that ignores C1 still takes an array in its place: the target's coarse image.
-    result = predict(data["fine_ref"], data.get("coarse_ref", data["coarse_target"]), data["coarse_target"],
+    result = predict(fine_in, data["coarse_target"] if coarse_in is None else coarse_in, data["coarse_target"],
                      valid=valid, ratio=ratio)
     layers = dict(result) if isinstance(result, dict) else {"prediction": result}
     predicted = write_layers(layers, grid, coarse_valid, out, paths["fine_ref"])
     return {**info, "out": str(out), "std": str(std_path(out)) if "uncertainty" in layers else None,
             "pixels": predicted, "georeferenced": grid.crs is not None,
             "bands": int(layers["prediction"].shape[0])}
+
+
+def _pair_paths(info: dict, fine_ref, coarse_ref, coarse_target) -> dict[str, Path]:
+    """The inputs by role; two pairs are ``*_ref`` (before the target) and ``*_ref_after``."""
+    fines = list(fine_ref) if isinstance(fine_ref, (list, tuple)) else [fine_ref]
+    coarses = None if coarse_ref is None else list(coarse_ref) if isinstance(coarse_ref, (list, tuple)) else [coarse_ref]
+    if len(fines) not in info["pairs"]:
+        wanted = " or ".join(map(str, info["pairs"]))
+        raise ConfigError(f"--fine-ref: {info['method']} takes {wanted} reference pair(s), got {len(fines)} fine images"
+                          + (" (the earlier pair first)" if 2 in info["pairs"] else ""))
+    if coarses is not None and len(coarses) != len(fines):
+        raise ConfigError(f"--coarse-ref: {len(coarses)} coarse images for {len(fines)} fine ones; give one per pair")
+    paths = {"fine_ref": Path(fines[0]), "coarse_target": Path(coarse_target)}
+    if len(fines) == 2:
+        paths["fine_ref_after"] = Path(fines[1])
+    for name, path in zip(("coarse_ref", "coarse_ref_after"), coarses or ()):
+        paths[name] = Path(path)
+    return paths
+
+
+def _stacked(data: dict[str, np.ndarray], role: str) -> np.ndarray | None:
+    """One pair's image, or (pair, band, y, x) for two."""
+    if role not in data:
+        return None
+    return np.stack([data[role], data[f"{role}_after"]]) if f"{role}_after" in data else data[role]
 
 
 def _check_inputs(paths: dict[str, Path], grid: Grid, valid: np.ndarray, ratio: int | None, model_bands: int | None,

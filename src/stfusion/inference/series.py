@@ -1,8 +1,8 @@
 """Time-series fusion of a site: ``stfusion fuse --site``.
 
 Every coarse target date of a site folder (docs/sites.md) is predicted from the nearest reference pair
-(a date with both images whose fine image is clear enough), or, for a method that takes two, from the
-nearest pair on either side. Each output is named after its target date, ``<out_dir>/<date>.tif``; a
+(a date with both images whose fine image is clear enough), or, for a method that takes two (ESTARFM), from
+the nearest pair on either side; STARFM, which takes one or more, gets both where the target has them. Each output is named after its target date, ``<out_dir>/<date>.tif``; a
 rerun skips the targets already written, so an interrupted series resumes.
 """
 
@@ -100,22 +100,38 @@ def fuse_site(site_folder: str | os.PathLike, out_dir: str | os.PathLike, *, met
     out_dir = Path(out_dir)
     results = []
     for target in tqdm(targets, desc=f"{info['method']} on {site.folder.name}", disable=not progress):
-        references = reference_dates(target, pairs, 1, usable)
+        references = _references(target, pairs, info["pairs"], usable)
         out = out_dir / f"{target}.tif"
         if out.is_file():
             results.append(SeriesResult(target, references, out, "skipped"))
             continue
-        reference = references[0]
-        fine_ref, coarse_ref, coarse_target = fine_at(reference), coarse_at(reference), coarse_at(target)
-        coarse_valid = np.isfinite(coarse_ref).all(axis=0) & np.isfinite(coarse_target).all(axis=0)
-        valid = np.isfinite(fine_ref).all(axis=0) & coarse_valid
+        fine_ref = np.stack([fine_at(d) for d in references])
+        coarse_ref = np.stack([coarse_at(d) for d in references])
+        coarse_target = coarse_at(target)
+        coarse_valid = np.isfinite(coarse_ref).all(axis=(0, 1)) & np.isfinite(coarse_target).all(axis=0)
+        valid = np.isfinite(fine_ref).all(axis=(0, 1)) & coarse_valid
         if not valid.any():
-            raise InputError(f"{coarse[target]}: no pixel is valid in it, in {fine[reference]} and in {coarse[reference]}")
+            raise InputError(f"{coarse[target]}: no pixel is valid in it and in the reference pair(s) {references}")
+        if len(references) == 1:
+            fine_ref, coarse_ref = fine_ref[0], coarse_ref[0]
         result = predict(fine_ref, coarse_ref, coarse_target, valid=valid, ratio=ratio)
         layers = dict(result) if isinstance(result, dict) else {"prediction": result}
-        write_layers(layers, grid, coarse_valid, out, fine[reference], band_names=site.bands)
+        write_layers(layers, grid, coarse_valid, out, fine[references[0]], band_names=site.bands)
         results.append(SeriesResult(target, references, out, "written"))
     return results
+
+
+def _references(target: str, pairs: list[str], takes: tuple[int, ...], usable) -> tuple[str, ...]:
+    """A two-pair method's pairs on either side; a method that takes one or two (STARFM) uses both where
+    the target has them, else its nearest; any other its nearest."""
+    if 2 not in takes:
+        return reference_dates(target, pairs, 1, usable)
+    if 1 not in takes:
+        return reference_dates(target, pairs, 2, usable)
+    try:
+        return reference_dates(target, pairs, 2, usable)
+    except InputError:
+        return reference_dates(target, pairs, 1, usable)
 
 
 def _targets(path: Path, targets: list[str] | None, coarse: dict[str, Path], fine: dict[str, Path]) -> list[str]:

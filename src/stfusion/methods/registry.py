@@ -30,7 +30,9 @@ FAMILY_COLOURS = {
 Predictor = Callable[..., np.ndarray]
 """``predict(fine_ref, coarse_ref, coarse_target, *, valid, ratio)``: float reflectance (band, y, x)
 arrays with the coarse images on the fine grid, the (y, x) mask of usable pixels, and the coarse
-over fine pixel-size ratio; returns the predicted fine image (NaN where it has no prediction)."""
+over fine pixel-size ratio; returns the predicted fine image (NaN where it has no prediction). A method
+that takes two reference pairs gets (pair, band, y, x) ``fine_ref`` and ``coarse_ref``, the pair before
+the target first."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class Method:
     options: tuple[str, ...] = ()  # extra keyword arguments ``predict`` accepts, e.g. ("window",)
     trainable: bool = False  # a deep model of stfusion.methods.models: trained by stfusion.train, then predicts
     needs_ratio: bool = False  # its ``predict`` uses the coarse over fine pixel size
+    pairs: tuple[int, ...] = (1,)  # how many reference pairs its ``predict`` takes: (1,), (1, 2) or (2,)
     predictor: Predictor | None = None  # a trained model's predictor (stfusion.inference.sampling)
 
     @property
@@ -64,9 +67,11 @@ METHODS: dict[str, Method] = {
         Method("persistence", "reference", "F2 = F1 (no change)", "reference:persistence"),
         Method("temporal-difference", "reference", "F2 = F1 + (C2 - C1)", "reference:temporal_difference"),
         Method("starfm", "traditional", "STARFM (Gao et al. 2006), rules of Gao's C code v1.2.1", "starfm:starfm",
-               options=("window",)),
+               options=("window",), pairs=(1, 2)),
         Method("fsdaf", "traditional", "FSDAF (Zhu et al. 2016), steps of the official IDL code", "fsdaf:fsdaf",
                options=("window",), needs_ratio=True),
+        Method("estarfm", "traditional", "ESTARFM (Zhu et al. 2010), two pairs, rules of the official IDL code",
+               "estarfm:estarfm", options=("window",), pairs=(2,)),
         *(Method(spec.name, spec.family, spec.description, trainable=True) for spec in MODELS.values()),
     )
 }

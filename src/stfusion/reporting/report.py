@@ -51,11 +51,13 @@ def _against_reference(differences: pd.DataFrame, dataset: str, region: str) -> 
     if better:
         parts.append(f"{_names(better)} {'is' if len(better) == 1 else 'are'} better than `{REFERENCE}` "
                      f"({level} CI of the RMSE difference below 0)")
-    if worse:
-        parts.append(f"{_names(worse)} {'is' if len(worse) == 1 else 'are'} worse (CI above 0)")
+    if worse:  # the reference is named in the first clause, whichever it is
+        than = "" if parts else f" than `{REFERENCE}` ({level} CI of the RMSE difference above 0)"
+        parts.append(f"{_names(worse)} {'is' if len(worse) == 1 else 'are'} worse{than or ' (CI above 0)'}")
     level_with = len(rows) - len(better) - len(worse)
     if level_with:
-        parts.append(("the rest are" if parts else "every method is") + " indistinguishable from it")
+        parts.append("the rest are indistinguishable from it" if parts
+                     else f"every method is indistinguishable from `{REFERENCE}`")
     elif not parts:
         return ""
     return "; ".join(parts)

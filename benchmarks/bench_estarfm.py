@@ -1,0 +1,85 @@
+"""Speed of ESTARFM (``predict_estarfm``) on a synthetic CIA-size scene: 6 bands, two reference pairs.
+
+The inputs are a cia-sim scene from ``stfusion.data.synthetic`` (dates 1 and 3 = the pairs, date 2 = the
+target), generated in a child process so that the peak RSS printed is this process's: reading the images
+plus ESTARFM. Prints the median of several repeats (machines are noisy), the peak RSS and the device.
+Default: the full CIA grid (2040 x 1720), the IDL code's 51 x 51 window and 20 similar pixels.
+Usage: python benchmarks/bench_estarfm.py [--height 2040 --width 1720 --repeats 3 --tile 128 --device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import multiprocessing
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stfusion.data.datacube import valid_mask
+from stfusion.data.manifest import Manifest
+from stfusion.data.raster import read_geotiff
+from stfusion.data.synthetic import generate_dataset, synthetic_config
+from stfusion.methods.baselines.estarfm import EstarfmParams, predict_estarfm
+from stfusion.units import to_reflectance
+
+
+def generate(folder: str, height: int, width: int) -> None:
+    generate_dataset("cia-sim", folder, synthetic_config("cia-sim", {"height": height, "width": width, "n_dates": 3}))
+
+
+def load(folder: Path) -> dict[str, np.ndarray]:
+    manifest = Manifest.load(folder)
+    before, target, after = manifest.date_list()
+    read = lambda date, role: read_geotiff(manifest.file(date, role)).data  # noqa: E731
+    raw = {"fine_refs": np.stack([read(before, "fine"), read(after, "fine")]),
+           "coarse_refs": np.stack([read(before, "coarse"), read(after, "coarse")]),
+           "coarse_target": read(target, "coarse")}
+    inputs = {name: to_reflectance(data) for name, data in raw.items()}
+    inputs["valid"] = np.logical_and.reduce([valid_mask(image) for data in raw.values()
+                                             for image in (data if data.ndim == 4 else [data])])
+    return inputs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--height", type=int, default=2040)
+    parser.add_argument("--width", type=int, default=1720)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tile", type=int, default=None, help="tile side in pixels (default: the module's)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "cia-sim"
+        start = time.perf_counter()
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            pool.submit(generate, str(folder), args.height, args.width).result()
+        print(f"generated cia-sim {args.height} x {args.width} x 6 bands in {time.perf_counter() - start:.1f} s (child process)")
+        inputs = load(folder)
+    params = EstarfmParams()
+    device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    side = 2 * params.half_window + 1
+    print(f"ESTARFM {side} x {side} window, {params.similar} similar pixels, device {device}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} CPU threads, tile {args.tile or 'default'}")
+    times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        prediction = predict_estarfm(**inputs, params=params, device=device, tile=args.tile)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+        print(f"  run {len(times)}: {times[-1]:.1f} s")
+    megapixels = args.height * args.width / 1e6
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    print(f"median {statistics.median(times):.1f} s for {megapixels:.2f} Mpx x 6 bands "
+          f"({megapixels / statistics.median(times):.4f} Mpx/s); peak RSS {peak:.2f} GiB; "
+          f"{np.isfinite(prediction).mean():.1%} of the values predicted")
+
+
+if __name__ == "__main__":
+    main()

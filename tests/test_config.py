@@ -130,7 +130,6 @@ def _params():
         (["figures", "crop", "cia-sim"], {"row": 0, "col": 0, "height": 0, "width": 5}, "figures.crop.cia-sim"),
         (["figures", "crop", "mars"], {"row": 0, "col": 0, "height": 5, "width": 5}, "figures.crop.mars"),
         (["figures", "pairs", "cia-sim"], ["2001-10-08"], "figures.pairs.cia-sim"),
-        (["figures", "pairs", "lgc"], ["2004-05-04", "2004-07-07"], "figures.pairs.lgc: expected one of the study's"),
     ],
 )
 def test_invalid_parameters_are_named(path, value, message):

@@ -319,10 +319,6 @@ def _check_figures(section: Any, datasets: list[str]) -> None:
     for name in datasets:
         bands = _dataset_bands(name)
         _require(band in bands, "figures.difference_band", f"one of the bands of {name}, {list(bands)}", band)
-    for field in ("crop", "pairs"):  # a known dataset outside the study would be ignored silently
-        outside = sorted(set(section.get(field) or {}) - set(datasets))
-        _require(not outside, f"figures.{field}.{outside[0] if outside else ''}",
-                 f"one of the study's datasets {datasets} (leave the others out)", outside)
     for name, region in (section.get("crop") or {}).items():
         key = f"figures.crop.{name}"
         _check_dataset(name, key=key)

@@ -102,10 +102,11 @@ def test_crop_outside_the_scene_is_a_config_error_and_writes_nothing(tmp_path, t
 
 def test_crop_and_pair_for_an_unknown_dataset_are_config_errors(tmp_path, tiny_processed):
     ws = make_study(tmp_path, tiny_processed)
-    with pytest.raises(ConfigError, match="figures.crop: .*lgc-sim"):
-        figures_study(ws, [DATASET], METHODS, "smoke", seed=0, crop={"lgc-sim": None})
-    with pytest.raises(ConfigError, match="figures.pairs: .*lgc-sim"):
-        figures_study(ws, [DATASET], METHODS, "smoke", seed=0, pairs={"lgc-sim": ["2001-01-01", "2001-02-01"]})
+    with pytest.raises(ConfigError, match="figures.crop.mars: unknown dataset"):
+        figures_study(ws, [DATASET], METHODS, "smoke", seed=0, crop={"mars": None})
+    with pytest.raises(ConfigError, match="figures.pairs.mars: unknown dataset"):
+        figures_study(ws, [DATASET], METHODS, "smoke", seed=0, pairs={"mars": ["2001-01-01", "2001-02-01"]})
+    assert not ws.figures.exists()
 
 
 def test_showcase_pair_must_be_a_test_pair(tmp_path, tiny_processed):
@@ -219,3 +220,14 @@ def test_uncertainty_figure_draws_deciles_and_maps():
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_crops_of_datasets_outside_the_study_are_left_out():
+    """The full profile's crops merge over the default study's: cia-sim's crop stays in its params."""
+    from stfusion.pipeline.profiles import profile_params
+    from stfusion.paths import code_root
+    from stfusion.reporting.plots import _per_dataset
+
+    params = profile_params(code_root(), "full")
+    crop = _per_dataset(params["figures"]["crop"], "figures.crop", params["datasets"])
+    assert "cia-sim" in params["figures"]["crop"] and set(crop) == set(params["datasets"]) == {"cia", "lgc"}

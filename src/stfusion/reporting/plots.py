@@ -194,12 +194,12 @@ def crop_window(region, height: int, width: int, dataset: str) -> tuple[slice, s
 
 
 def _per_dataset(values: dict | None, key: str, datasets: list[str]) -> dict:
-    """A per-dataset parameter; a dataset not in the study is a typo that would be ignored silently."""
+    """A per-dataset parameter, for the study's datasets. A name no dataset has is a typo; a known dataset outside
+    the study is left out (a profile's mappings merge over params.yaml's and cannot drop its keys)."""
     values = dict(values or {})
-    unknown = sorted(set(values) - set(datasets))
-    if unknown:
-        raise ConfigError(f"{key}: {unknown} are not datasets of this study; expected keys among {datasets}")
-    return values
+    for name in values:
+        get_dataset(name, key=f"{key}.{name}")
+    return {name: value for name, value in values.items() if name in datasets}
 
 
 # --- inputs ----------------------------------------------------------------------------------------

@@ -220,3 +220,14 @@ def test_uncertainty_figure_draws_deciles_and_maps():
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_crops_of_datasets_outside_the_study_are_left_out():
+    """The full profile's crops merge over the default study's: cia-sim's crop stays in its params."""
+    from stfusion.pipeline.profiles import profile_params
+    from stfusion.paths import code_root
+    from stfusion.reporting.plots import _per_dataset
+
+    params = profile_params(code_root(), "full")
+    crop = _per_dataset(params["figures"]["crop"], "figures.crop", params["datasets"])
+    assert "cia-sim" in params["figures"]["crop"] and set(crop) == set(params["datasets"]) == {"cia", "lgc"}

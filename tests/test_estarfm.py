@@ -156,3 +156,30 @@ def test_fuse_takes_two_pairs(tmp_path, capsys):
     np.testing.assert_allclose(read_geotiff(out).data, expected, rtol=1e-6)
     assert main([*args, "--fine-ref", names["f1"], "--coarse-ref", names["c1"]]) == 2
     assert "--fine-ref: estarfm takes 2 reference pair(s), got 1 fine images (the earlier pair first)" in capsys.readouterr().err
+
+
+def test_the_study_predicts_each_test_target_from_the_pairs_around_it(tiny_processed, tmp_path):
+    from stfusion.evaluation.robustness import sweep
+    from stfusion.inference.predict import prediction_name, predict_split
+    from stfusion.methods.registry import get_method
+
+    _, cube, splits = tiny_processed
+    ((target, before, after),) = splits.brackets
+    assert before < target < after and (before, after) == splits.bracket(target, who="estarfm")
+    record = predict_split(get_method("estarfm"), cube, splits, tmp_path / "estarfm", progress=False)
+    assert record["brackets"] == [[target, before, after]]
+    from stfusion.data.raster import read_geotiff
+
+    prediction = read_geotiff(tmp_path / "estarfm" / prediction_name(splits.test[0])).data
+    assert prediction.shape == (6, 60, 40) and np.isfinite(prediction).mean() > 0.5
+    table = sweep(cube, splits, [get_method("estarfm"), get_method("persistence")], {"clouds": [0.0, 0.3], "geolocation": [0.0], "coarse_noise": [0.0], "time_gap": [1]}, seed=0,
+                  progress=False)
+    assert set(table["method"]) == {"persistence"}  # one-pair degradations: ESTARFM is not swept
+
+
+def test_a_test_target_without_a_pair_on_both_sides_is_a_clear_error():
+    from stfusion.data.splits import Splits
+
+    splits = Splits("x", ("2001-01-01", "2001-01-02"), (("2001-01-01", "2001-01-02"),), (), (("2001-01-02", "2001-01-03"),))
+    with pytest.raises(InputError, match="test target 2001-01-03 has no reference date on one side; estarfm needs"):
+        splits.bracket("2001-01-03", who="estarfm")

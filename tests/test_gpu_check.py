@@ -24,5 +24,5 @@ def test_its_checks_run_the_study_code_and_report(tmp_path):
     (row,) = report["models"]
     assert row["model"] == "dcstfn" and row["patches_per_s"] > 0 and row["finite"] and row["scene"] == [100, 80]
     checks = {c["check"]: c for c in report["checks"]}
-    assert set(checks) == {"starfm", "fsdaf", "metrics", "ddp"} and all(c["ok"] for c in checks.values())
+    assert set(checks) == {"starfm", "fsdaf", "estarfm", "metrics", "ddp"} and all(c["ok"] for c in checks.values())
     assert checks["starfm"]["tolerance"] == TOLERANCE["starfm"] and checks["ddp"]["world_size"] == 1

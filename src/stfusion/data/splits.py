@@ -10,7 +10,9 @@ out from training as well, so that the validation score that picks checkpoints i
 - each validation and test pair takes the nearest earlier date that is not a test target as its
   reference (the nearest later one if there is none), as in the single-pair protocol of
   Emelyanova et al. (2013). A validation date can serve as a test reference: its fine image is an
-  input at test time, never a label.
+  input at test time, never a label;
+- each test target also records its two-pair references (``brackets``): the nearest date before and the
+  nearest after it that are not test targets, for methods that take a pair on either side (ESTARFM).
 """
 
 from __future__ import annotations
@@ -34,6 +36,16 @@ class Splits:
     train: tuple[Pair, ...]
     val: tuple[Pair, ...]
     test: tuple[Pair, ...]
+    brackets: tuple[tuple[str, str, str], ...] = ()  # (test target, date before, date after)
+
+    def bracket(self, target: str, *, who: str) -> Pair:
+        """The pair before and the pair after test target ``target``, for ``who`` (a two-pair method)."""
+        found = {t: (before, after) for t, before, after in self.brackets}
+        if target not in found:
+            raise InputError(f"splits of {self.dataset}: test target {target} has no reference date on one side; "
+                             f"{who} needs one before and one after it (preprocess.splits.{self.dataset}: "
+                             "test targets with other dates around them)")
+        return found[target]
 
     @property
     def test_targets(self) -> set[str]:
@@ -47,9 +59,11 @@ class Splits:
         """Raise if a test target is used in training or validation, or a val target in training."""
         used_in_training = set(self.train_dates) | {d for pair in self.train for d in pair}
         used_in_validation = {d for pair in self.val for d in pair}
-        leaked = self.test_targets & (used_in_training | used_in_validation)
+        references = {d for pair in self.test for d in pair[:1]} | {d for _, *pair in self.brackets for d in pair}
+        leaked = self.test_targets & (used_in_training | used_in_validation | references)
         if leaked:
-            raise InputError(f"splits of {self.dataset}: test target dates {sorted(leaked)} leak into training or validation")
+            raise InputError(f"splits of {self.dataset}: test target dates {sorted(leaked)} leak into training, "
+                             "validation or the test references")
         leaked = self.val_targets & used_in_training
         if leaked:
             raise InputError(f"splits of {self.dataset}: validation target dates {sorted(leaked)} leak into training")
@@ -68,6 +82,7 @@ class Splits:
             "train": [list(p) for p in self.train],
             "val": [list(p) for p in self.val],
             "test": [list(p) for p in self.test],
+            "brackets": [list(b) for b in self.brackets],
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -83,6 +98,7 @@ class Splits:
         splits = cls(
             raw["dataset"], tuple(raw["train_dates"]),
             *(tuple(tuple(p) for p in raw[k]) for k in ("train", "val", "test")),
+            tuple(tuple(b) for b in raw.get("brackets", [])),
         )
         splits.check_no_leakage()
         return splits
@@ -125,6 +141,14 @@ def _reference_for(target: str, dates: list[str], excluded: set[str]) -> str:
     return earlier[-1] if earlier else later[0]
 
 
+def _bracket(target: str, dates: list[str], excluded: set[str]) -> Pair | None:
+    """The nearest usable dates before and after ``target``, or None if one side has none."""
+    idx = dates.index(target)
+    earlier = [d for d in dates[:idx] if d not in excluded]
+    later = [d for d in dates[idx + 1:] if d not in excluded]
+    return (earlier[-1], later[0]) if earlier and later else None
+
+
 def make_splits(
     dataset: str,
     dates: list[str],
@@ -144,6 +168,7 @@ def make_splits(
     test_set = set(test)
     val_pairs = [(_reference_for(t, dates, test_set | set(val)), t) for t in val]
     test_pairs = [(_reference_for(t, dates, test_set), t) for t in test]
-    splits = Splits(dataset, tuple(train_dates), tuple(train), tuple(val_pairs), tuple(test_pairs))
+    brackets = tuple((t, *b) for t in test if (b := _bracket(t, dates, test_set)) is not None)
+    splits = Splits(dataset, tuple(train_dates), tuple(train), tuple(val_pairs), tuple(test_pairs), brackets)
     splits.check_no_leakage()
     return splits

@@ -155,8 +155,10 @@ def stored_predictions(folders: dict[str, Path]) -> Callable[[Method, Pair], np.
 def sweep(cube: xr.Dataset, splits: Splits, methods: list[Method], levels: dict[str, list[float]], *, seed: int,
           stored: Callable[[Method, Pair], np.ndarray | None] | None = None, progress: bool = True) -> pd.DataFrame:
     """The tidy robustness table (:data:`COLUMNS`) of ``methods`` on every test pair of ``splits``;
-    ``stored`` gives a method's prediction of the undegraded inputs where one was written (:func:`stored_predictions`)."""
+    ``stored`` gives a method's prediction of the undegraded inputs where one was written (:func:`stored_predictions`).
+    Methods that take two reference pairs only (ESTARFM) are left out: each degradation is defined on one pair."""
     levels = check_levels(levels)
+    methods = [method for method in methods if 1 in method.pairs]
     ratio, grid_offset = cube_ratio(cube), cube_grid_offset(cube)
     dates = pd.DatetimeIndex(cube["time"].values).strftime("%Y-%m-%d").tolist()
     rows, undegraded = [], {}

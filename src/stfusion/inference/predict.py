@@ -62,11 +62,29 @@ def pair_inputs(cube: xr.Dataset, pair: Pair) -> dict[str, np.ndarray]:
     }
 
 
-def predict_pair(method: Method, cube: xr.Dataset, pair: Pair) -> dict[str, np.ndarray]:
+def bracket_inputs(cube: xr.Dataset, references: Pair, target: str) -> dict[str, np.ndarray]:
+    """:func:`pair_inputs` for a two-pair method: (pair, band, y, x) references, the one before the target first;
+    ``valid`` where both pairs and the target's coarse image are valid."""
+    pairs = [pair_inputs(cube, (reference, target)) for reference in references]
+    return {"fine_ref": np.stack([p["fine_ref"] for p in pairs]), "coarse_ref": np.stack([p["coarse_ref"] for p in pairs]),
+            "coarse_target": pairs[0]["coarse_target"], "valid": pairs[0]["valid"] & pairs[1]["valid"],
+            "coarse_valid": pairs[0]["coarse_valid"] & pairs[1]["coarse_valid"]}
+
+
+def method_inputs(method: Method, cube: xr.Dataset, splits: Splits, pair: Pair) -> dict[str, np.ndarray]:
+    """The inputs ``method`` predicts test pair ``pair`` from: the pair itself, or for a method that takes
+    two pairs only (ESTARFM), the split's pairs before and after the target."""
+    if 1 in method.pairs:
+        return pair_inputs(cube, pair)
+    return bracket_inputs(cube, splits.bracket(pair[1], who=method.name), pair[1])
+
+
+def predict_pair(method: Method, cube: xr.Dataset, pair: Pair, splits: Splits | None = None) -> dict[str, np.ndarray]:
     """Predict the fine image of ``pair``'s target date: ``{"prediction": ...}``, plus ``"uncertainty"``
     (per-pixel standard deviation) when the method draws several samples. NaN where a coarse image is
-    not valid, and wherever the method itself gives NaN."""
-    return predict_inputs(method, pair_inputs(cube, pair), cube_ratio(cube))
+    not valid, and wherever the method itself gives NaN. A two-pair method takes its pairs from ``splits``."""
+    inputs = pair_inputs(cube, pair) if splits is None else method_inputs(method, cube, splits, pair)
+    return predict_inputs(method, inputs, cube_ratio(cube))
 
 
 def predict_inputs(method: Method, inputs: dict[str, np.ndarray], ratio: int) -> dict[str, np.ndarray]:
@@ -93,7 +111,7 @@ def predict_split(method: Method, cube: xr.Dataset, splits: Splits, out_dir: str
     with atomic_dir(out_dir) as tmp:
         for pair in tqdm(splits.pairs(split), desc=f"{method.name} on {splits.dataset}", disable=not progress):
             start = time.perf_counter()
-            outputs = predict_pair(method, cube, pair)
+            outputs = predict_pair(method, cube, pair, splits)
             seconds[f"{pair[0]}_{pair[1]}"] = time.perf_counter() - start
             names = {"prediction": prediction_name(pair), "uncertainty": uncertainty_name(pair)}
             for key, array in outputs.items():
@@ -103,6 +121,7 @@ def predict_split(method: Method, cube: xr.Dataset, splits: Splits, out_dir: str
             "dataset": splits.dataset, "method": method.name, "family": method.family, "split": split,
             "parameters": method.parameters, "train_seconds": 0.0, "predict_seconds": seconds,
             "pairs": [list(p) for p in splits.pairs(split)], "height": grid.height, "width": grid.width,
+            **({"brackets": [list(b) for b in splits.brackets]} if 1 not in method.pairs else {}),
             **(extra or {}),
         }
         for path in attach:

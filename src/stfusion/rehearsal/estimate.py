@@ -27,6 +27,7 @@ import pandas as pd
 
 from stfusion.data.real import get_spec
 from stfusion.methods.models import AUTOENCODER
+from stfusion.methods.registry import get_method
 from stfusion.paths import Workspace
 from stfusion.pipeline.params import study_methods
 
@@ -109,7 +110,8 @@ def estimate(params: dict[str, Any], costs: Costs, scenes: dict[str, tuple[int, 
         ablation = params["ablation"]["model"]
         variants = len(params["ablation"]["variants"])
         rows.append(("ablation", dataset, variants, variants * (train_s(ablation) + pairs * scene_s(ablation, mpx))))
-        sweep = sum(scene_s(method, mpx) for method in study_methods(params))
+        swept = [m for m in study_methods(params) if 1 in get_method(m).pairs]  # two-pair methods are not swept
+        sweep = sum(scene_s(method, mpx) for method in swept)
         rows.append(("robustness", dataset, 1, pairs * conditions * sweep))
     for stage in ("evaluate", "figures", "report"):
         rows.append((stage, "all", 1, costs.stage_s.get(stage, math.nan)))

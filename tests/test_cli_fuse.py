@@ -261,3 +261,42 @@ def test_the_search_window_reaches_the_method(tmp_path, inputs):
                      "--coarse-target", str(paths["c2"]), "--out", str(out), "--window", window]) == 0
         outputs.append(read_geotiff(out).data)
     assert np.isfinite(outputs[0]).all() and not np.allclose(outputs[0], outputs[1])
+
+
+def test_a_scene_larger_than_a_block_is_fused_block_by_block(tmp_path):
+    """The same prediction as in one piece for a per-pixel method, written window by window as a COG."""
+    import rasterio
+
+    from stfusion.data.raster import Grid, read_geotiff, write_geotiff
+    from stfusion.inference.fuse import fuse_files
+    from affine import Affine
+
+    rng = np.random.default_rng(0)
+    grid = Grid(300, 260, Affine(30, 0, 500000, 0, -30, 6000000), rasterio.crs.CRS.from_epsg(32755))
+    images = {name: rng.integers(100, 5000, (4, 300, 260)).astype(np.int16) for name in ("f1", "c1", "c2")}
+    images["f1"][:, 40:60, 100:180] = 0  # nodata
+    paths = {name: write_geotiff(tmp_path / f"{name}.tif", image, grid, nodata=0) for name, image in images.items()}
+    args = ("temporal-difference", paths["f1"], paths["c1"], paths["c2"])
+    whole = fuse_files(*args, tmp_path / "whole.tif")
+    blocks = fuse_files(*args, tmp_path / "blocks.tif", block=64, progress=False)
+    assert blocks["block"] == 64 and blocks["pixels"] == whole["pixels"] == 300 * 260 - 20 * 80
+    np.testing.assert_array_equal(read_geotiff(tmp_path / "blocks.tif").data, read_geotiff(tmp_path / "whole.tif").data)
+    with rasterio.open(tmp_path / "blocks.tif") as src:
+        assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and src.crs == grid.crs
+        assert src.tags()["content"] == "predicted surface reflectance" and src.scales == (1.0,) * 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocks.tif", "c1.tif", "c2.tif", "f1.tif", "whole.tif"]
+
+
+def test_a_block_by_block_failure_leaves_nothing(tmp_path):
+    from stfusion.data.raster import Grid, write_geotiff
+    from stfusion.errors import InputError
+    from stfusion.inference.fuse import fuse_files
+
+    grid = Grid(200, 130)
+    paths = {name: write_geotiff(tmp_path / f"{name}.tif", np.full((2, 200, 130), value, np.int16), grid, nodata=0)
+             for name, value in (("f1", 0), ("c1", 300), ("c2", 400))}  # the fine reference is all nodata
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(InputError, match="no pixel is valid in all of them"):
+        fuse_files("temporal-difference", paths["f1"], paths["c1"], paths["c2"], tmp_path / "out.tif", block=64,
+                   progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output, no staging folder

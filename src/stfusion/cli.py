@@ -186,7 +186,8 @@ def _fuse(args: argparse.Namespace) -> None:
         result = fuse_files(args.method, args.fine_ref, args.coarse_ref, args.coarse_target, args.out,
                             ratio=args.ratio, window=args.window, reflectance_scale=args.reflectance_scale,
                             weights=args.weights,
-                            tile=args.tile, samples=args.samples, seed=args.seed, device=args.device)
+                            tile=args.tile, samples=args.samples, seed=args.seed, device=args.device,
+                            block=args.block)
     for warning in caught:  # one plain line each, like the errors
         print(f"stfusion: warning: {warning.message}", file=sys.stderr)
     std = f" and its samples' std to {result['std']}" if result["std"] else ""
@@ -288,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("--samples", type=int, help="stochastic models (stfdiff): samples to average; 2 or more also "
                       "write <out>_std.tif (default: as in its study)")
     fuse.add_argument("--seed", type=int, default=0, help="stochastic models: seed of the noise (default 0)")
+    fuse.add_argument("--block", type=int, help="a scene wider or taller than this many pixels is fused block by "
+                      "block, read and written window by window (default 4096; memory holds one block)")
     fuse.add_argument("--device", help="trained models: torch device, such as cpu or cuda (default: CUDA when present)")
     fuse.set_defaults(run=_fuse)
     evaluate = commands.add_parser("evaluate", help="score a predicted raster against an observed one",

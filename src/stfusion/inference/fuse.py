@@ -29,9 +29,10 @@ from typing import Callable
 import numpy as np
 
 from stfusion.methods.baselines import check_window
-from stfusion.data.formats import read_raster
+from stfusion.data.formats import open_windows, read_raster
 from stfusion.data.raster import Grid, as_reflectance, write_geotiff
 from stfusion.errors import ConfigError, InputError
+from stfusion.inference.blocks import DEFAULT_BLOCK, HALO, fuse_blocks
 from stfusion.inference.predict import PREDICTION_TAGS
 from stfusion.io import atomic_path
 from stfusion.methods.registry import get_method
@@ -111,8 +112,11 @@ def fuse_files(method_name: str | None, fine_ref: PathOrPaths, coarse_ref: PathO
                coarse_target: str | os.PathLike, out: str | os.PathLike, *, ratio: int | None = None,
                window: int | None = None, reflectance_scale: float | None = None, weights: str | os.PathLike | None = None,
                tile: int | None = None, samples: int | None = None, seed: int = 0,
-               device: str | None = None) -> dict:
+               device: str | None = None, block: int | None = None, progress: bool = True) -> dict:
     """Predict the fine image of the target date and write it to ``out``.
+
+    A scene wider or taller than ``block`` pixels (default :data:`~stfusion.inference.blocks.DEFAULT_BLOCK`)
+    is fused block by block (:mod:`stfusion.inference.blocks`), so memory holds one block, not the scene.
 
     ``method_name`` names a method without training; ``weights`` a trained model's ``model.pt`` (then
     ``method_name``, if given, must be the model it holds). ``fine_ref`` and ``coarse_ref`` are one path each,
@@ -142,6 +146,19 @@ def fuse_files(method_name: str | None, fine_ref: PathOrPaths, coarse_ref: PathO
     if coarse_ref is None and info["uses_coarse_ref"]:
         raise ConfigError(f"--coarse-ref: {info['method']} needs the coarse image of the reference date")
     paths = _pair_paths(info, fine_ref, coarse_ref, coarse_target)
+    side = DEFAULT_BLOCK if block is None else block
+    if isinstance(side, bool) or not isinstance(side, int) or side < 64:
+        raise ConfigError(f"--block: expected a block side of at least 64 pixels, got {block!r}")
+    grid, bands = _scene(paths)
+    if grid.height > side or grid.width > side:
+        _check_scene(paths, grid, ratio, info["bands"], bands)
+        if grid.crs is None:
+            warnings.warn(f"{paths['fine_ref']} has no georeferencing: {out} is written without a CRS",
+                          NoGeoreferenceWarning, stacklevel=2)
+        predicted, layers = fuse_blocks(predict, paths, out, ratio=ratio, reflectance_scale=reflectance_scale,
+                                        side=side, halo=max(HALO, (window or 0) // 2 + 1), progress=progress)
+        return {**info, "out": str(out), "std": str(std_path(out)) if "uncertainty" in layers else None,
+                "pixels": predicted, "georeferenced": grid.crs is not None, "bands": bands, "block": side}
     data, grid, valid, coarse_valid = _read_inputs(paths, reflectance_scale)
     _check_inputs(paths, grid, valid, ratio, info["bands"], next(iter(data.values())).shape[0])
     fine_in, coarse_in = _stacked(data, "fine_ref"), _stacked(data, "coarse_ref")
@@ -153,6 +170,18 @@ def fuse_files(method_name: str | None, fine_ref: PathOrPaths, coarse_ref: PathO
     return {**info, "out": str(out), "std": str(std_path(out)) if "uncertainty" in layers else None,
             "pixels": predicted, "georeferenced": grid.crs is not None,
             "bands": int(layers["prediction"].shape[0])}
+
+
+def _scene(paths: dict[str, Path]) -> tuple[Grid, int]:
+    """The inputs' common grid and band count, from their headers (nothing is read yet)."""
+    with ExitStack() as stack:
+        sources = {name: stack.enter_context(open_windows(path)) for name, path in paths.items()}
+        first_name, first = next(iter(sources.items()))
+        for name, source in sources.items():
+            if source.count != first.count:
+                raise InputError(f"{paths[name]}: has {source.count} bands but {paths[first_name]} has {first.count}")
+            first.grid.require_same(source.grid, what=f"{paths[name]} against {paths[first_name]}")
+        return first.grid, first.count
 
 
 def _pair_paths(info: dict, fine_ref, coarse_ref, coarse_target) -> dict[str, Path]:
@@ -180,12 +209,16 @@ def _stacked(data: dict[str, np.ndarray], role: str) -> np.ndarray | None:
     return np.stack([data[role], data[f"{role}_after"]]) if f"{role}_after" in data else data[role]
 
 
-def _check_inputs(paths: dict[str, Path], grid: Grid, valid: np.ndarray, ratio: int | None, model_bands: int | None,
-                  bands: int) -> None:
+def _check_scene(paths: dict[str, Path], grid: Grid, ratio: int | None, model_bands: int | None, bands: int) -> None:
     if model_bands is not None and bands != model_bands:
         raise InputError(f"{paths['fine_ref']}: has {bands} bands; the model was trained on {model_bands}")
     if ratio is not None and (ratio < 1 or grid.height % ratio or grid.width % ratio):
         raise InputError(f"--ratio: {ratio} does not divide the grid of {paths['fine_ref']} ({grid.height} x {grid.width})")
+
+
+def _check_inputs(paths: dict[str, Path], grid: Grid, valid: np.ndarray, ratio: int | None, model_bands: int | None,
+                  bands: int) -> None:
+    _check_scene(paths, grid, ratio, model_bands, bands)
     if not valid.any():
         raise InputError(f"{', '.join(map(str, paths.values()))}: no pixel is valid in all of them")
 

@@ -1,0 +1,69 @@
+"""Memory of `stfusion fuse` on a scene larger than memory: 10,000 x 10,000 x 6 bands by default.
+
+Writes a fine reference, its coarse image and the target's coarse image (int16 GeoTIFFs, each written block by
+block, so this script stays small too), then runs `stfusion fuse` on them in a child process and prints its
+wall time and peak RSS (the child's, from the OS). The inputs are a smooth random field, not a landscape:
+what is measured is the block-by-block reading, prediction and writing, so the default method is the
+per-pixel temporal difference; pass --method starfm for a window method (much slower).
+Usage: python benchmarks/bench_large_fuse.py [--size 10000 --bands 6 --block 4096 --method temporal-difference]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.windows import Window
+
+
+def write_scene(path: Path, size: int, bands: int, seed: int, strip: int = 1024) -> None:
+    profile = dict(driver="GTiff", height=size, width=size, count=bands, dtype="int16", nodata=0, tiled=True,
+                   blockxsize=256, blockysize=256, compress="deflate", predictor=2, bigtiff="yes",
+                   crs=CRS.from_epsg(32755), transform=Affine(30, 0, 400000, 0, -30, 6200000))
+    rng = np.random.default_rng(seed)
+    with rasterio.open(path, "w", **profile) as dst:
+        for row in range(0, size, strip):
+            rows = min(strip, size - row)
+            data = rng.integers(300, 4000, (bands, rows, size), dtype=np.int16)
+            dst.write(data, window=Window(0, row, size, rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=10000)
+    parser.add_argument("--bands", type=int, default=6)
+    parser.add_argument("--block", type=int, default=4096)
+    parser.add_argument("--method", default="temporal-difference")
+    parser.add_argument("--folder", help="where the inputs go (default: a temporary folder; they take ~3.6 GB)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.folder) as tmp:
+        folder = Path(tmp)
+        start = time.perf_counter()
+        for seed, name in enumerate(("fine_ref", "coarse_ref", "coarse_target")):
+            write_scene(folder / f"{name}.tif", args.size, args.bands, seed)
+        inputs_gib = sum(p.stat().st_size for p in folder.iterdir()) / 2**30
+        print(f"inputs: 3 x {args.size} x {args.size} x {args.bands} int16 ({inputs_gib:.2f} GiB on disk, "
+              f"{3 * args.size**2 * args.bands * 8 / 2**30:.1f} GiB as float64 in memory) in {time.perf_counter() - start:.0f} s")
+        command = [sys.executable, "-m", "stfusion.cli", "fuse", "--method", args.method, "--block", str(args.block),
+                   "--fine-ref", str(folder / "fine_ref.tif"), "--coarse-ref", str(folder / "coarse_ref.tif"),
+                   "--coarse-target", str(folder / "coarse_target.tif"), "--out", str(folder / "prediction.tif")]
+        start = time.perf_counter()
+        subprocess.run(command, check=True)
+        seconds = time.perf_counter() - start
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB on Linux
+        out_gib = (folder / "prediction.tif").stat().st_size / 2**30
+        print(f"{args.method}, block {args.block}: {seconds:.0f} s, peak RSS of the fuse process {peak:.2f} GiB, "
+              f"output COG {out_gib:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Fusing a scene larger than memory: block by block, each read with a halo and written window by window.
+
+Memory then holds one block (``side`` pixels square plus its halo) of every input, whatever the scene's size.
+Each block's prediction keeps its core (the halo gives window methods and tiled models their neighbours) and
+goes into a staged GeoTIFF, which becomes the Cloud-Optimised GeoTIFF at the end (GDAL copies it block by
+block). Statistics a method takes over its whole input (STARFM's and ESTARFM's thresholds, FSDAF's classes)
+are then each block's, as the official ESTARFM and FSDAF codes compute them per processing block.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import warnings
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.windows import Window
+from tqdm.auto import tqdm
+
+from stfusion.data.formats import open_windows
+from stfusion.data.raster import Grid, as_reflectance
+from stfusion.errors import InputError
+from stfusion.inference.predict import PREDICTION_TAGS
+from stfusion.io import atomic_path
+
+DEFAULT_BLOCK = 4096
+"""Side of the blocks, in fine pixels: a 4096-pixel block of 6 bands is ~400 MB per input as float64."""
+HALO = 64
+"""Pixels read around each block: STARFM's (30) and ESTARFM's (25) windows and the tiled models' overlap fit."""
+
+
+def block_boxes(height: int, width: int, side: int, align: int = 1) -> list[tuple[int, int, int, int]]:
+    """(row0, row1, col0, col1) of the blocks covering the scene; ``side`` rounded down to a multiple of
+    ``align`` (the coarse/fine ratio), so that every block starts on a coarse pixel's edge."""
+    side = max(align, side // align * align)
+    return [(r, min(r + side, height), c, min(c + side, width))
+            for r in range(0, height, side) for c in range(0, width, side)]
+
+
+def fuse_blocks(predict: Callable, paths: dict[str, Path], out: str | os.PathLike, *, ratio: int | None,
+                reflectance_scale: float | None, side: int = DEFAULT_BLOCK, halo: int = HALO,
+                band_names: tuple[str, ...] | None = None, progress: bool = True) -> tuple[int, list[str]]:
+    """Predict the scene of ``paths`` (roles as in :func:`stfusion.inference.fuse.fuse_files`) block by block
+    into ``out`` (and ``<out>_std.tif`` for a stochastic model); returns the number of pixels predicted and the
+    layers written ("prediction", "uncertainty")."""
+    align = ratio or 1
+    halo = math.ceil(halo / align) * align
+    with ExitStack() as stack:
+        sources = {name: stack.enter_context(open_windows(path)) for name, path in paths.items()}
+        grid = sources["fine_ref"].grid
+        staging = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=Path(out).parent,
+                                                                        prefix=f".{Path(out).name}.")))
+        writers: dict[str, rasterio.io.DatasetWriter] = {}
+        predicted = 0
+        boxes = block_boxes(grid.height, grid.width, side, align)
+        for r0, r1, c0, c1 in tqdm(boxes, desc=f"blocks of {Path(out).name}", disable=not progress):
+            rows = slice(max(0, r0 - halo), min(grid.height, r1 + halo))
+            cols = slice(max(0, c0 - halo), min(grid.width, c1 + halo))
+            layers, coarse_valid = _predict_block(predict, sources, rows, cols, ratio, reflectance_scale)
+            core = (slice(r0 - rows.start, r1 - rows.start), slice(c0 - cols.start, c1 - cols.start))
+            for name, array in layers.items():
+                array = np.asarray(array, dtype=np.float32).copy()
+                array[:, ~coarse_valid] = np.nan
+                part = array[:, core[0], core[1]]
+                if name not in writers:
+                    writers[name] = stack.enter_context(_staged(staging / f"{name}.tif", grid, part.shape[0],
+                                                                band_names, PREDICTION_TAGS[name]))
+                writers[name].write(part, window=Window(c0, r0, c1 - c0, r1 - r0))
+                if name == "prediction":
+                    predicted += int(np.isfinite(part).all(axis=0).sum())
+        if predicted == 0:
+            raise InputError(f"{', '.join(map(str, paths.values()))}: no pixel is valid in all of them")
+        for writer in writers.values():
+            writer.close()
+        _publish({name: staging / f"{name}.tif" for name in writers}, out)
+    return predicted, list(writers)
+
+
+def _predict_block(predict: Callable, sources, rows: slice, cols: slice, ratio: int | None,
+                   reflectance_scale: float | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    data = {name: as_reflectance(src.raster(rows, cols), reflectance_scale)[0] for name, src in sources.items()}
+    finite = {name: np.isfinite(d).all(axis=0) for name, d in data.items()}
+    coarse_valid = np.logical_and.reduce([ok for name, ok in finite.items() if not name.startswith("fine_ref")])
+    valid = coarse_valid & np.logical_and.reduce([ok for name, ok in finite.items() if name.startswith("fine_ref")])
+    shape = data["fine_ref"].shape
+    if not valid.any():
+        return {"prediction": np.full(shape, np.nan, np.float32)}, coarse_valid
+    stack = lambda role: (np.stack([data[role], data[f"{role}_after"]]) if f"{role}_after" in data  # noqa: E731
+                          else data.get(role))
+    coarse_ref = stack("coarse_ref")
+    result = predict(stack("fine_ref"), data["coarse_target"] if coarse_ref is None else coarse_ref,
+                     data["coarse_target"], valid=valid, ratio=ratio)
+    return (dict(result) if isinstance(result, dict) else {"prediction": result}), coarse_valid
+
+
+def _staged(path: Path, grid: Grid, bands: int, band_names, tags: dict[str, str]):
+    """A tiled float32 GeoTIFF the blocks are written into (the COG driver cannot be written window by window)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        dst = rasterio.open(path, "w", driver="GTiff", height=grid.height, width=grid.width, count=bands,
+                            dtype="float32", crs=grid.crs, transform=grid.transform, nodata=float("nan"),
+                            tiled=True, blockxsize=256, blockysize=256, compress="deflate", predictor=3,
+                            bigtiff="if_safer")
+    for i, name in enumerate(band_names or (), start=1):
+        dst.set_band_description(i, name)
+    dst.scales, dst.offsets = (1.0,) * bands, (0.0,) * bands
+    dst.update_tags(**tags)
+    return dst
+
+
+def _publish(staged: dict[str, Path], out: str | os.PathLike) -> None:
+    """Copy the staged files to Cloud-Optimised GeoTIFFs at their places, all renamed in only once all are written."""
+    from stfusion.inference.fuse import std_path
+
+    targets = {"prediction": Path(out), "uncertainty": std_path(out)}
+    with ExitStack() as renames, warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        for name, path in staged.items():
+            tmp = renames.enter_context(atomic_path(targets[name]))
+            rasterio.shutil.copy(path, tmp, driver="COG", compress="deflate", predictor=3, blocksize=256,
+                                 overview_resampling="average", bigtiff="if_safer")

@@ -220,3 +220,17 @@ def test_swapped_red_and_nir_are_caught(example, tmp_path):
     with pytest.raises(InputError, match=r"does not match the fine image: fine band 3 correlates best with coarse "
                                          r"band 4 .*; fine band 4 correlates best with coarse band 3"):
         ingest_site("example", example, tmp_path / "raw", progress=False)
+
+
+def test_a_changed_site_is_seen(example, tmp_path):
+    import os
+
+    from stfusion.data.site import stale_site
+
+    raw = tmp_path / "raw"
+    assert not stale_site("example", example, raw)  # never read: the download stage runs anyway
+    ingest_site("example", example, raw, progress=False)
+    assert not stale_site("example", example, raw)
+    path = sorted((example / "S3").glob("*.tif"))[0]
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # the user replaced a file
+    assert stale_site("example", example, raw)

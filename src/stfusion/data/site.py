@@ -363,8 +363,32 @@ def ingest_site(name: str, site_folder: str | os.PathLike, out_folder: str | os.
     return Manifest.load(out_folder)
 
 
+def site_fingerprint(folder: str | os.PathLike) -> str:
+    """SHA-256 of site.yaml and of the name, size and modification time of every file under the folder:
+    it changes when the user changes the site (the study then reads it again)."""
+    import hashlib
+
+    folder = Path(folder)
+    digest = hashlib.sha256((folder / SITE_FILE).read_bytes())
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def stale_site(name: str, site_folder: str | os.PathLike, raw_folder: str | os.PathLike) -> bool:
+    """Whether the site's files changed since the download stage read them into ``raw_folder``."""
+    manifest = Path(raw_folder) / "manifest.json"
+    if not manifest.is_file():
+        return False  # never read: the download stage will run anyway
+    import json
+
+    recorded = json.loads(manifest.read_text()).get("meta", {}).get("fingerprint")
+    return recorded != site_fingerprint(site_folder)
+
+
 def _meta(site: Site, dates: list[str], fine: dict[str, Path], coarse: dict[str, Path]) -> dict[str, Any]:
-    return {
+    return {"fingerprint": site_fingerprint(site.folder),
         "site_folder": str(site.folder.resolve()), "fine_sensor": site.fine.sensor, "coarse_sensor": site.coarse.sensor,
         "resampling": site.resampling, "coarse_cover": {},
         "originals": {d: {"fine": str(fine[d].relative_to(site.folder)), "coarse": str(coarse[d].relative_to(site.folder))}

@@ -24,7 +24,8 @@ import threading
 from pathlib import Path
 
 from stfusion.errors import ConfigError, StfusionError
-from stfusion.paths import code_root, find_root
+from stfusion.data.datasets import get_dataset
+from stfusion.paths import Workspace, code_root, find_root
 from stfusion.pipeline.params import load_params
 from stfusion.pipeline.profiles import DEFAULT, write_study
 from stfusion.train.ablation import usable_cores
@@ -83,6 +84,21 @@ def run_lanes(lanes: list[list[str]], root: Path) -> None:
                             "(its output above names the stage; run the same command again to resume)")
 
 
+def reread_changed_sites(root: Path) -> None:
+    """DVC does not watch a site's folder (only its path in params.yaml): a site whose files changed since its
+    download stage read them is read again (``dvc repro -f download@<site>``); what depends on it reruns only
+    if its raw files changed."""
+    from stfusion.data.site import stale_site  # rasterio: only when a site is read
+
+    for name in load_params(root / "params.yaml", build_models=False)["datasets"]:
+        dataset = get_dataset(name)
+        if dataset.kind == "site" and stale_site(name, dataset.folder, Workspace(root).raw(name)):
+            print(f"study: the files of site {name} ({dataset.folder}) changed since they were read: reading them again",
+                  flush=True)
+            if subprocess.run([*DVC, "--force", "--single-item", f"download@{name}"], cwd=root).returncode != 0:
+                raise StfusionError(f"study: dvc repro download@{name} failed (its output above says why)")
+
+
 def run_study(lanes: int | None = None, profile: str | None = None) -> None:
     """The pipeline of the study's params.yaml (``profile``: of that profile, in studies/<profile>/):
     the lanes side by side, then the rest."""
@@ -90,6 +106,7 @@ def run_study(lanes: int | None = None, profile: str | None = None) -> None:
     print(f"study: {root}", flush=True)
     groups = lanes_for(load_params(root / "params.yaml", build_models=False)["datasets"], lanes)
     print(f"study: {len(groups)} lane(s) side by side: {' | '.join(' '.join(g) for g in groups)}", flush=True)
+    reread_changed_sites(root)
     if len(groups) > 1:
         # the stage every lane depends on runs first, alone
         if subprocess.run([*DVC, "sources"], cwd=root).returncode != 0:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from stfusion.data.formats import open_windows
 from stfusion.data.raster import Grid, as_reflectance
 from stfusion.errors import InputError
-from stfusion.inference.predict import PREDICTION_TAGS
+from stfusion.inference.predict import PREDICTION_TAGS, std_path
 from stfusion.io import atomic_path
 
 DEFAULT_BLOCK = 4096
@@ -117,8 +117,6 @@ def _staged(path: Path, grid: Grid, bands: int, band_names, tags: dict[str, str]
 
 def _publish(staged: dict[str, Path], out: str | os.PathLike) -> None:
     """Copy the staged files to Cloud-Optimised GeoTIFFs at their places, all renamed in only once all are written."""
-    from stfusion.inference.fuse import std_path
-
     targets = {"prediction": Path(out), "uncertainty": std_path(out)}
     with ExitStack() as renames, warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)

@@ -33,7 +33,7 @@ from stfusion.data.formats import open_windows, read_raster
 from stfusion.data.raster import Grid, as_reflectance, write_geotiff
 from stfusion.errors import ConfigError, InputError
 from stfusion.inference.blocks import DEFAULT_BLOCK, HALO, fuse_blocks
-from stfusion.inference.predict import PREDICTION_TAGS
+from stfusion.inference.predict import PREDICTION_TAGS, std_path
 from stfusion.io import atomic_path
 from stfusion.methods.registry import get_method
 
@@ -60,12 +60,6 @@ def _read_inputs(paths: dict[str, Path], reflectance_scale: float | None):
     coarse_valid = np.logical_and.reduce([ok for name, ok in finite.items() if not name.startswith("fine_ref")])
     fine_valid = np.logical_and.reduce([ok for name, ok in finite.items() if name.startswith("fine_ref")])
     return data, first.grid, fine_valid & coarse_valid, coarse_valid
-
-
-def std_path(out: str | os.PathLike) -> Path:
-    """Where the per-pixel standard deviation of a stochastic model's samples goes: ``<out>_std.tif``."""
-    out = Path(out)
-    return out.with_name(f"{out.stem}_std{out.suffix or '.tif'}")
 
 
 def untrained_predictor(method_name: str, window: int | None) -> tuple[Callable, dict]:

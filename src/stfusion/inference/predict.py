@@ -35,6 +35,12 @@ PREDICTION_TAGS = {
 """Tags of the files a prediction writes: GIS users see what a band holds."""
 
 
+def std_path(out: str | os.PathLike) -> Path:
+    """Where the per-pixel standard deviation of a stochastic model's samples goes: ``<out>_std.tif``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}_std{out.suffix or '.tif'}")
+
+
 def prediction_name(pair: Pair) -> str:
     """File name of the prediction of ``pair``: ``<reference>_<target>.tif``."""
     return f"{pair[0]}_{pair[1]}.tif"

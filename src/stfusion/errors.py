@@ -14,3 +14,9 @@ class InputError(StfusionError):
 
 class ConfigError(StfusionError, ValueError):
     """A parameter (params.yaml, a notebook parameter or a CLI option) is invalid."""
+
+
+def require(condition: bool, key: str, expected: str, value: object) -> None:
+    """Raise ``ConfigError("<key>: expected <expected>, got <value>")`` unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(f"{key}: expected {expected}, got {value!r}")

@@ -16,6 +16,7 @@ import yaml
 
 from stfusion.data.datasets import dataset_names, get_dataset, use_sites
 from stfusion.errors import ConfigError
+from stfusion.errors import require as _require
 from stfusion.evaluation.robustness import check_levels
 from stfusion.methods.models import AUTOENCODER, MODELS, autoencoder_class, check_keywords, construct, get_model_spec
 from stfusion.methods.registry import get_method
@@ -41,11 +42,6 @@ def load_params(path: str | os.PathLike | None = None, *, build_models: bool = T
         raise ConfigError(f"{path}: not valid YAML ({err})") from err
     validate_params(params, source=str(path), build_models=build_models)
     return params
-
-
-def _require(condition: bool, key: str, expected: str, value: Any) -> None:
-    if not condition:
-        raise ConfigError(f"{key}: expected {expected}, got {value!r}")
 
 
 def _check_list(params: dict, key: str, check) -> None:

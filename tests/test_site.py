@@ -228,9 +228,9 @@ def test_a_changed_site_is_seen(example, tmp_path):
     from stfusion.data.site import stale_site
 
     raw = tmp_path / "raw"
-    assert not stale_site("example", example, raw)  # never read: the download stage runs anyway
+    assert not stale_site(example, raw)  # never read: the download stage runs anyway
     ingest_site("example", example, raw, progress=False)
-    assert not stale_site("example", example, raw)
+    assert not stale_site(example, raw)
     path = sorted((example / "S3").glob("*.tif"))[0]
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # the user replaced a file
-    assert stale_site("example", example, raw)
+    assert stale_site(example, raw)

@@ -9,6 +9,8 @@ user's folder is only read. The format of site.yaml is documented in docs/sites.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import math
 import os
 import re
@@ -28,7 +30,7 @@ from stfusion.data.formats import read_raster
 from stfusion.data.manifest import QA_CLEAR, QA_CLOUD, Manifest, describe_file
 from stfusion.data.raster import Grid, Raster, write_geotiff
 from stfusion.data.real import check_band_order
-from stfusion.errors import ConfigError, InputError
+from stfusion.errors import ConfigError, InputError, require
 from stfusion.io import atomic_dir
 from stfusion.units import REFLECTANCE_SCALE, to_stored
 
@@ -118,10 +120,9 @@ def load_site(folder: str | os.PathLike) -> Site:
 
 
 def _needs(path: Path):
-    def need(condition: bool, key: str, expected: str, value: Any) -> None:
-        if not condition:
-            raise ConfigError(f"{path}: {key + ': ' if key else ''}expected {expected}, got {value!r}")
-    return need
+    """:func:`~stfusion.errors.require` for the keys of ``path`` (a site.yaml): errors name the file, then the key."""
+    return lambda condition, key, expected, value: require(condition, f"{path}: {key}" if key else str(path),
+                                                           expected, value)
 
 
 def _sensor(raw: dict, role: str, n_bands: int, need) -> SensorFiles:
@@ -306,9 +307,10 @@ def fine_reflectance(site: Site, path: Path, grid: Grid, mask: Path | None = Non
     return refl
 
 
-def coarse_reflectance(site: Site, path: Path, grid: Grid) -> np.ndarray:
-    """float32 (band, y, x) reflectance of a coarse file warped onto the fine ``grid``, NaN where invalid."""
-    coarse = read_raster(path)
+def coarse_reflectance(site: Site, coarse: Path | Raster, grid: Grid) -> np.ndarray:
+    """float32 (band, y, x) reflectance of a coarse file (or its raster) warped onto the fine ``grid``, NaN where
+    invalid."""
+    coarse = coarse if isinstance(coarse, Raster) else read_raster(coarse)
     return _on_fine_grid(_reflectance(coarse, site.coarse, len(site.bands), "coarse"), coarse, grid, site.resampling)
 
 
@@ -342,8 +344,7 @@ def ingest_site(name: str, site_folder: str | os.PathLike, out_folder: str | os.
                 if (offset := _aligned_offset(grid, coarse.grid, ratio)) is not None:
                     meta["config"] = {"grid_offset": offset}
             images = {"fine": _stored(_reflectance(fine, site.fine, n_bands, "fine")),
-                      "coarse": _stored(_on_fine_grid(_reflectance(coarse, site.coarse, n_bands, "coarse"),
-                                                      coarse, grid, site.resampling))}
+                      "coarse": _stored(coarse_reflectance(site, coarse, grid))}
             meta["coarse_cover"][date] = round(float((images["coarse"] > 0).any(axis=0).mean()), 4)
             if date in masks:
                 images["fine_qa"] = _qa(masks[date], site, grid)
@@ -366,8 +367,6 @@ def ingest_site(name: str, site_folder: str | os.PathLike, out_folder: str | os.
 def site_fingerprint(folder: str | os.PathLike) -> str:
     """SHA-256 of site.yaml and of the name, size and modification time of every file under the folder:
     it changes when the user changes the site (the study then reads it again)."""
-    import hashlib
-
     folder = Path(folder)
     digest = hashlib.sha256((folder / SITE_FILE).read_bytes())
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -376,19 +375,18 @@ def site_fingerprint(folder: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def stale_site(name: str, site_folder: str | os.PathLike, raw_folder: str | os.PathLike) -> bool:
+def stale_site(site_folder: str | os.PathLike, raw_folder: str | os.PathLike) -> bool:
     """Whether the site's files changed since the download stage read them into ``raw_folder``."""
     manifest = Path(raw_folder) / "manifest.json"
     if not manifest.is_file():
         return False  # never read: the download stage will run anyway
-    import json
-
     recorded = json.loads(manifest.read_text()).get("meta", {}).get("fingerprint")
     return recorded != site_fingerprint(site_folder)
 
 
 def _meta(site: Site, dates: list[str], fine: dict[str, Path], coarse: dict[str, Path]) -> dict[str, Any]:
-    return {"fingerprint": site_fingerprint(site.folder),
+    return {
+        "fingerprint": site_fingerprint(site.folder),
         "site_folder": str(site.folder.resolve()), "fine_sensor": site.fine.sensor, "coarse_sensor": site.coarse.sensor,
         "resampling": site.resampling, "coarse_cover": {},
         "originals": {d: {"fine": str(fine[d].relative_to(site.folder)), "coarse": str(coarse[d].relative_to(site.folder))}

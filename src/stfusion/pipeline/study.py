@@ -84,15 +84,15 @@ def run_lanes(lanes: list[list[str]], root: Path) -> None:
                             "(its output above names the stage; run the same command again to resume)")
 
 
-def reread_changed_sites(root: Path) -> None:
+def reread_changed_sites(root: Path, datasets: list[str]) -> None:
     """DVC does not watch a site's folder (only its path in params.yaml): a site whose files changed since its
     download stage read them is read again (``dvc repro -f download@<site>``); what depends on it reruns only
     if its raw files changed."""
     from stfusion.data.site import stale_site  # rasterio: only when a site is read
 
-    for name in load_params(root / "params.yaml", build_models=False)["datasets"]:
+    for name in datasets:
         dataset = get_dataset(name)
-        if dataset.kind == "site" and stale_site(name, dataset.folder, Workspace(root).raw(name)):
+        if dataset.kind == "site" and stale_site(dataset.folder, Workspace(root).raw(name)):
             print(f"study: the files of site {name} ({dataset.folder}) changed since they were read: reading them again",
                   flush=True)
             if subprocess.run([*DVC, "--force", "--single-item", f"download@{name}"], cwd=root).returncode != 0:
@@ -104,9 +104,10 @@ def run_study(lanes: int | None = None, profile: str | None = None) -> None:
     the lanes side by side, then the rest."""
     root = find_root() if profile in (None, DEFAULT) else write_study(code_root(), profile)
     print(f"study: {root}", flush=True)
-    groups = lanes_for(load_params(root / "params.yaml", build_models=False)["datasets"], lanes)
+    datasets = load_params(root / "params.yaml", build_models=False)["datasets"]
+    groups = lanes_for(datasets, lanes)
     print(f"study: {len(groups)} lane(s) side by side: {' | '.join(' '.join(g) for g in groups)}", flush=True)
-    reread_changed_sites(root)
+    reread_changed_sites(root, datasets)
     if len(groups) > 1:
         # the stage every lane depends on runs first, alone
         if subprocess.run([*DVC, "sources"], cwd=root).returncode != 0:

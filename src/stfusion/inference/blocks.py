@@ -24,7 +24,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
-from stfusion.data.formats import open_windows
+from stfusion.data.formats import WindowedRaster, open_windows
 from stfusion.data.raster import Grid, as_reflectance
 from stfusion.errors import InputError
 from stfusion.inference.predict import PREDICTION_TAGS, std_path
@@ -44,17 +44,47 @@ def block_boxes(height: int, width: int, side: int, align: int = 1) -> list[tupl
             for r in range(0, height, side) for c in range(0, width, side)]
 
 
-def fuse_blocks(predict: Callable, paths: dict[str, Path], out: str | os.PathLike, *, ratio: int | None,
+def open_sources(paths: dict[str, Path], stack: ExitStack) -> dict[str, WindowedRaster]:
+    """Every input by role, opened window by window on ``stack``; their band counts and grids must agree."""
+    sources = {name: stack.enter_context(open_windows(path)) for name, path in paths.items()}
+    first_name, first = next(iter(sources.items()))
+    for name, source in sources.items():
+        if source.count != first.count:
+            raise InputError(f"{paths[name]}: has {source.count} bands but {paths[first_name]} has {first.count}")
+        first.grid.require_same(source.grid, what=f"{paths[name]} against {paths[first_name]}")
+    return sources
+
+
+def read_roles(sources: dict[str, WindowedRaster], rows: slice, cols: slice,
+               reflectance_scale: float | None) -> dict[str, np.ndarray]:
+    """Reflectance (NaN = nodata) of every input in the box ``rows`` x ``cols``, by role."""
+    return {name: as_reflectance(src.raster(rows, cols), reflectance_scale)[0] for name, src in sources.items()}
+
+
+def role_inputs(data: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A method's fine references, coarse references and target (two pairs stacked as (pair, band, y, x), the
+    earlier first), the pixels valid in every input, and those valid in every coarse image."""
+    finite = {name: np.isfinite(d).all(axis=0) for name, d in data.items()}
+    coarse_valid = np.logical_and.reduce([ok for name, ok in finite.items() if not name.startswith("fine_ref")])
+    valid = coarse_valid & np.logical_and.reduce([ok for name, ok in finite.items() if name.startswith("fine_ref")])
+    stack = lambda role: (np.stack([data[role], data[f"{role}_after"]]) if f"{role}_after" in data  # noqa: E731
+                          else data.get(role))
+    coarse_ref = stack("coarse_ref")
+    # A model that ignores C1 still takes an array in its place: the target's coarse image.
+    coarse_ref = data["coarse_target"] if coarse_ref is None else coarse_ref
+    return stack("fine_ref"), coarse_ref, data["coarse_target"], valid, coarse_valid
+
+
+def fuse_blocks(predict: Callable, sources: dict[str, WindowedRaster], out: str | os.PathLike, *, ratio: int | None,
                 reflectance_scale: float | None, side: int = DEFAULT_BLOCK, halo: int = HALO,
                 band_names: tuple[str, ...] | None = None, progress: bool = True) -> tuple[int, list[str]]:
-    """Predict the scene of ``paths`` (roles as in :func:`stfusion.inference.fuse.fuse_files`) block by block
-    into ``out`` (and ``<out>_std.tif`` for a stochastic model); returns the number of pixels predicted and the
-    layers written ("prediction", "uncertainty")."""
+    """Predict the scene of ``sources`` (:func:`open_sources`) block by block into ``out`` (and
+    ``<out>_std.tif`` for a stochastic model); returns the number of pixels predicted and the layers written
+    ("prediction", "uncertainty")."""
     align = ratio or 1
     halo = math.ceil(halo / align) * align
+    grid = sources["fine_ref"].grid
     with ExitStack() as stack:
-        sources = {name: stack.enter_context(open_windows(path)) for name, path in paths.items()}
-        grid = sources["fine_ref"].grid
         staging = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=Path(out).parent,
                                                                         prefix=f".{Path(out).name}.")))
         writers: dict[str, rasterio.io.DatasetWriter] = {}
@@ -63,7 +93,7 @@ def fuse_blocks(predict: Callable, paths: dict[str, Path], out: str | os.PathLik
         for r0, r1, c0, c1 in tqdm(boxes, desc=f"blocks of {Path(out).name}", disable=not progress):
             rows = slice(max(0, r0 - halo), min(grid.height, r1 + halo))
             cols = slice(max(0, c0 - halo), min(grid.width, c1 + halo))
-            layers, coarse_valid = _predict_block(predict, sources, rows, cols, ratio, reflectance_scale)
+            layers, coarse_valid = _predict_block(predict, read_roles(sources, rows, cols, reflectance_scale), ratio)
             core = (slice(r0 - rows.start, r1 - rows.start), slice(c0 - cols.start, c1 - cols.start))
             for name, array in layers.items():
                 array = np.asarray(array, dtype=np.float32).copy()
@@ -76,27 +106,19 @@ def fuse_blocks(predict: Callable, paths: dict[str, Path], out: str | os.PathLik
                 if name == "prediction":
                     predicted += int(np.isfinite(part).all(axis=0).sum())
         if predicted == 0:
-            raise InputError(f"{', '.join(map(str, paths.values()))}: no pixel is valid in all of them")
+            raise InputError(f"{', '.join(str(src.path) for src in sources.values())}: no pixel is valid in all of them")
         for writer in writers.values():
             writer.close()
         _publish({name: staging / f"{name}.tif" for name in writers}, out)
     return predicted, list(writers)
 
 
-def _predict_block(predict: Callable, sources, rows: slice, cols: slice, ratio: int | None,
-                   reflectance_scale: float | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    data = {name: as_reflectance(src.raster(rows, cols), reflectance_scale)[0] for name, src in sources.items()}
-    finite = {name: np.isfinite(d).all(axis=0) for name, d in data.items()}
-    coarse_valid = np.logical_and.reduce([ok for name, ok in finite.items() if not name.startswith("fine_ref")])
-    valid = coarse_valid & np.logical_and.reduce([ok for name, ok in finite.items() if name.startswith("fine_ref")])
-    shape = data["fine_ref"].shape
+def _predict_block(predict: Callable, data: dict[str, np.ndarray],
+                   ratio: int | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    fine_ref, coarse_ref, coarse_target, valid, coarse_valid = role_inputs(data)
     if not valid.any():
-        return {"prediction": np.full(shape, np.nan, np.float32)}, coarse_valid
-    stack = lambda role: (np.stack([data[role], data[f"{role}_after"]]) if f"{role}_after" in data  # noqa: E731
-                          else data.get(role))
-    coarse_ref = stack("coarse_ref")
-    result = predict(stack("fine_ref"), data["coarse_target"] if coarse_ref is None else coarse_ref,
-                     data["coarse_target"], valid=valid, ratio=ratio)
+        return {"prediction": np.full(data["fine_ref"].shape, np.nan, np.float32)}, coarse_valid
+    result = predict(fine_ref, coarse_ref, coarse_target, valid=valid, ratio=ratio)
     return (dict(result) if isinstance(result, dict) else {"prediction": result}), coarse_valid
 
 

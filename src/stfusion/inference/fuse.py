@@ -29,10 +29,9 @@ from typing import Callable
 import numpy as np
 
 from stfusion.methods.baselines import check_window
-from stfusion.data.formats import open_windows, read_raster
-from stfusion.data.raster import Grid, as_reflectance, write_geotiff
+from stfusion.data.raster import Grid, write_geotiff
 from stfusion.errors import ConfigError, InputError
-from stfusion.inference.blocks import DEFAULT_BLOCK, HALO, fuse_blocks
+from stfusion.inference.blocks import DEFAULT_BLOCK, HALO, fuse_blocks, open_sources, read_roles, role_inputs
 from stfusion.inference.predict import PREDICTION_TAGS, std_path
 from stfusion.io import atomic_path
 from stfusion.methods.registry import get_method
@@ -44,22 +43,6 @@ DEFAULT_TILE = 512  # inference tile side for weights files that do not record t
 
 class NoGeoreferenceWarning(UserWarning):
     """The inputs have no CRS, so neither has the prediction."""
-
-
-def _read_inputs(paths: dict[str, Path], reflectance_scale: float | None):
-    """Reflectance of the inputs, their common grid, the mask of pixels valid in all, and that of the
-    pixels valid in every coarse image."""
-    rasters = {name: read_raster(path) for name, path in paths.items()}
-    first_name, first = next(iter(rasters.items()))
-    for name, raster in rasters.items():
-        if raster.data.shape[0] != first.data.shape[0]:
-            raise InputError(f"{paths[name]}: has {raster.data.shape[0]} bands but {paths[first_name]} has {first.data.shape[0]}")
-        first.grid.require_same(raster.grid, what=f"{paths[name]} against {paths[first_name]}")
-    data = {name: as_reflectance(raster, reflectance_scale)[0] for name, raster in rasters.items()}
-    finite = {name: np.isfinite(d).all(axis=0) for name, d in data.items()}
-    coarse_valid = np.logical_and.reduce([ok for name, ok in finite.items() if not name.startswith("fine_ref")])
-    fine_valid = np.logical_and.reduce([ok for name, ok in finite.items() if name.startswith("fine_ref")])
-    return data, first.grid, fine_valid & coarse_valid, coarse_valid
 
 
 def untrained_predictor(method_name: str, window: int | None) -> tuple[Callable, dict]:
@@ -143,39 +126,28 @@ def fuse_files(method_name: str | None, fine_ref: PathOrPaths, coarse_ref: PathO
     side = DEFAULT_BLOCK if block is None else block
     if isinstance(side, bool) or not isinstance(side, int) or side < 64:
         raise ConfigError(f"--block: expected a block side of at least 64 pixels, got {block!r}")
-    grid, bands = _scene(paths)
-    if grid.height > side or grid.width > side:
+    with ExitStack() as stack:
+        sources = open_sources(paths, stack)
+        grid, bands = sources["fine_ref"].grid, sources["fine_ref"].count
         _check_scene(paths, grid, ratio, info["bands"], bands)
-        if grid.crs is None:
-            warnings.warn(f"{paths['fine_ref']} has no georeferencing: {out} is written without a CRS",
-                          NoGeoreferenceWarning, stacklevel=2)
-        predicted, layers = fuse_blocks(predict, paths, out, ratio=ratio, reflectance_scale=reflectance_scale,
-                                        side=side, halo=max(HALO, (window or 0) // 2 + 1), progress=progress)
-        return {**info, "out": str(out), "std": str(std_path(out)) if "uncertainty" in layers else None,
-                "pixels": predicted, "georeferenced": grid.crs is not None, "bands": bands, "block": side}
-    data, grid, valid, coarse_valid = _read_inputs(paths, reflectance_scale)
-    _check_inputs(paths, grid, valid, ratio, info["bands"], next(iter(data.values())).shape[0])
-    fine_in, coarse_in = _stacked(data, "fine_ref"), _stacked(data, "coarse_ref")
-    # A model that ignores C1 still takes an array in its place: the target's coarse image.
-    result = predict(fine_in, data["coarse_target"] if coarse_in is None else coarse_in, data["coarse_target"],
-                     valid=valid, ratio=ratio)
+        if grid.height > side or grid.width > side:
+            if grid.crs is None:
+                warnings.warn(f"{paths['fine_ref']} has no georeferencing: {out} is written without a CRS",
+                              NoGeoreferenceWarning, stacklevel=2)
+            predicted, layers = fuse_blocks(predict, sources, out, ratio=ratio, reflectance_scale=reflectance_scale,
+                                            side=side, halo=max(HALO, (window or 0) // 2 + 1), progress=progress)
+            return {**info, "out": str(out), "std": str(std_path(out)) if "uncertainty" in layers else None,
+                    "pixels": predicted, "georeferenced": grid.crs is not None, "bands": bands, "block": side}
+        data = read_roles(sources, slice(0, grid.height), slice(0, grid.width), reflectance_scale)
+    fine_in, coarse_in, target, valid, coarse_valid = role_inputs(data)
+    if not valid.any():
+        raise InputError(f"{', '.join(map(str, paths.values()))}: no pixel is valid in all of them")
+    result = predict(fine_in, coarse_in, target, valid=valid, ratio=ratio)
     layers = dict(result) if isinstance(result, dict) else {"prediction": result}
     predicted = write_layers(layers, grid, coarse_valid, out, paths["fine_ref"])
     return {**info, "out": str(out), "std": str(std_path(out)) if "uncertainty" in layers else None,
             "pixels": predicted, "georeferenced": grid.crs is not None,
             "bands": int(layers["prediction"].shape[0])}
-
-
-def _scene(paths: dict[str, Path]) -> tuple[Grid, int]:
-    """The inputs' common grid and band count, from their headers (nothing is read yet)."""
-    with ExitStack() as stack:
-        sources = {name: stack.enter_context(open_windows(path)) for name, path in paths.items()}
-        first_name, first = next(iter(sources.items()))
-        for name, source in sources.items():
-            if source.count != first.count:
-                raise InputError(f"{paths[name]}: has {source.count} bands but {paths[first_name]} has {first.count}")
-            first.grid.require_same(source.grid, what=f"{paths[name]} against {paths[first_name]}")
-        return first.grid, first.count
 
 
 def _pair_paths(info: dict, fine_ref, coarse_ref, coarse_target) -> dict[str, Path]:
@@ -196,13 +168,6 @@ def _pair_paths(info: dict, fine_ref, coarse_ref, coarse_target) -> dict[str, Pa
     return paths
 
 
-def _stacked(data: dict[str, np.ndarray], role: str) -> np.ndarray | None:
-    """One pair's image, or (pair, band, y, x) for two."""
-    if role not in data:
-        return None
-    return np.stack([data[role], data[f"{role}_after"]]) if f"{role}_after" in data else data[role]
-
-
 def _check_scene(paths: dict[str, Path], grid: Grid, ratio: int | None, model_bands: int | None, bands: int) -> None:
     if model_bands is not None and bands != model_bands:
         raise InputError(f"{paths['fine_ref']}: has {bands} bands; the model was trained on {model_bands}")
@@ -210,15 +175,8 @@ def _check_scene(paths: dict[str, Path], grid: Grid, ratio: int | None, model_ba
         raise InputError(f"--ratio: {ratio} does not divide the grid of {paths['fine_ref']} ({grid.height} x {grid.width})")
 
 
-def _check_inputs(paths: dict[str, Path], grid: Grid, valid: np.ndarray, ratio: int | None, model_bands: int | None,
-                  bands: int) -> None:
-    _check_scene(paths, grid, ratio, model_bands, bands)
-    if not valid.any():
-        raise InputError(f"{', '.join(map(str, paths.values()))}: no pixel is valid in all of them")
-
-
 def write_layers(layers: dict[str, np.ndarray], grid: Grid, valid: np.ndarray, out: str | os.PathLike,
-           fine_ref: Path, band_names: tuple[str, ...] | None = None) -> int:
+                 fine_ref: Path, band_names: tuple[str, ...] | None = None) -> int:
     """The prediction (and the samples' std) as float32 Cloud-Optimised GeoTIFFs, NaN outside ``valid`` and
     wherever the method gave NaN; both or neither. Returns the number of pixels predicted."""
     if grid.crs is None:

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from stfusion.data.formats import read_raster
 from stfusion.data.site import coarse_ratio, coarse_reflectance, fine_reflectance, load_site, match_dates
 from stfusion.errors import ConfigError, InputError
+from stfusion.inference.blocks import role_inputs
 from stfusion.inference.fuse import trained_predictor, untrained_predictor, write_layers
 
 DEFAULT_MIN_CLEAR = 0.5
@@ -105,15 +106,12 @@ def fuse_site(site_folder: str | os.PathLike, out_dir: str | os.PathLike, *, met
         if out.is_file():
             results.append(SeriesResult(target, references, out, "skipped"))
             continue
-        fine_ref = np.stack([fine_at(d) for d in references])
-        coarse_ref = np.stack([coarse_at(d) for d in references])
-        coarse_target = coarse_at(target)
-        coarse_valid = np.isfinite(coarse_ref).all(axis=(0, 1)) & np.isfinite(coarse_target).all(axis=0)
-        valid = np.isfinite(fine_ref).all(axis=(0, 1)) & coarse_valid
+        roles = {"coarse_target": coarse_at(target)}
+        for suffix, date in zip(("", "_after"), references):
+            roles.update({f"fine_ref{suffix}": fine_at(date), f"coarse_ref{suffix}": coarse_at(date)})
+        fine_ref, coarse_ref, coarse_target, valid, coarse_valid = role_inputs(roles)
         if not valid.any():
             raise InputError(f"{coarse[target]}: no pixel is valid in it and in the reference pair(s) {references}")
-        if len(references) == 1:
-            fine_ref, coarse_ref = fine_ref[0], coarse_ref[0]
         result = predict(fine_ref, coarse_ref, coarse_target, valid=valid, ratio=ratio)
         layers = dict(result) if isinstance(result, dict) else {"prediction": result}
         write_layers(layers, grid, coarse_valid, out, fine[references[0]], band_names=site.bands)

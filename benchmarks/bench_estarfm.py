@@ -10,27 +10,18 @@ Usage: python benchmarks/bench_estarfm.py [--height 2040 --width 1720 --repeats 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
-import multiprocessing
-import resource
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from bench_starfm import generate_in_child, time_prediction  # the same scene generation and timing as STARFM's
 
 from stfusion.data.datacube import valid_mask
 from stfusion.data.manifest import Manifest
 from stfusion.data.raster import read_geotiff
-from stfusion.data.synthetic import generate_dataset, synthetic_config
 from stfusion.methods.baselines.estarfm import EstarfmParams, predict_estarfm
 from stfusion.units import to_reflectance
-
-
-def generate(folder: str, height: int, width: int) -> None:
-    generate_dataset("cia-sim", folder, synthetic_config("cia-sim", {"height": height, "width": width, "n_dates": 3}))
 
 
 def load(folder: Path) -> dict[str, np.ndarray]:
@@ -56,29 +47,15 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "cia-sim"
-        start = time.perf_counter()
-        with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            pool.submit(generate, str(folder), args.height, args.width).result()
-        print(f"generated cia-sim {args.height} x {args.width} x 6 bands in {time.perf_counter() - start:.1f} s (child process)")
+        generate_in_child(folder, args.height, args.width, n_dates=3)
         inputs = load(folder)
     params = EstarfmParams()
     device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     side = 2 * params.half_window + 1
     print(f"ESTARFM {side} x {side} window, {params.similar} similar pixels, device {device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} CPU threads, tile {args.tile or 'default'}")
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        prediction = predict_estarfm(**inputs, params=params, device=device, tile=args.tile)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-        print(f"  run {len(times)}: {times[-1]:.1f} s")
-    megapixels = args.height * args.width / 1e6
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
-    print(f"median {statistics.median(times):.1f} s for {megapixels:.2f} Mpx x 6 bands "
-          f"({megapixels / statistics.median(times):.4f} Mpx/s); peak RSS {peak:.2f} GiB; "
-          f"{np.isfinite(prediction).mean():.1%} of the values predicted")
+    time_prediction(lambda: predict_estarfm(**inputs, params=params, device=device, tile=args.tile),
+                    device, args.repeats, args.height, args.width, digits=4)
 
 
 if __name__ == "__main__":

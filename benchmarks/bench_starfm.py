@@ -30,8 +30,33 @@ from stfusion.data.synthetic import generate_dataset, synthetic_config
 from stfusion.units import to_reflectance
 
 
-def generate(folder: str, height: int, width: int) -> None:
-    generate_dataset("cia-sim", folder, synthetic_config("cia-sim", {"height": height, "width": width, "n_dates": 2}))
+def generate(folder: str, height: int, width: int, n_dates: int = 2) -> None:
+    generate_dataset("cia-sim", folder, synthetic_config("cia-sim", {"height": height, "width": width, "n_dates": n_dates}))
+
+
+def generate_in_child(folder: Path, height: int, width: int, n_dates: int = 2) -> None:
+    """A cia-sim scene in ``folder``, generated in a child process so this process's peak RSS is the method's."""
+    start = time.perf_counter()
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(generate, str(folder), height, width, n_dates).result()
+    print(f"generated cia-sim {height} x {width} x 6 bands in {time.perf_counter() - start:.1f} s (child process)")
+
+
+def time_prediction(run, device: torch.device, repeats: int, height: int, width: int, digits: int = 3) -> None:
+    """Time ``run()`` (a prediction) ``repeats`` times; print each run, the median, the rate and the peak RSS."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        prediction = run()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+        print(f"  run {len(times)}: {times[-1]:.1f} s")
+    megapixels = height * width / 1e6
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    print(f"median {statistics.median(times):.1f} s for {megapixels:.2f} Mpx x 6 bands "
+          f"({megapixels / statistics.median(times):.{digits}f} Mpx/s); peak RSS {peak:.2f} GiB; "
+          f"{np.isfinite(prediction).mean():.1%} of the values predicted")
 
 
 def load(folder: Path) -> dict[str, np.ndarray]:
@@ -56,29 +81,15 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "cia-sim"
-        start = time.perf_counter()
-        with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            pool.submit(generate, str(folder), args.height, args.width).result()
-        print(f"generated cia-sim {args.height} x {args.width} x 6 bands in {time.perf_counter() - start:.1f} s (child process)")
+        generate_in_child(folder, args.height, args.width)
         inputs = load(folder)
     params = StarfmParams(symmetric_window=args.symmetric)
     device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     side = len(params.offsets)
     print(f"STARFM {side} x {side} window, device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
           f"tile {args.tile or 'default'}")
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        prediction = predict_starfm(**inputs, ratio=20, params=params, device=device, tile=args.tile)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-        print(f"  run {len(times)}: {times[-1]:.1f} s")
-    megapixels = args.height * args.width / 1e6
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
-    print(f"median {statistics.median(times):.1f} s for {megapixels:.2f} Mpx x 6 bands "
-          f"({megapixels / statistics.median(times):.3f} Mpx/s); peak RSS {peak:.2f} GiB; "
-          f"{np.isfinite(prediction).mean():.1%} of the values predicted")
+    time_prediction(lambda: predict_starfm(**inputs, ratio=20, params=params, device=device, tile=args.tile),
+                    device, args.repeats, args.height, args.width)
 
 
 if __name__ == "__main__":

@@ -180,6 +180,24 @@ def test_only_batches_of_windows_reach_the_model():
     assert all(n <= 3 and h <= 30 and w <= 30 for n, _, h, w in shapes)
 
 
+def test_a_batch_holds_at_most_batch_pixels_but_always_one_window():
+    shapes = []
+
+    class Recording(PadConvNet):
+        def forward(self, *inputs):
+            shapes.append(tuple(inputs[0].shape))
+            return super().forward(*inputs)
+
+    model = make_model(Recording)
+    arrays = random_scene()
+    reference = predict_scene(model, *arrays, tile=30, blend=4, batch_size=1)
+    for pixels, most in ((2 * 30 * 30, 2), (30 * 30 - 1, 1)):
+        shapes.clear()
+        tiled = predict_scene(model, *arrays, tile=30, blend=4, batch_size=8, batch_pixels=pixels)
+        assert max(n for n, *_ in shapes) == most
+        np.testing.assert_allclose(tiled, reference, rtol=0, atol=1e-6)
+
+
 # --- window geometry --------------------------------------------------------------------------------
 
 GEOMETRIES = [
@@ -289,6 +307,8 @@ def test_bad_parameters_name_the_parameter():
         predict_scene(Lying(model, alignment=2), *arrays, tile=23, blend=16)
     with pytest.raises(ConfigError, match="batch_size"):
         predict_scene(model, *arrays, batch_size=0)
+    with pytest.raises(ConfigError, match="batch_pixels"):
+        predict_scene(model, *arrays, batch_pixels=0)
     with pytest.raises(ConfigError, match="Identity is not a FusionModel"):
         predict_scene(nn.Identity(), *arrays)
 

@@ -52,7 +52,10 @@ the run record must store the tile size (and margin and blend) used. :func:`pred
 models like any other and emits no warning. A stochastic model (diffusion) is in the same position unless
 its noise is a fixed function of the scene position (one noise field per scene, cut like the inputs).
 
-Memory: at most ``batch_size`` windows are on the device at a time; the host keeps the inputs, one
+Memory: at most ``batch_size`` windows, and no more than ``batch_pixels`` pixels of them (but always one
+window), are on the device at a time. A model's activations grow with the pixels of a batch, not with its
+window count: GAN-STFM's paper generator takes about 4.5 GiB per 1024 px window on a CPU in float32, so the
+default budget of one such window keeps a 2048 px tile scene from asking for four at once. The host keeps the inputs, one
 float32 accumulator of the output's size and one float64 weight sum of the scene's size. Non-finite input
 values (nodata) are set to 0 window by window, so the inputs are never copied whole; the caller masks the
 output afterwards.
@@ -277,13 +280,20 @@ def _accumulate(total: np.ndarray, weight_sum: np.ndarray, prediction: np.ndarra
     weight_sum[window.core_rows, window.core_cols] += weights
 
 
-def _batches(windows: list[Window], batch_size: int) -> Iterator[list[Window]]:
-    for start in range(0, len(windows), batch_size):
-        yield windows[start:start + batch_size]
+BATCH_PIXELS = 1024 * 1024
+
+
+def _batches(windows: list[Window], batch_size: int, batch_pixels: int) -> Iterator[list[Window]]:
+    """Groups of up to ``batch_size`` windows holding at most ``batch_pixels`` pixels (windows share a shape)."""
+    height, width = windows[0].shape
+    size = max(1, min(batch_size, batch_pixels // (height * width)))
+    for start in range(0, len(windows), size):
+        yield windows[start:start + size]
 
 
 def predict_scene(model: nn.Module, fine_ref: np.ndarray, coarse_ref: np.ndarray, coarse_target: np.ndarray, *,
-                  tile: int = 256, margin: int | None = None, blend: int = 16, batch_size: int = 4, device=None,
+                  tile: int = 256, margin: int | None = None, blend: int = 16, batch_size: int = 4,
+                  batch_pixels: int = BATCH_PIXELS, device=None,
                   autocast: bool = True, progress: bool = False,
                   extra_inputs: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """Predict a whole scene window by window; float32 (bands_out, H, W). See the module docstring.
@@ -306,6 +316,7 @@ def predict_scene(model: nn.Module, fine_ref: np.ndarray, coarse_ref: np.ndarray
         raise ConfigError(f"margin={margin} is smaller than the model's receptive field ({receptive_field} px); "
                           "window edges would leak into the result: use margin >= receptive_field or leave it None")
     batch_size = _check_int("batch_size", batch_size, 1)
+    batch_pixels = _check_int("batch_pixels", batch_pixels, 1)
     windows = tile_windows(height, width, tile=tile, margin=margin, blend=blend, alignment=alignment)
     device = resolve_device(device)
     on_cuda = device.type == "cuda"
@@ -313,19 +324,20 @@ def predict_scene(model: nn.Module, fine_ref: np.ndarray, coarse_ref: np.ndarray
     model.to(device)
     if on_cuda:  # only then: channels_last on the CPU would just reorder the caller's weights for nothing
         model.to(memory_format=memory_format)
-    return _run(model, arrays, windows, blend=blend, batch_size=batch_size, device=device,
-                memory_format=memory_format, use_amp=on_cuda and autocast, progress=progress, extra=extra_inputs)
+    return _run(model, arrays, windows, blend=blend, batch_size=batch_size, batch_pixels=batch_pixels,
+                device=device, memory_format=memory_format, use_amp=on_cuda and autocast, progress=progress,
+                extra=extra_inputs)
 
 
-def _run(model: nn.Module, arrays, windows: list[Window], *, blend: int, batch_size: int, device: torch.device,
-         memory_format: torch.memory_format, use_amp: bool, progress: bool,
+def _run(model: nn.Module, arrays, windows: list[Window], *, blend: int, batch_size: int, batch_pixels: int,
+         device: torch.device, memory_format: torch.memory_format, use_amp: bool, progress: bool,
          extra: dict[str, np.ndarray]) -> np.ndarray:
     """The window loop: forward passes in batches, weighted accumulation, normalisation."""
     height, width = arrays[0].shape[1:]
     total = weight_sum = None
     with _eval_mode(model), torch.inference_mode(), tqdm(total=len(windows), disable=not progress,
                                                          unit="window", desc="predict_scene") as bar:
-        for group in _batches(windows, batch_size):
+        for group in _batches(windows, batch_size, batch_pixels):
             extra_batch = dict(zip(extra, _batch_tensor(list(extra.values()), group, device, memory_format)))
             predictions = _forward(model, _batch_tensor(arrays, group, device, memory_format), use_amp, extra_batch)
             if total is None:  # the output band count is known only now

@@ -22,6 +22,7 @@ What a run guarantees:
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -191,9 +192,10 @@ def build_task(name: str, config: TrainConfig, *, feature_encoder_path: str | os
 
 
 def make_trainer(config: TrainConfig, checkpoint_dir: Path, *, accelerator: str, devices: int | str,
-                 strategy: str, progress: bool, callbacks: list[Callback], accumulate: int = 1) -> L.Trainer:
+                 strategy: str, progress: bool, callbacks: list[Callback], accumulate: int = 1,
+                 launch: tuple[int, int, int] | None = None) -> L.Trainer:
+    """``launch``: :func:`torchrun_world` of the caller (None outside torchrun)."""
     cuda = use_cuda(accelerator)
-    launch = torchrun_world()
     _, local, nodes = launch or (0, 1, 1)
     if launch:  # DDP, one device per torchrun process (on CPU: one process each, gloo)
         devices, strategy = local, "ddp" if strategy == "auto" else strategy
@@ -241,7 +243,7 @@ def train_model(name: str, cube: xr.Dataset, splits: Splits, config: TrainConfig
     clock = TrainingClock(checkpoint_dir / "clock.json")
     trainer = make_trainer(config, checkpoint_dir, accelerator=accelerator, devices=devices, strategy=strategy,
                            progress=progress, callbacks=[clock, *callbacks],
-                           accumulate=accumulate if task.automatic_optimization else 1)
+                           accumulate=accumulate if task.automatic_optimization else 1, launch=launch)
     with warnings.catch_warnings():
         # Our checkpoint folder holds the run's fingerprint, so Lightning always finds it "not empty".
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
@@ -265,7 +267,12 @@ def train_model(name: str, cube: xr.Dataset, splits: Splits, config: TrainConfig
         "settings": config.to_dict(), "standardize": statistics,
         "discriminator_parameters": (count_parameters(task.discriminator) if isinstance(task, AdversarialTask) else 0),
     }
-    return TrainResult(model, record, history, trainer.is_global_zero)
+    is_global_zero = trainer.is_global_zero
+    # Lightning's trainer and task refer to each other: collect them now, before the caller predicts
+    # whole scenes, rather than carry the discriminator, optimiser state and patches alongside.
+    del trainer, task, data, checkpoint, state
+    gc.collect()
+    return TrainResult(model, record, history, is_global_zero)
 
 
 def finish(checkpoint_dir: str | os.PathLike) -> None:

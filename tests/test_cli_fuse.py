@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from affine import Affine
@@ -300,3 +302,80 @@ def test_a_block_by_block_failure_leaves_nothing(tmp_path):
         fuse_files("temporal-difference", paths["f1"], paths["c1"], paths["c2"], tmp_path / "out.tif", block=64,
                    progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output, no staging folder
+
+
+# --- outputs: nothing a user gave is replaced, and a bad output path is refused before any work -----------
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+@pytest.mark.parametrize("case", ["same-path", "relative-path", "symlink", "hardlink", "std-of-out"])
+def test_an_output_that_is_an_input_is_refused(tmp_path, inputs, capsys, monkeypatch, case):
+    paths, _ = inputs
+    out = paths["f1"]
+    if case == "relative-path":
+        monkeypatch.chdir(tmp_path / "..")
+        out = f"{tmp_path.name}/../{tmp_path.name}/f1.tif"
+    elif case == "symlink":
+        out = tmp_path / "link.tif"
+        out.symlink_to(paths["c2"])
+    elif case == "hardlink":
+        out = tmp_path / "hard.tif"
+        out.hardlink_to(paths["c1"])
+    elif case == "std-of-out":  # the prediction's std side file would land on the fine reference
+        paths["f1"].rename(tmp_path / "p_std.tif")
+        paths["f1"] = tmp_path / "p_std.tif"
+        out = tmp_path / "p.tif"
+    before = _snapshot(tmp_path)
+    assert fuse(paths, out, "--overwrite") == 2
+    err = capsys.readouterr().err
+    assert "is the input" in err and "Traceback" not in err
+    assert _snapshot(tmp_path) == before
+
+
+def test_an_existing_output_is_replaced_only_with_overwrite(tmp_path, inputs, capsys):
+    paths, (f1, *_) = inputs
+    out, std = tmp_path / "p.tif", tmp_path / "p_std.tif"
+    out.write_bytes(b"an earlier result")
+    assert fuse(paths, out) == 2
+    assert "p.tif exists; pass --overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == b"an earlier result"
+    out.unlink()
+    std.write_bytes(b"an earlier std")
+    assert fuse(paths, out) == 2
+    assert "p_std.tif exists; pass --overwrite" in capsys.readouterr().err
+    assert not out.exists() and std.read_bytes() == b"an earlier std"
+    assert fuse(paths, out, "--overwrite") == 0  # temporal difference has no std: the earlier one goes
+    assert "removed" in capsys.readouterr().out
+    assert read_geotiff(out).data.shape == f1.shape and not std.exists()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("folder", "is a folder"), ("png", "does not end in .tif or .tiff"), ("empty", "--out: empty"),
+    ("under-a-file", "is a file, so the folder"),
+])
+def test_a_bad_output_path_is_one_line_and_writes_nothing(tmp_path, inputs, capsys, case, message):
+    paths, _ = inputs
+    out = {"folder": tmp_path, "png": tmp_path / "p.png", "empty": "",
+           "under-a-file": paths["f1"] / "p.tif"}[case]
+    before = sorted(tmp_path.rglob("*"))
+    assert fuse(paths, out) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write in any folder")
+def test_a_read_only_folder_is_refused_before_any_work(tmp_path, inputs, capsys):
+    paths, _ = inputs
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    assert fuse(paths, locked / "p.tif") == 2
+    assert "is not writable" in capsys.readouterr().err
+
+
+def test_a_missing_output_folder_is_made(tmp_path, inputs):
+    paths, _ = inputs
+    assert fuse(paths, tmp_path / "new" / "deeper" / "p.tif") == 0
+    assert (tmp_path / "new" / "deeper" / "p.tif").is_file()

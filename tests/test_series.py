@@ -103,3 +103,21 @@ def test_two_pair_methods_take_the_pairs_on_either_side(site, tmp_path):
         fuse_site(site, tmp_path / "edge", method_name="estarfm", progress=False)  # the last date: no pair after
     (edge,) = fuse_site(site, tmp_path / "edge", method_name="starfm", progress=False)
     assert len(edge.references) == 1
+
+
+def test_no_prediction_lands_on_a_site_file_and_overwrite_predicts_again(site, tmp_path, capsys):
+    (first,) = fuse_site(site, tmp_path / "out", method_name="persistence", progress=False)
+    stamp = first.out.stat().st_mtime_ns
+    (again,) = fuse_site(site, tmp_path / "out", method_name="temporal-difference", overwrite=True, progress=False)
+    assert again.status == "written" and again.out.stat().st_mtime_ns > stamp
+    trap = tmp_path / "trap"  # the target's output name is a link to one of the site's own files
+    trap.mkdir()
+    coarse_file = sorted((site / "S3").iterdir())[-1]
+    (trap / first.out.name).symlink_to(coarse_file)
+    before = coarse_file.read_bytes()
+    for extra in ([], ["--overwrite"]):
+        assert main(["fuse", "--site", str(site), "--method", "persistence", "--out-dir", str(trap), *extra]) == 2
+        assert "is the input" in capsys.readouterr().err
+    assert coarse_file.read_bytes() == before
+    assert main(["fuse", "--site", str(site), "--method", "persistence", "--out-dir", str(site / "site.yaml")]) == 2
+    assert "is a file; expected a folder" in capsys.readouterr().err

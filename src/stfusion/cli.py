@@ -187,11 +187,13 @@ def _fuse(args: argparse.Namespace) -> None:
                             ratio=args.ratio, window=args.window, reflectance_scale=args.reflectance_scale,
                             weights=args.weights,
                             tile=args.tile, samples=args.samples, seed=args.seed, device=args.device,
-                            block=args.block)
+                            block=args.block, overwrite=args.overwrite)
     for warning in caught:  # one plain line each, like the errors
         print(f"stfusion: warning: {warning.message}", file=sys.stderr)
     std = f" and its samples' std to {result['std']}" if result["std"] else ""
     print(f"{result['method']}: wrote {result['out']}{std} ({result['bands']} bands, {result['pixels']} valid pixels)")
+    if result["removed"]:
+        print(f"{result['method']}: removed {result['removed']}, the replaced prediction's std (this one has none)")
 
 
 def _fuse_series(args: argparse.Namespace) -> None:
@@ -205,7 +207,7 @@ def _fuse_series(args: argparse.Namespace) -> None:
         raise ConfigError("--out-dir: required with --site (one file per target date goes there)")
     results = fuse_site(args.site, args.out_dir, method_name=args.method, weights=args.weights, targets=args.targets,
                         min_clear=args.min_clear, window=args.window, tile=args.tile, samples=args.samples,
-                        seed=args.seed, device=args.device)
+                        seed=args.seed, device=args.device, overwrite=args.overwrite)
     for result in results:
         print(f"{result.target}: {result.status} {result.out} (from {' and '.join(result.references)})")
 
@@ -291,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("--seed", type=int, default=0, help="stochastic models: seed of the noise (default 0)")
     fuse.add_argument("--block", type=int, help="a scene wider or taller than this many pixels is fused block by "
                       "block, read and written window by window (default 4096; memory holds one block)")
+    fuse.add_argument("--overwrite", action="store_true", help="replace existing outputs (an input is never "
+                      "replaced); with --site, predict again the targets already written")
     fuse.add_argument("--device", help="trained models: torch device, such as cpu or cuda (default: CUDA when present)")
     fuse.set_defaults(run=_fuse)
     evaluate = commands.add_parser("evaluate", help="score a predicted raster against an observed one",

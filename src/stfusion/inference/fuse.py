@@ -32,6 +32,7 @@ from stfusion.methods.baselines import check_window
 from stfusion.data.raster import Grid, write_geotiff
 from stfusion.errors import ConfigError, InputError
 from stfusion.inference.blocks import DEFAULT_BLOCK, HALO, fuse_blocks, open_sources, read_roles, role_inputs
+from stfusion.inference.outputs import check_output, remove_stale_std
 from stfusion.inference.predict import PREDICTION_TAGS, std_path
 from stfusion.io import atomic_path
 from stfusion.methods.registry import get_method
@@ -89,7 +90,8 @@ def fuse_files(method_name: str | None, fine_ref: PathOrPaths, coarse_ref: PathO
                coarse_target: str | os.PathLike, out: str | os.PathLike, *, ratio: int | None = None,
                window: int | None = None, reflectance_scale: float | None = None, weights: str | os.PathLike | None = None,
                tile: int | None = None, samples: int | None = None, seed: int = 0,
-               device: str | None = None, block: int | None = None, progress: bool = True) -> dict:
+               device: str | None = None, block: int | None = None, overwrite: bool = False,
+               progress: bool = True) -> dict:
     """Predict the fine image of the target date and write it to ``out``.
 
     A scene wider or taller than ``block`` pixels (default :data:`~stfusion.inference.blocks.DEFAULT_BLOCK`)
@@ -103,7 +105,8 @@ def fuse_files(method_name: str | None, fine_ref: PathOrPaths, coarse_ref: PathO
     window in fine pixels (odd). Input values are divided by ``reflectance_scale`` (default: 10000 for
     integer files, 1 for float files). Trained models only: ``tile`` (default: the tile it was evaluated with), ``samples`` and
     ``seed`` (stochastic models; default samples: as in its study), ``device`` (default: CUDA when present).
-    ``coarse_ref`` may be None for models that do not use it (GAN-STFM, MCBAM-GAN).
+    ``coarse_ref`` may be None for models that do not use it (GAN-STFM, MCBAM-GAN). ``out`` may not be an
+    input, nor replace an existing file unless ``overwrite`` (:mod:`stfusion.inference.outputs`).
     """
     if weights is None and method_name is None:
         raise ConfigError("--method or --weights: say which method fuses the images")
@@ -123,6 +126,7 @@ def fuse_files(method_name: str | None, fine_ref: PathOrPaths, coarse_ref: PathO
     if coarse_ref is None and info["uses_coarse_ref"]:
         raise ConfigError(f"--coarse-ref: {info['method']} needs the coarse image of the reference date")
     paths = _pair_paths(info, fine_ref, coarse_ref, coarse_target)
+    out = check_output(out, [*paths.values(), *([Path(weights)] if weights else [])], overwrite=overwrite)
     side = DEFAULT_BLOCK if block is None else block
     if isinstance(side, bool) or not isinstance(side, int) or side < 64:
         raise ConfigError(f"--block: expected a block side of at least 64 pixels, got {block!r}")
@@ -137,7 +141,8 @@ def fuse_files(method_name: str | None, fine_ref: PathOrPaths, coarse_ref: PathO
             predicted, layers = fuse_blocks(predict, sources, out, ratio=ratio, reflectance_scale=reflectance_scale,
                                             side=side, halo=max(HALO, (window or 0) // 2 + 1), progress=progress)
             return {**info, "out": str(out), "std": str(std_path(out)) if "uncertainty" in layers else None,
-                    "pixels": predicted, "georeferenced": grid.crs is not None, "bands": bands, "block": side}
+                    "pixels": predicted, "georeferenced": grid.crs is not None, "bands": bands, "block": side,
+                    "removed": remove_stale_std(out, layers)}
         data = read_roles(sources, slice(0, grid.height), slice(0, grid.width), reflectance_scale)
     fine_in, coarse_in, target, valid, coarse_valid = role_inputs(data)
     if not valid.any():
@@ -147,7 +152,7 @@ def fuse_files(method_name: str | None, fine_ref: PathOrPaths, coarse_ref: PathO
     predicted = write_layers(layers, grid, coarse_valid, out, paths["fine_ref"])
     return {**info, "out": str(out), "std": str(std_path(out)) if "uncertainty" in layers else None,
             "pixels": predicted, "georeferenced": grid.crs is not None,
-            "bands": int(layers["prediction"].shape[0])}
+            "bands": int(layers["prediction"].shape[0]), "removed": remove_stale_std(out, layers)}
 
 
 def _pair_paths(info: dict, fine_ref, coarse_ref, coarse_target) -> dict[str, Path]:

@@ -2,8 +2,9 @@
 
 Every coarse target date of a site folder (docs/sites.md) is predicted from the nearest reference pair
 (a date with both images whose fine image is clear enough), or, for a method that takes two (ESTARFM), from
-the nearest pair on either side; STARFM, which takes one or more, gets both where the target has them. Each output is named after its target date, ``<out_dir>/<date>.tif``; a
-rerun skips the targets already written, so an interrupted series resumes.
+the nearest pair on either side; STARFM, which takes one or more, gets both where the target has them. Each
+output is named after its target date, ``<out_dir>/<date>.tif``; a rerun skips the targets already written,
+so an interrupted series resumes (``overwrite`` predicts them again). No output may be a site file.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from stfusion.data.site import coarse_ratio, coarse_reflectance, fine_reflectanc
 from stfusion.errors import ConfigError, InputError
 from stfusion.inference.blocks import role_inputs
 from stfusion.inference.fuse import trained_predictor, untrained_predictor, write_layers
+from stfusion.inference.outputs import check_output, remove_stale_std
 
 DEFAULT_MIN_CLEAR = 0.5
 """The share of a fine image that must be clear for its date to serve as a reference pair."""
@@ -59,9 +61,10 @@ class SeriesResult:
 def fuse_site(site_folder: str | os.PathLike, out_dir: str | os.PathLike, *, method_name: str | None = None,
               weights: str | os.PathLike | None = None, targets: list[str] | None = None,
               min_clear: float = DEFAULT_MIN_CLEAR, window: int | None = None, tile: int | None = None,
-              samples: int | None = None, seed: int = 0, device: str | None = None,
+              samples: int | None = None, seed: int = 0, device: str | None = None, overwrite: bool = False,
               progress: bool = True) -> list[SeriesResult]:
-    """Predict every target date of the site in ``site_folder`` (default: the dates with a coarse file only)."""
+    """Predict every target date of the site in ``site_folder`` (default: the dates with a coarse file only);
+    targets already written are skipped unless ``overwrite``."""
     if weights is None and method_name is None:
         raise ConfigError("--method or --weights: say which method fuses the images")
     if not 0 <= min_clear <= 1:
@@ -74,6 +77,8 @@ def fuse_site(site_folder: str | os.PathLike, out_dir: str | os.PathLike, *, met
     if not pairs:
         raise InputError(f"{site.path}: no date has both a fine and a coarse file; a reference pair is needed")
     targets = _targets(site.path, targets, coarse, fine)
+    inputs = [site.path, *fine.values(), *coarse.values(), *masks.values(), *([Path(weights)] if weights else [])]
+    outputs = _planned_outputs(Path(out_dir), targets, inputs, overwrite)
     if weights is None:
         predict, info = untrained_predictor(method_name, window)
     else:
@@ -98,12 +103,11 @@ def fuse_site(site_folder: str | os.PathLike, out_dir: str | os.PathLike, *, met
     def usable(date: str) -> bool:
         return float(np.isfinite(fine_at(date)).all(axis=0).mean()) >= min_clear
 
-    out_dir = Path(out_dir)
     results = []
     for target in tqdm(targets, desc=f"{info['method']} on {site.folder.name}", disable=not progress):
         references = _references(target, pairs, info["pairs"], usable)
-        out = out_dir / f"{target}.tif"
-        if out.is_file():
+        out, keep = outputs[target]
+        if keep:
             results.append(SeriesResult(target, references, out, "skipped"))
             continue
         roles = {"coarse_target": coarse_at(target)}
@@ -115,8 +119,23 @@ def fuse_site(site_folder: str | os.PathLike, out_dir: str | os.PathLike, *, met
         result = predict(fine_ref, coarse_ref, coarse_target, valid=valid, ratio=ratio)
         layers = dict(result) if isinstance(result, dict) else {"prediction": result}
         write_layers(layers, grid, coarse_valid, out, fine[references[0]], band_names=site.bands)
+        remove_stale_std(out, layers)
         results.append(SeriesResult(target, references, out, "written"))
     return results
+
+
+def _planned_outputs(out_dir: Path, targets: list[str], inputs: list[Path],
+                     overwrite: bool) -> dict[str, tuple[Path, bool]]:
+    """Each target's output and whether an existing one is kept (a rerun resumes), all checked before any
+    target is predicted: none may be a site file (stfusion.inference.outputs)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out-dir: {out_dir} is a file; expected a folder (one file per target date goes there)")
+    plan = {}
+    for target in targets:
+        out = out_dir / f"{target}.tif"
+        keep = out.is_file() and not overwrite
+        plan[target] = check_output(out, inputs, overwrite=overwrite or keep, key="--out-dir"), keep
+    return plan
 
 
 def _references(target: str, pairs: list[str], takes: tuple[int, ...], usable) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ from rasterio.crs import CRS
 from stfusion.cli import main
 from stfusion.data.envi import write_envi
 from stfusion.data.raster import Grid, read_geotiff, write_geotiff
+from stfusion.errors import ConfigError
 
 GRID = Grid(40, 60, Affine(25.0, 0, 300000.0, 0, -25.0, 6200000.0), CRS.from_epsg(32755))
 
@@ -379,3 +380,28 @@ def test_a_missing_output_folder_is_made(tmp_path, inputs):
     paths, _ = inputs
     assert fuse(paths, tmp_path / "new" / "deeper" / "p.tif") == 0
     assert (tmp_path / "new" / "deeper" / "p.tif").is_file()
+
+
+def test_ctrl_c_is_one_line_and_keeps_the_earlier_output(tmp_path, inputs, capsys, monkeypatch):
+    paths, _ = inputs
+    out = tmp_path / "p.tif"
+    assert fuse(paths, out) == 0
+    before = out.read_bytes()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("stfusion.inference.fuse.write_geotiff", interrupted)
+    assert fuse(paths, out, "--overwrite") == 130
+    err = capsys.readouterr().err
+    assert err.startswith("stfusion: interrupted") and err.count("\n") == 1
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["c1.tif", "c2.tif",
+                                                                                       "f1.tif", "p.tif"]
+
+
+def test_debug_shows_the_traceback(tmp_path, inputs):
+    paths, _ = inputs
+    with pytest.raises(ConfigError, match="--window"):
+        main(["--debug", "fuse", "--method", "temporal-difference", "--fine-ref", str(paths["f1"]), "--coarse-ref",
+              str(paths["c1"]), "--coarse-target", str(paths["c2"]), "--out", str(tmp_path / "p.tif"),
+              "--window", "31"])

@@ -12,7 +12,8 @@
 - ``stfusion evaluate --pred P --truth T [--mask M] [--ratio N] [--reflectance-scale S] [--json]``: score any
   two rasters (GeoTIFF, ENVI, anything GDAL reads) with the study's metrics.
 
-Errors the user can fix print one clear message (no traceback) and exit with status 2.
+Errors the user can fix print one clear message (no traceback; ``--debug`` shows it) and exit with status 2;
+Ctrl-C prints one line and exits with status 130 (outputs are written atomically, so earlier ones stay whole).
 """
 
 from __future__ import annotations
@@ -219,6 +220,7 @@ REFLECTANCE_SCALE_OPTION = {"type": float, "default": None, "metavar": "S",
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stfusion", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
     stage = commands.add_parser("stage", help="run one pipeline stage (its notebook) with params.yaml")
     stage.add_argument("name")
@@ -317,8 +319,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except StfusionError as err:
+        if args.debug:
+            raise
         print(f"stfusion: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("stfusion: interrupted; what it was writing was not written, and earlier outputs are as they were",
+              file=sys.stderr)
+        return 130
     return 0
 
 

@@ -165,36 +165,34 @@ def test_larger_margin_is_still_exact():
     np.testing.assert_allclose(tiled, whole_scene(model, arrays), rtol=0, atol=1e-5)
 
 
+class RecordingNet(PadConvNet):
+    """PadConvNet that records the shape of every batch it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forward(self, *inputs):
+        self.shapes.append(tuple(inputs[0].shape))
+        return super().forward(*inputs)
+
+
 def test_only_batches_of_windows_reach_the_model():
     """Memory stays bounded: at most batch_size windows of at most tile x tile pixels per forward pass."""
-    shapes = []
-
-    class Recording(PadConvNet):
-        def forward(self, *inputs):
-            shapes.append(tuple(inputs[0].shape))
-            return super().forward(*inputs)
-
-    model = make_model(Recording)
+    model = make_model(RecordingNet)
     predict_scene(model, *random_scene(), tile=30, blend=4, batch_size=3)
-    assert len(shapes) > 1
-    assert all(n <= 3 and h <= 30 and w <= 30 for n, _, h, w in shapes)
+    assert len(model.shapes) > 1
+    assert all(n <= 3 and h <= 30 and w <= 30 for n, _, h, w in model.shapes)
 
 
 def test_a_batch_holds_at_most_batch_pixels_but_always_one_window():
-    shapes = []
-
-    class Recording(PadConvNet):
-        def forward(self, *inputs):
-            shapes.append(tuple(inputs[0].shape))
-            return super().forward(*inputs)
-
-    model = make_model(Recording)
+    model = make_model(RecordingNet)
     arrays = random_scene()
     reference = predict_scene(model, *arrays, tile=30, blend=4, batch_size=1)
     for pixels, most in ((2 * 30 * 30, 2), (30 * 30 - 1, 1)):
-        shapes.clear()
+        model.shapes.clear()
         tiled = predict_scene(model, *arrays, tile=30, blend=4, batch_size=8, batch_pixels=pixels)
-        assert max(n for n, *_ in shapes) == most
+        assert max(n for n, *_ in model.shapes) == most
         np.testing.assert_allclose(tiled, reference, rtol=0, atol=1e-6)
 
 

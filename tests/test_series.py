@@ -121,3 +121,28 @@ def test_no_prediction_lands_on_a_site_file_and_overwrite_predicts_again(site, t
     assert coarse_file.read_bytes() == before
     assert main(["fuse", "--site", str(site), "--method", "persistence", "--out-dir", str(site / "site.yaml")]) == 2
     assert "is a file; expected a folder" in capsys.readouterr().err
+
+
+def test_a_large_site_is_fused_block_by_block_with_the_whole_scene_result(site, tmp_path, monkeypatch, capsys):
+    """Blocks of 60 pixels (--block 64 on the 30-pixel coarse grid) of the 120-pixel example site: the coarse
+    files are warped one box at a time, and a per-pixel method gives exactly the whole scene's prediction."""
+    targets = ["2001-12-04", "2002-02-13"]  # the second's reference is 28 % cloud in its mask
+    whole = fuse_site(site, tmp_path / "whole", method_name="temporal-difference", targets=targets, progress=False)
+    import stfusion.inference.series as series
+
+    def whole_scene_read(*args, **kwargs):
+        raise AssertionError("a whole-scene read in the block-by-block path")
+
+    monkeypatch.setattr(series, "fine_reflectance", whole_scene_read)
+    monkeypatch.setattr(series, "coarse_reflectance", whole_scene_read)
+    assert main(["fuse", "--site", str(site), "--method", "temporal-difference", "--out-dir", str(tmp_path / "blocks"),
+                 "--targets", *targets, "--block", "64"]) == 0
+    assert capsys.readouterr().out.count("written") == 2
+    for result in whole:
+        expected = _cog(result.out, ("blue", "green", "red", "nir"))
+        assert 0.5 < np.isfinite(expected).mean()
+        np.testing.assert_array_equal(_cog(tmp_path / "blocks" / result.out.name, ("blue", "green", "red", "nir")),
+                                      expected)
+    assert main(["fuse", "--site", str(site), "--method", "persistence", "--out-dir", str(tmp_path / "bad"),
+                 "--block", "8"]) == 2
+    assert "--block: expected a block side of at least 64 pixels, got 8" in capsys.readouterr().err

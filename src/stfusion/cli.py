@@ -208,7 +208,7 @@ def _fuse_series(args: argparse.Namespace) -> None:
         raise ConfigError("--out-dir: required with --site (one file per target date goes there)")
     results = fuse_site(args.site, args.out_dir, method_name=args.method, weights=args.weights, targets=args.targets,
                         min_clear=args.min_clear, window=args.window, tile=args.tile, samples=args.samples,
-                        seed=args.seed, device=args.device, overwrite=args.overwrite)
+                        seed=args.seed, device=args.device, block=args.block, overwrite=args.overwrite)
     for result in results:
         print(f"{result.target}: {result.status} {result.out} (from {' and '.join(result.references)})")
 

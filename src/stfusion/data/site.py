@@ -26,7 +26,7 @@ from rasterio.warp import Resampling, reproject, transform_bounds
 from rasterio.warp import transform as warp_transform
 from tqdm.auto import tqdm
 
-from stfusion.data.formats import read_raster
+from stfusion.data.formats import WindowedRaster, read_raster
 from stfusion.data.manifest import QA_CLEAR, QA_CLOUD, Manifest, describe_file
 from stfusion.data.raster import Grid, Raster, write_geotiff
 from stfusion.data.real import check_band_order
@@ -239,7 +239,7 @@ def _check_overlap(fine: Raster, coarse: Raster) -> None:
                          f"{tuple(round(v) for v in (left, bottom, right, top))} (in {coarse.grid.crs}) are apart")
 
 
-def coarse_ratio(site: Site, fine: Raster, coarse: Raster) -> int:
+def coarse_ratio(site: Site, fine: Raster | WindowedRaster, coarse: Raster | WindowedRaster) -> int:
     """site.yaml's ``ratio``, or the coarse over fine pixel size when it is an integer (within 1 %)."""
     if site.ratio is not None:
         return site.ratio
@@ -280,9 +280,7 @@ def _on_fine_grid(refl: np.ndarray, coarse: Raster, fine: Grid, resampling: str)
     """The coarse reflectance warped onto the fine grid (NaN outside the coarse extent)."""
     if coarse.grid.mismatch(fine) is None:
         return refl
-    if coarse.grid.crs is None or fine.crs is None:
-        raise InputError(f"{coarse.path}: has no CRS and is not on the fine grid ({coarse.grid.mismatch(fine)}); "
-                         "georeferenced coarse files, or files already on the fine grid, are expected")
+    _require_crs(coarse, fine)
     out = np.full((refl.shape[0], fine.height, fine.width), np.nan, np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -290,6 +288,23 @@ def _on_fine_grid(refl: np.ndarray, coarse: Raster, fine: Grid, resampling: str)
                   dst_transform=fine.transform, dst_crs=fine.crs, dst_nodata=np.nan,
                   resampling=Resampling[resampling])
     return out
+
+
+def _require_crs(coarse: Raster | WindowedRaster, fine: Grid) -> None:
+    if coarse.grid.crs is None or fine.crs is None:
+        raise InputError(f"{coarse.path}: has no CRS and is not on the fine grid ({coarse.grid.mismatch(fine)}); "
+                         "georeferenced coarse files, or files already on the fine grid, are expected")
+
+
+def _covering(coarse: Grid, box: Grid, margin: int = 3) -> tuple[slice, slice] | None:
+    """The rows and columns of ``coarse`` under the fine ``box``, with ``margin`` pixels more for the
+    resampling kernels (cubic reads 2 on each side); None where they do not meet."""
+    left, bottom, right, top = transform_bounds(box.crs, coarse.crs, *_grid_bounds(box), densify_pts=21)
+    inverse = ~coarse.transform
+    cols, rows = zip(*(inverse * corner for corner in ((left, bottom), (left, top), (right, bottom), (right, top))))
+    r0, r1 = max(0, math.floor(min(rows)) - margin), min(coarse.height, math.ceil(max(rows)) + margin)
+    c0, c1 = max(0, math.floor(min(cols)) - margin), min(coarse.width, math.ceil(max(cols)) + margin)
+    return (slice(r0, r1), slice(c0, c1)) if r0 < r1 and c0 < c1 else None
 
 
 def _stored(refl: np.ndarray) -> np.ndarray:
@@ -312,6 +327,31 @@ def coarse_reflectance(site: Site, coarse: Path | Raster, grid: Grid) -> np.ndar
     invalid."""
     coarse = coarse if isinstance(coarse, Raster) else read_raster(coarse)
     return _on_fine_grid(_reflectance(coarse, site.coarse, len(site.bands), "coarse"), coarse, grid, site.resampling)
+
+
+def fine_box(site: Site, fine: WindowedRaster, rows: slice, cols: slice,
+             mask: WindowedRaster | None = None) -> np.ndarray:
+    """:func:`fine_reflectance` of the box ``rows`` x ``cols`` of an opened fine file (and its mask), whose
+    grids the caller has checked: memory holds the box, not the scene."""
+    refl = _reflectance(fine.raster(rows, cols), site.fine, len(site.bands), "fine")
+    if mask is not None:
+        refl[:, ~np.isin(mask.read(rows, cols)[0], site.clear)] = np.nan
+    return refl
+
+
+def coarse_box(site: Site, coarse: WindowedRaster, fine: Grid, rows: slice, cols: slice) -> np.ndarray:
+    """:func:`coarse_reflectance` of the box ``rows`` x ``cols`` of the fine grid: only the coarse pixels under
+    the box (and a margin for the resampling) are read and warped."""
+    if coarse.grid.mismatch(fine) is None:
+        return _reflectance(coarse.raster(rows, cols), site.coarse, len(site.bands), "coarse")
+    _require_crs(coarse, fine)
+    box = Grid(rows.stop - rows.start, cols.stop - cols.start,
+               fine.transform * fine.transform.translation(cols.start, rows.start), fine.crs)
+    under = _covering(coarse.grid, box)
+    if under is None:
+        return np.full((len(site.bands), box.height, box.width), np.nan, np.float32)
+    part = coarse.raster(*under)
+    return _on_fine_grid(_reflectance(part, site.coarse, len(site.bands), "coarse"), part, box, site.resampling)
 
 
 def _qa(path: Path, site: Site, grid: Grid) -> np.ndarray:

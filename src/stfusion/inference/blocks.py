@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from stfusion.data.formats import WindowedRaster, open_windows
 from stfusion.data.raster import Grid, as_reflectance
-from stfusion.errors import InputError
+from stfusion.errors import ConfigError, InputError
 from stfusion.inference.predict import PREDICTION_TAGS, std_path
 from stfusion.io import atomic_path
 
@@ -75,15 +75,30 @@ def role_inputs(data: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np
     return stack("fine_ref"), coarse_ref, data["coarse_target"], valid, coarse_valid
 
 
-def fuse_blocks(predict: Callable, sources: dict[str, WindowedRaster], out: str | os.PathLike, *, ratio: int | None,
-                reflectance_scale: float | None, side: int = DEFAULT_BLOCK, halo: int = HALO,
-                band_names: tuple[str, ...] | None = None, progress: bool = True) -> tuple[int, list[str]]:
-    """Predict the scene of ``sources`` (:func:`open_sources`) block by block into ``out`` (and
-    ``<out>_std.tif`` for a stochastic model); returns the number of pixels predicted and the layers written
-    ("prediction", "uncertainty")."""
+def block_side(block: int | None) -> int:
+    """``--block`` checked: the side of the blocks (default :data:`DEFAULT_BLOCK`)."""
+    side = DEFAULT_BLOCK if block is None else block
+    if isinstance(side, bool) or not isinstance(side, int) or side < 64:
+        raise ConfigError(f"--block: expected a block side of at least 64 pixels, got {block!r}")
+    return side
+
+
+def block_halo(window: int | None) -> int:
+    """Pixels read around each block: :data:`HALO`, or more for a traditional method's wider search window."""
+    return max(HALO, (window or 0) // 2 + 1)
+
+
+def fuse_blocks(predict: Callable, read_box: Callable[[slice, slice], dict[str, np.ndarray]], grid: Grid,
+                out: str | os.PathLike, *, ratio: int | None, side: int = DEFAULT_BLOCK, halo: int = HALO,
+                band_names: tuple[str, ...] | None = None, what: str = "the inputs",
+                progress: bool = True) -> tuple[int, list[str]]:
+    """Predict the scene on ``grid`` block by block into ``out`` (and ``<out>_std.tif`` for a stochastic
+    model); ``read_box(rows, cols)`` gives every input's reflectance in a box by role (:func:`read_roles`).
+    Returns the number of pixels predicted and the layers written ("prediction", "uncertainty"); ``what``
+    names the inputs in the error raised when no pixel is valid."""
     align = ratio or 1
     halo = math.ceil(halo / align) * align
-    grid = sources["fine_ref"].grid
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         staging = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=Path(out).parent,
                                                                         prefix=f".{Path(out).name}.")))
@@ -93,7 +108,7 @@ def fuse_blocks(predict: Callable, sources: dict[str, WindowedRaster], out: str 
         for r0, r1, c0, c1 in tqdm(boxes, desc=f"blocks of {Path(out).name}", disable=not progress):
             rows = slice(max(0, r0 - halo), min(grid.height, r1 + halo))
             cols = slice(max(0, c0 - halo), min(grid.width, c1 + halo))
-            layers, coarse_valid = _predict_block(predict, read_roles(sources, rows, cols, reflectance_scale), ratio)
+            layers, coarse_valid = _predict_block(predict, read_box(rows, cols), ratio)
             core = (slice(r0 - rows.start, r1 - rows.start), slice(c0 - cols.start, c1 - cols.start))
             for name, array in layers.items():
                 array = np.asarray(array, dtype=np.float32).copy()
@@ -106,7 +121,7 @@ def fuse_blocks(predict: Callable, sources: dict[str, WindowedRaster], out: str 
                 if name == "prediction":
                     predicted += int(np.isfinite(part).all(axis=0).sum())
         if predicted == 0:
-            raise InputError(f"{', '.join(str(src.path) for src in sources.values())}: no pixel is valid in all of them")
+            raise InputError(f"{what}: no pixel is valid in all of them")
         for writer in writers.values():
             writer.close()
         _publish({name: staging / f"{name}.tif" for name in writers}, out)

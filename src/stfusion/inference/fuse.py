@@ -31,7 +31,7 @@ import numpy as np
 from stfusion.methods.baselines import check_window
 from stfusion.data.raster import Grid, write_geotiff
 from stfusion.errors import ConfigError, InputError
-from stfusion.inference.blocks import DEFAULT_BLOCK, HALO, fuse_blocks, open_sources, read_roles, role_inputs
+from stfusion.inference.blocks import block_halo, block_side, fuse_blocks, open_sources, read_roles, role_inputs
 from stfusion.inference.outputs import check_output, remove_stale_std
 from stfusion.inference.predict import PREDICTION_TAGS, std_path
 from stfusion.io import atomic_path
@@ -127,9 +127,7 @@ def fuse_files(method_name: str | None, fine_ref: PathOrPaths, coarse_ref: PathO
         raise ConfigError(f"--coarse-ref: {info['method']} needs the coarse image of the reference date")
     paths = _pair_paths(info, fine_ref, coarse_ref, coarse_target)
     out = check_output(out, [*paths.values(), *([Path(weights)] if weights else [])], overwrite=overwrite)
-    side = DEFAULT_BLOCK if block is None else block
-    if isinstance(side, bool) or not isinstance(side, int) or side < 64:
-        raise ConfigError(f"--block: expected a block side of at least 64 pixels, got {block!r}")
+    side = block_side(block)
     with ExitStack() as stack:
         sources = open_sources(paths, stack)
         grid, bands = sources["fine_ref"].grid, sources["fine_ref"].count
@@ -138,8 +136,9 @@ def fuse_files(method_name: str | None, fine_ref: PathOrPaths, coarse_ref: PathO
             if grid.crs is None:
                 warnings.warn(f"{paths['fine_ref']} has no georeferencing: {out} is written without a CRS",
                               NoGeoreferenceWarning, stacklevel=2)
-            predicted, layers = fuse_blocks(predict, sources, out, ratio=ratio, reflectance_scale=reflectance_scale,
-                                            side=side, halo=max(HALO, (window or 0) // 2 + 1), progress=progress)
+            predicted, layers = fuse_blocks(
+                predict, lambda rows, cols: read_roles(sources, rows, cols, reflectance_scale), grid, out, ratio=ratio,
+                side=side, halo=block_halo(window), what=", ".join(map(str, paths.values())), progress=progress)
             return {**info, "out": str(out), "std": str(std_path(out)) if "uncertainty" in layers else None,
                     "pixels": predicted, "georeferenced": grid.crs is not None, "bands": bands, "block": side,
                     "removed": remove_stale_std(out, layers)}

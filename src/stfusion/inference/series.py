@@ -4,7 +4,8 @@ Every coarse target date of a site folder (docs/sites.md) is predicted from the 
 (a date with both images whose fine image is clear enough), or, for a method that takes two (ESTARFM), from
 the nearest pair on either side; STARFM, which takes one or more, gets both where the target has them. Each
 output is named after its target date, ``<out_dir>/<date>.tif``; a rerun skips the targets already written,
-so an interrupted series resumes (``overwrite`` predicts them again). No output may be a site file.
+so an interrupted series resumes (``overwrite`` predicts them again). No output may be a site file. A scene
+wider or taller than ``block`` pixels is read, warped and written block by block (stfusion.inference.blocks).
 """
 
 from __future__ import annotations
@@ -12,16 +13,18 @@ from __future__ import annotations
 import datetime as dt
 import os
 from dataclasses import dataclass
-from functools import lru_cache
+from contextlib import ExitStack
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from stfusion.data.formats import read_raster
-from stfusion.data.site import coarse_ratio, coarse_reflectance, fine_reflectance, load_site, match_dates
+from stfusion.data.formats import open_windows
+from stfusion.data.site import (Site, coarse_box, coarse_ratio, coarse_reflectance, fine_box, fine_reflectance,
+                                load_site, match_dates)
 from stfusion.errors import ConfigError, InputError
-from stfusion.inference.blocks import role_inputs
+from stfusion.inference.blocks import block_boxes, block_halo, block_side, fuse_blocks, role_inputs
 from stfusion.inference.fuse import trained_predictor, untrained_predictor, write_layers
 from stfusion.inference.outputs import check_output, remove_stale_std
 
@@ -61,10 +64,11 @@ class SeriesResult:
 def fuse_site(site_folder: str | os.PathLike, out_dir: str | os.PathLike, *, method_name: str | None = None,
               weights: str | os.PathLike | None = None, targets: list[str] | None = None,
               min_clear: float = DEFAULT_MIN_CLEAR, window: int | None = None, tile: int | None = None,
-              samples: int | None = None, seed: int = 0, device: str | None = None, overwrite: bool = False,
-              progress: bool = True) -> list[SeriesResult]:
+              samples: int | None = None, seed: int = 0, device: str | None = None, block: int | None = None,
+              overwrite: bool = False, progress: bool = True) -> list[SeriesResult]:
     """Predict every target date of the site in ``site_folder`` (default: the dates with a coarse file only);
-    targets already written are skipped unless ``overwrite``."""
+    targets already written are skipped unless ``overwrite``. A scene wider or taller than ``block`` pixels
+    (default 4096) is fused block by block, so memory holds one block of each input, not the scene."""
     if weights is None and method_name is None:
         raise ConfigError("--method or --weights: say which method fuses the images")
     if not 0 <= min_clear <= 1:
@@ -84,13 +88,15 @@ def fuse_site(site_folder: str | os.PathLike, out_dir: str | os.PathLike, *, met
     else:
         predict, info = trained_predictor(weights, method_name, window=window, tile=tile, samples=samples, seed=seed,
                                  device=device)
-    first_fine, first_coarse = read_raster(fine[pairs[0]]), read_raster(coarse[pairs[0]])
-    grid, ratio = first_fine.grid, coarse_ratio(site, first_fine, first_coarse)
+    side = block_side(block)
+    with open_windows(fine[pairs[0]]) as first_fine, open_windows(coarse[pairs[0]]) as first_coarse:
+        grid, ratio = first_fine.grid, coarse_ratio(site, first_fine, first_coarse)
     if info.get("ratio") is not None and info["ratio"] != ratio:
         raise ConfigError(f"--weights: {info['method']} was built for coarse pixels {info['ratio']} fine pixels wide; "
                           f"the site's are {ratio}")
     if info.get("bands") is not None and info["bands"] != len(site.bands):
         raise InputError(f"{site.path}: the site has {len(site.bands)} bands; the model was trained on {info['bands']}")
+    blockwise = grid.height > side or grid.width > side
 
     @lru_cache(maxsize=4)
     def fine_at(date: str) -> np.ndarray:
@@ -100,8 +106,11 @@ def fuse_site(site_folder: str | os.PathLike, out_dir: str | os.PathLike, *, met
     def coarse_at(date: str) -> np.ndarray:
         return coarse_reflectance(site, coarse[date], grid)
 
+    @lru_cache(maxsize=None)
     def usable(date: str) -> bool:
-        return float(np.isfinite(fine_at(date)).all(axis=0).mean()) >= min_clear
+        if not blockwise:
+            return float(np.isfinite(fine_at(date)).all(axis=0).mean()) >= min_clear
+        return _clear_share(site, fine[date], masks.get(date), grid, side) >= min_clear
 
     results = []
     for target in tqdm(targets, desc=f"{info['method']} on {site.folder.name}", disable=not progress):
@@ -110,18 +119,67 @@ def fuse_site(site_folder: str | os.PathLike, out_dir: str | os.PathLike, *, met
         if keep:
             results.append(SeriesResult(target, references, out, "skipped"))
             continue
-        roles = {"coarse_target": coarse_at(target)}
-        for suffix, date in zip(("", "_after"), references):
-            roles.update({f"fine_ref{suffix}": fine_at(date), f"coarse_ref{suffix}": coarse_at(date)})
-        fine_ref, coarse_ref, coarse_target, valid, coarse_valid = role_inputs(roles)
-        if not valid.any():
-            raise InputError(f"{coarse[target]}: no pixel is valid in it and in the reference pair(s) {references}")
-        result = predict(fine_ref, coarse_ref, coarse_target, valid=valid, ratio=ratio)
-        layers = dict(result) if isinstance(result, dict) else {"prediction": result}
-        write_layers(layers, grid, coarse_valid, out, fine[references[0]], band_names=site.bands)
+        if blockwise:
+            layers = _fuse_target_blocks(predict, site, grid, ratio, {"fine": fine, "coarse": coarse, "mask": masks},
+                                         target, references, out, side=side, halo=block_halo(window))
+        else:
+            roles = {"coarse_target": coarse_at(target)}
+            for suffix, date in zip(("", "_after"), references):
+                roles.update({f"fine_ref{suffix}": fine_at(date), f"coarse_ref{suffix}": coarse_at(date)})
+            layers = _fuse_target(predict, roles, ratio, grid, out, site, f"{coarse[target]}", references,
+                                  fine[references[0]])
         remove_stale_std(out, layers)
         results.append(SeriesResult(target, references, out, "written"))
     return results
+
+
+def _fuse_target(predict, roles: dict[str, np.ndarray], ratio: int, grid, out: Path, site: Site, target_file: str,
+                 references: tuple[str, ...], fine_ref: Path) -> dict[str, np.ndarray]:
+    """One target predicted from its inputs in memory, by role."""
+    fine_in, coarse_in, coarse_target, valid, coarse_valid = role_inputs(roles)
+    if not valid.any():
+        raise InputError(f"{target_file}: no pixel is valid in it and in the reference pair(s) {references}")
+    result = predict(fine_in, coarse_in, coarse_target, valid=valid, ratio=ratio)
+    layers = dict(result) if isinstance(result, dict) else {"prediction": result}
+    write_layers(layers, grid, coarse_valid, out, fine_ref, band_names=site.bands)
+    return layers
+
+
+def _opened(stack: ExitStack, path: Path, grid, what: str):
+    """``path`` opened window by window on ``stack``, its grid checked against the fine grid (None: None)."""
+    if path is None:
+        return None
+    source = stack.enter_context(open_windows(path))
+    if grid is not None:
+        grid.require_same(source.grid, what=f"{path} ({what})")
+    return source
+
+
+def _clear_share(site: Site, path: Path, mask: Path | None, grid, side: int) -> float:
+    """The share of the fine image at ``path`` that is valid and clear, read block by block."""
+    with ExitStack() as stack:
+        fine, qa = _opened(stack, path, grid, "fine"), _opened(stack, mask, grid, "mask")
+        clear = sum(int(np.isfinite(fine_box(site, fine, slice(r0, r1), slice(c0, c1), qa)).all(axis=0).sum())
+                    for r0, r1, c0, c1 in block_boxes(grid.height, grid.width, side))
+    return clear / (grid.height * grid.width)
+
+
+def _fuse_target_blocks(predict, site: Site, grid, ratio: int, files: dict[str, dict[str, Path]], target: str,
+                        references: tuple[str, ...], out: Path, *, side: int, halo: int) -> list[str]:
+    """One target predicted block by block: each input read (the coarse ones warped) one box at a time."""
+    with ExitStack() as stack:
+        coarse = lambda date: _opened(stack, files["coarse"][date], None, "coarse")  # noqa: E731
+        readers = {"coarse_target": partial(coarse_box, site, coarse(target), grid)}
+        for suffix, date in zip(("", "_after"), references):
+            mask = _opened(stack, files["mask"].get(date), grid, "mask")
+            readers[f"fine_ref{suffix}"] = partial(fine_box, site, _opened(stack, files["fine"][date], grid, "fine"),
+                                                   mask=mask)
+            readers[f"coarse_ref{suffix}"] = partial(coarse_box, site, coarse(date), grid)
+        _, layers = fuse_blocks(predict, lambda rows, cols: {role: read(rows, cols) for role, read in readers.items()},
+                                grid, out, ratio=ratio, side=side, halo=halo, band_names=site.bands,
+                                what=f"{files['coarse'][target]} and the reference pair(s) {references}",
+                                progress=False)
+    return layers
 
 
 def _planned_outputs(out_dir: Path, targets: list[str], inputs: list[Path],

@@ -405,3 +405,48 @@ def test_debug_shows_the_traceback(tmp_path, inputs):
         main(["--debug", "fuse", "--method", "temporal-difference", "--fine-ref", str(paths["f1"]), "--coarse-ref",
               str(paths["c1"]), "--coarse-target", str(paths["c2"]), "--out", str(tmp_path / "p.tif"),
               "--window", "31"])
+
+
+@pytest.mark.parametrize("case, message", [
+    ("float-x10000", "f1.tif: only 0% of its values are reflectance in (0, 1] once divided by 1 (1st to 99th "
+                     "percentile of the values: "),
+    ("percent", "they look like reflectance in percent: pass --reflectance-scale 100"),
+    ("pair-units", "f1.tif: its median reflectance"),
+    ("scale-zero", "--reflectance-scale: expected a positive number"),
+])
+def test_inputs_in_the_wrong_units_are_refused_before_any_work(tmp_path, inputs, capsys, case, message):
+    paths, (f1, c1, c2) = inputs
+    extra = []
+    if case == "float-x10000":  # the issue's case: x10000 values in a float file read as reflectance
+        write_geotiff(paths["f1"], f1.astype(np.float32), GRID)
+    elif case == "percent":
+        for name, data in zip(("f1", "c1", "c2"), (f1, c1, c2)):
+            write_geotiff(paths[name], data.astype(np.float32) / 100, GRID)
+    elif case == "pair-units":  # the coarse reference stored per 1000, read per 10000: ten times too dark
+        write_geotiff(paths["c1"], (c1 // 10).astype(np.int16), GRID)
+    else:
+        extra = ["--reflectance-scale", "0"]
+    before = _snapshot(tmp_path)
+    assert fuse(paths, tmp_path / "p.tif", *extra) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    if case == "float-x10000":
+        assert "they look like reflectance x 10000: pass --reflectance-scale 10000" in err
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("block", [None, "64"])
+def test_fill_values_without_a_nodata_tag_become_nodata_and_are_counted(tmp_path, inputs, capsys, block):
+    """int16 -9999 and 32000 in a file with no nodata: nodata in the prediction (not -0.9999 and 3.2), counted
+    in the summary, whether the scene is fused whole or block by block."""
+    paths, (f1, c1, c2) = inputs
+    f1 = f1.copy()
+    f1[0, :5, :4], f1[1, 10, 10] = -9999, 32000
+    write_geotiff(paths["f1"], f1, GRID)
+    assert fuse(paths, tmp_path / "p.tif", *(["--block", block] if block else [])) == 0
+    out = capsys.readouterr().out
+    assert f"21 values outside reflectance (0, 1] counted as nodata (21 in {paths['f1']})" in out
+    assert f"{40 * 60 - 21} valid pixels" in out
+    data = read_geotiff(tmp_path / "p.tif").data
+    assert np.isnan(data[0, :5, :4]).all() and np.isnan(data[1, 10, 10])  # the bands that held them
+    assert np.nanmin(data) > 0 and np.nanmax(data) <= 1

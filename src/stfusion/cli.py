@@ -174,6 +174,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _fuse(args: argparse.Namespace) -> None:
     import warnings
 
+    from stfusion.data.units_check import outside_summary
     from stfusion.inference.fuse import NoGeoreferenceWarning, fuse_files
 
     if args.site is not None:
@@ -193,6 +194,8 @@ def _fuse(args: argparse.Namespace) -> None:
         print(f"stfusion: warning: {warning.message}", file=sys.stderr)
     std = f" and its samples' std to {result['std']}" if result["std"] else ""
     print(f"{result['method']}: wrote {result['out']}{std} ({result['bands']} bands, {result['pixels']} valid pixels)")
+    if summary := outside_summary(result["outside"]):
+        print(f"{result['method']}: {summary}")
     if result["removed"]:
         print(f"{result['method']}: removed {result['removed']}, the replaced prediction's std (this one has none)")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 import tempfile
 import warnings
 from contextlib import ExitStack
@@ -26,12 +27,15 @@ from tqdm.auto import tqdm
 
 from stfusion.data.formats import WindowedRaster, open_windows
 from stfusion.data.raster import Grid, as_reflectance
+from stfusion.data.units_check import check_pair, check_units, mask_outside
 from stfusion.errors import ConfigError, InputError
 from stfusion.inference.predict import PREDICTION_TAGS, std_path
 from stfusion.io import atomic_path
 
 DEFAULT_BLOCK = 4096
 """Side of the blocks, in fine pixels: a 4096-pixel block of 6 bands is ~400 MB per input as float64."""
+SAMPLE = 1024
+"""Side of the central box on which the units of the inputs are checked before a scene is fused."""
 HALO = 64
 """Pixels read around each block: STARFM's (30) and ESTARFM's (25) windows and the tiled models' overlap fit."""
 
@@ -55,10 +59,34 @@ def open_sources(paths: dict[str, Path], stack: ExitStack) -> dict[str, Windowed
     return sources
 
 
-def read_roles(sources: dict[str, WindowedRaster], rows: slice, cols: slice,
-               reflectance_scale: float | None) -> dict[str, np.ndarray]:
-    """Reflectance (NaN = nodata) of every input in the box ``rows`` x ``cols``, by role."""
-    return {name: as_reflectance(src.raster(rows, cols), reflectance_scale)[0] for name, src in sources.items()}
+def read_roles(sources: dict[str, WindowedRaster], rows: slice, cols: slice, reflectance_scale: float | None,
+               outside: Counter | None = None) -> dict[str, np.ndarray]:
+    """Reflectance (NaN = nodata) of every input in the box ``rows`` x ``cols``, by role; values outside (0, 1]
+    become nodata, counted by file in ``outside``."""
+    data = {}
+    for name, src in sources.items():
+        data[name] = as_reflectance(src.raster(rows, cols), reflectance_scale)[0]
+        counted = mask_outside(data[name])
+        if outside is not None:
+            outside[str(src.path)] += counted
+    return data
+
+
+def check_roles_units(sources: dict[str, WindowedRaster], reflectance_scale: float | None, side: int = SAMPLE) -> None:
+    """Every input holds reflectance once scaled, and each pair's fine and coarse images the same units
+    (stfusion.data.units_check), judged on the central ``side`` x ``side`` pixels: before any work."""
+    grid = next(iter(sources.values())).grid
+    r0, c0 = max(0, (grid.height - side) // 2), max(0, (grid.width - side) // 2)
+    rows, cols = slice(r0, min(grid.height, r0 + side)), slice(c0, min(grid.width, c0 + side))
+    data = {}
+    for name, src in sources.items():
+        data[name], scale = as_reflectance(src.raster(rows, cols), reflectance_scale)
+        check_units(data[name], src.path, scale)
+        mask_outside(data[name])
+    for suffix in ("", "_after"):
+        if f"fine_ref{suffix}" in data and f"coarse_ref{suffix}" in data:
+            check_pair(data[f"fine_ref{suffix}"], data[f"coarse_ref{suffix}"], sources[f"fine_ref{suffix}"].path,
+                       sources[f"coarse_ref{suffix}"].path)
 
 
 def role_inputs(data: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

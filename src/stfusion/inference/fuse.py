@@ -22,6 +22,7 @@ import functools
 import inspect
 import os
 import warnings
+from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
@@ -31,7 +32,8 @@ import numpy as np
 from stfusion.methods.baselines import check_window
 from stfusion.data.raster import Grid, write_geotiff
 from stfusion.errors import ConfigError, InputError
-from stfusion.inference.blocks import block_halo, block_side, fuse_blocks, open_sources, read_roles, role_inputs
+from stfusion.inference.blocks import (block_halo, block_side, check_roles_units, fuse_blocks, open_sources, read_roles,
+                                      role_inputs)
 from stfusion.inference.outputs import check_output, remove_stale_std
 from stfusion.inference.predict import PREDICTION_TAGS, std_path
 from stfusion.io import atomic_path
@@ -132,17 +134,20 @@ def fuse_files(method_name: str | None, fine_ref: PathOrPaths, coarse_ref: PathO
         sources = open_sources(paths, stack)
         grid, bands = sources["fine_ref"].grid, sources["fine_ref"].count
         _check_scene(paths, grid, ratio, info["bands"], bands)
+        check_roles_units(sources, reflectance_scale)
+        outside = Counter()
         if grid.height > side or grid.width > side:
             if grid.crs is None:
                 warnings.warn(f"{paths['fine_ref']} has no georeferencing: {out} is written without a CRS",
                               NoGeoreferenceWarning, stacklevel=2)
             predicted, layers = fuse_blocks(
-                predict, lambda rows, cols: read_roles(sources, rows, cols, reflectance_scale), grid, out, ratio=ratio,
+                predict, lambda rows, cols: read_roles(sources, rows, cols, reflectance_scale, outside), grid, out,
+                ratio=ratio,
                 side=side, halo=block_halo(window), what=", ".join(map(str, paths.values())), progress=progress)
             return {**info, "out": str(out), "std": str(std_path(out)) if "uncertainty" in layers else None,
                     "pixels": predicted, "georeferenced": grid.crs is not None, "bands": bands, "block": side,
-                    "removed": remove_stale_std(out, layers)}
-        data = read_roles(sources, slice(0, grid.height), slice(0, grid.width), reflectance_scale)
+                    "removed": remove_stale_std(out, layers), "outside": dict(outside)}
+        data = read_roles(sources, slice(0, grid.height), slice(0, grid.width), reflectance_scale, outside)
     fine_in, coarse_in, target, valid, coarse_valid = role_inputs(data)
     if not valid.any():
         raise InputError(f"{', '.join(map(str, paths.values()))}: no pixel is valid in all of them")
@@ -151,7 +156,8 @@ def fuse_files(method_name: str | None, fine_ref: PathOrPaths, coarse_ref: PathO
     predicted = write_layers(layers, grid, coarse_valid, out, paths["fine_ref"])
     return {**info, "out": str(out), "std": str(std_path(out)) if "uncertainty" in layers else None,
             "pixels": predicted, "georeferenced": grid.crs is not None,
-            "bands": int(layers["prediction"].shape[0]), "removed": remove_stale_std(out, layers)}
+            "bands": int(layers["prediction"].shape[0]), "removed": remove_stale_std(out, layers),
+            "outside": dict(outside)}
 
 
 def _pair_paths(info: dict, fine_ref, coarse_ref, coarse_target) -> dict[str, Path]:

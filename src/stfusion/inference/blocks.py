@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import rasterio
 import rasterio.shutil
-from rasterio.errors import NotGeoreferencedWarning
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
@@ -65,11 +65,20 @@ def read_roles(sources: dict[str, WindowedRaster], rows: slice, cols: slice, ref
     become nodata, counted by file in ``outside``."""
     data = {}
     for name, src in sources.items():
-        data[name] = as_reflectance(src.raster(rows, cols), reflectance_scale)[0]
+        data[name] = as_reflectance(_box(src, rows, cols), reflectance_scale)[0]
         counted = mask_outside(data[name])
         if outside is not None:
             outside[str(src.path)] += counted
     return data
+
+
+def _box(src: WindowedRaster, rows: slice, cols: slice):
+    try:
+        return src.raster(rows, cols)
+    except RasterioIOError as err:
+        cause = str(err.__cause__ or err).splitlines()[0]
+        raise InputError(f"{src.path}: cannot read rows {rows.start}-{rows.stop}, columns {cols.start}-{cols.stop}: "
+                         f"the file is truncated or corrupt ({cause})") from None
 
 
 def check_roles_units(sources: dict[str, WindowedRaster], reflectance_scale: float | None, side: int = SAMPLE) -> None:
@@ -80,7 +89,7 @@ def check_roles_units(sources: dict[str, WindowedRaster], reflectance_scale: flo
     rows, cols = slice(r0, min(grid.height, r0 + side)), slice(c0, min(grid.width, c0 + side))
     data = {}
     for name, src in sources.items():
-        data[name], scale = as_reflectance(src.raster(rows, cols), reflectance_scale)
+        data[name], scale = as_reflectance(_box(src, rows, cols), reflectance_scale)
         check_units(data[name], src.path, scale)
         mask_outside(data[name])
     for suffix in ("", "_after"):

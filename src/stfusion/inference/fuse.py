@@ -48,6 +48,10 @@ class NoGeoreferenceWarning(UserWarning):
     """The inputs have no CRS, so neither has the prediction."""
 
 
+MAX_WINDOW = 1001
+"""The widest search window ``fuse`` accepts: 30 km at 30 m, far beyond the methods' few dozen pixels."""
+
+
 def untrained_predictor(method_name: str, window: int | None) -> tuple[Callable, dict]:
     method = get_method(method_name, key="--method")
     if method.predict is None:
@@ -56,6 +60,9 @@ def untrained_predictor(method_name: str, window: int | None) -> tuple[Callable,
         raise ConfigError(f"--window: method {method_name} has no search window")
     if window is not None:
         check_window(window, key="--window")
+        if window > MAX_WINDOW:
+            raise ConfigError(f"--window: {window} pixels is wider than {MAX_WINDOW}; the methods search a few dozen "
+                              "(STARFM and FSDAF 31 to 61, ESTARFM 51), and memory grows with the window")
     options = {"window": window} if window is not None else {}
     predict = functools.partial(method.predict, **options)
     return predict, {"method": method_name, "uses_coarse_ref": True, "bands": None, "needs_ratio": method.needs_ratio,
@@ -181,7 +188,9 @@ def _pair_paths(info: dict, fine_ref, coarse_ref, coarse_target) -> dict[str, Pa
 def _check_scene(paths: dict[str, Path], grid: Grid, ratio: int | None, model_bands: int | None, bands: int) -> None:
     if model_bands is not None and bands != model_bands:
         raise InputError(f"{paths['fine_ref']}: has {bands} bands; the model was trained on {model_bands}")
-    if ratio is not None and (ratio < 1 or grid.height % ratio or grid.width % ratio):
+    if ratio is not None and ratio < 1:
+        raise ConfigError(f"--ratio: expected the coarse over fine pixel size, a positive integer such as 20, got {ratio}")
+    if ratio is not None and (grid.height % ratio or grid.width % ratio):
         raise InputError(f"--ratio: {ratio} does not divide the grid of {paths['fine_ref']} ({grid.height} x {grid.width})")
 
 

@@ -51,3 +51,14 @@ def test_every_ablation_variant_is_listed_at_both_scales(rows):
     assert all((v, s) in variants for v, _ in variants for s in ("quick", "paper"))
     depth = {r["variant"]: r["parameters"] for r in rows if r["tier"] == "paper" and r["variant"]}
     assert depth["depth-1"] < depth["depth-2"]  # each reconstruction scale adds a head
+
+
+def test_info_methods_gives_each_deep_model_its_size_at_the_selected_tier(rows, capsys):
+    from stfusion.cli import main
+
+    assert main(["info", "methods"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    for row in rows:
+        if row["selected"] and row["variant"] is None and row["model"] in lines:
+            assert f"{row['parameters']:,d} parameters" in lines[row["model"]]
+    assert " 0 parameters" in lines["starfm"] and " 0 parameters" not in lines["swinstfm"]

@@ -38,8 +38,14 @@ def _info(args: argparse.Namespace) -> None:
             stands = f"stands for {d.paper.upper()}" if d.paper else "your own site"
             print(f"{d.name:22s} {d.kind:10s} {stands}; {d.acquisition}")
     elif args.what == "methods":
+        # A deep model's size is its generator's at the tier params.yaml selects (the registry knows none).
+        selected = [r for r in model_table(args.params) if r["selected"] and not r["variant"]]
+        sizes = {r["model"]: r["parameters"] for r in selected}
         for m in METHODS.values():
-            print(f"{m.name:22s} {m.family:12s} {m.parameters:>10,d} parameters  {m.description}")
+            print(f"{m.name:22s} {m.family:12s} {sizes.get(m.name, m.parameters):>10,d} parameters  {m.description}")
+        if selected:
+            print(f"(deep models: the generator at the {selected[0]['tier']} tier that train.tier selects; "
+                  "both tiers: stfusion info models)")
     elif args.what == "models":
         _info_models(args.json, args.params)
     else:

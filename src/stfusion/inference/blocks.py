@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections import Counter
 import tempfile
 import warnings
+from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable

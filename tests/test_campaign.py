@@ -116,7 +116,7 @@ CASES = {
                                     "evil.pt: not a weights file stfusion can read safely"),
     "weights without state_dict": (lambda d: _fuse(d, "--weights", _weights_without_state_dict(d)),
                                    "w.pt: not an stfusion weights file"),
-    "malformed ENVI header": (lambda d: _fuse(d, c2=_envi_negative_size(d)), "h.hdr"),
+    "malformed ENVI header": (lambda d: _fuse(d, c2=_envi_negative_size(d)), "h.hdr: ENVI header 'samples' = -60"),
     "evaluate: missing truth": (lambda d: [a.format(d=d) for a in EVALUATE[:-1]] + [str(d / "no.tif")],
                                 "no.tif: raster file not found"),
     "evaluate: --reflectance-scale 0": (lambda d: [a.format(d=d) for a in EVALUATE] + ["--reflectance-scale", "0"],
@@ -129,10 +129,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 
 # Known defects, each in code the study's stages run (fixed together with the study rerun they require).
-DEFECTS = {
-    "malicious pickle as weights": "read_weights passes torch's several-line explanation on",
-    "malformed ENVI header": "the ENVI reader reports a negative expected size instead of naming the header key",
-}
+DEFECTS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("case", [pytest.param(case, marks=pytest.mark.xfail(strict=True, reason=DEFECTS[case]))

@@ -450,3 +450,57 @@ def test_fill_values_without_a_nodata_tag_become_nodata_and_are_counted(tmp_path
     data = read_geotiff(tmp_path / "p.tif").data
     assert np.isnan(data[0, :5, :4]).all() and np.isnan(data[1, 10, 10])  # the bands that held them
     assert np.nanmin(data) > 0 and np.nanmax(data) <= 1
+
+
+MARK = 1234
+"""A fine value (x 10000, band 0) at which the patched STARFM below finds no similar pixel."""
+
+
+def _starfm_with_holes(monkeypatch):
+    """STARFM as it is, but with no similar pixel wherever the fine reference holds :data:`MARK` (so the holes
+    follow the pixels, whole scene or block)."""
+    from stfusion.methods.baselines import starfm as starfm_module
+
+    real = starfm_module.predict_starfm
+
+    def predict(fine_ref, *args, **kwargs):
+        out = real(fine_ref, *args, **kwargs)
+        out[:, np.isclose(fine_ref[0], MARK / 1e4)] = np.nan
+        return out
+
+    monkeypatch.setattr(starfm_module, "predict_starfm", predict)
+
+
+@pytest.mark.parametrize("block", [None, "64"])
+def test_starfm_holes_hold_the_temporal_difference_counted_and_tagged(tmp_path, monkeypatch, capsys, block):
+    """Where STARFM finds no similar pixel the output holds F1 + (C2 - C1), counted once (not once per block
+    whose halo covers it) in the summary and the fallback_pixels tag; no NaN where the inputs are valid."""
+    import rasterio
+
+    rng = np.random.default_rng(5)
+    grid = Grid(130, 100, GRID.transform, GRID.crs)
+    f1 = rng.integers(300, 1200, (2, 130, 100)).astype(np.int16)
+    holes = (np.array([0, 60, 63, 64, 129]), np.array([0, 50, 63, 64, 99]))  # on and near the blocks' edges
+    f1[0][holes] = MARK
+    arrays = {"f1": f1, "c1": f1 + 10, "c2": f1 + 130}  # every pixel has similar neighbours: the holes are ours
+    paths = {name: write_geotiff(tmp_path / f"{name}.tif", data, grid) for name, data in arrays.items()}
+    _starfm_with_holes(monkeypatch)
+    assert main(["fuse", "--method", "starfm", "--fine-ref", str(paths["f1"]), "--coarse-ref", str(paths["c1"]),
+                 "--coarse-target", str(paths["c2"]), "--out", str(tmp_path / "p.tif"), "--window", "5",
+                 *(["--block", block] if block else [])]) == 0
+    out = capsys.readouterr().out
+    assert f"{130 * 100} valid pixels" in out and "5 of them found no similar pixel" in out
+    data = read_geotiff(tmp_path / "p.tif").data
+    assert np.isfinite(data).all()
+    np.testing.assert_allclose(data[:, 60, 50], (f1[:, 60, 50] + 120) / 1e4, rtol=1e-5)
+    with rasterio.open(tmp_path / "p.tif") as src:
+        assert src.tags()["fallback_pixels"] == "5"
+
+
+def test_without_holes_the_tag_says_zero(tmp_path, inputs, capsys):
+    import rasterio
+
+    assert fuse(inputs[0], tmp_path / "p.tif") == 0
+    assert "similar pixel" not in capsys.readouterr().out
+    with rasterio.open(tmp_path / "p.tif") as src:
+        assert src.tags()["fallback_pixels"] == "0"

@@ -302,3 +302,33 @@ def test_without_spatial_information_zero_search_distance_is_fine():
     params = StarfmParams(max_search_distance=0, use_spatial=False)
     np.testing.assert_allclose(predict_starfm(fine[0], coarse[0], target, ratio=2, params=params),
                                reference_starfm(fine[0], coarse[0], target, None, params), rtol=0, atol=2e-6)
+
+
+def test_fill_holes_fills_valid_pixels_only_and_warns_with_the_count():
+    from stfusion.methods.baselines import FallbackWarning, fill_holes
+
+    rng = np.random.default_rng(0)
+    fine, coarse, target = (rng.uniform(0.05, 0.5, (2, 4, 5)).astype(np.float32) for _ in range(3))
+    fine[:, 3, 4] = np.nan  # an invalid input: its hole stays
+    pred = rng.uniform(0.05, 0.5, (2, 4, 5)).astype(np.float32)
+    pred[:, 1, 2], pred[0, 2, 2], pred[:, 3, 4] = np.nan, np.nan, np.nan
+    valid = np.ones((4, 5), bool)
+    valid[0, 0] = False
+    pred[:, 0, 0] = np.nan  # masked by ``valid``: stays NaN
+    kept = pred[1, 2, 2]
+    with pytest.warns(FallbackWarning, match="2 of 18 pixels") as record:
+        out = fill_holes("starfm", pred, fine, coarse, target, valid)
+    assert record[0].message.count == 2 and record[0].message.holes[1, 2]
+    np.testing.assert_allclose(out[:, 1, 2], fine[:, 1, 2] + target[:, 1, 2] - coarse[:, 1, 2])
+    assert out[1, 2, 2] == kept and np.isnan(out[:, 3, 4]).all() and np.isnan(out[:, 0, 0]).all()
+
+
+def test_fill_holes_averages_the_fallback_over_two_pairs():
+    from stfusion.methods.baselines import FallbackWarning, fill_holes
+
+    fines = np.stack([np.full((1, 2, 2), 0.2, np.float32), np.full((1, 2, 2), 0.4, np.float32)])
+    coarses = np.stack([np.full((1, 2, 2), 0.1, np.float32), np.full((1, 2, 2), 0.3, np.float32)])
+    pred = np.full((1, 2, 2), np.nan, np.float32)
+    with pytest.warns(FallbackWarning):
+        out = fill_holes("estarfm", pred, fines, coarses, np.full((1, 2, 2), 0.2, np.float32))
+    np.testing.assert_allclose(out, 0.3)

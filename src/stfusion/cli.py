@@ -200,6 +200,9 @@ def _fuse(args: argparse.Namespace) -> None:
         print(f"stfusion: warning: {warning.message}", file=sys.stderr)
     std = f" and its samples' std to {result['std']}" if result["std"] else ""
     print(f"{result['method']}: wrote {result['out']}{std} ({result['bands']} bands, {result['pixels']} valid pixels)")
+    if result["fallback"]:
+        print(f"{result['method']}: {result['fallback']} of them found no similar pixel and hold the temporal-difference "
+              "value F1 + (C2 - C1) (tag fallback_pixels)")
     if summary := outside_summary(result["outside"]):
         print(f"{result['method']}: {summary}")
     if result["removed"]:

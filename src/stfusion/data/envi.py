@@ -117,6 +117,13 @@ def _int_field(fields: dict[str, str], key: str, where: Path, default: int | Non
         raise InputError(f"{where}: ENVI header '{key}' = {fields[key]!r} is not an integer") from None
 
 
+def _size_field(fields: dict[str, str], key: str, where: Path, default: int | None = None) -> int:
+    size = _int_field(fields, key, where, default)
+    if size < 1:
+        raise InputError(f"{where}: ENVI header '{key}' = {size}; expected a positive number of {key}")
+    return size
+
+
 def _header_dtype(fields: dict[str, str], where: Path, fallback: str) -> np.dtype:
     if "data type" not in fields:
         return np.dtype(fallback)
@@ -228,9 +235,9 @@ def read_envi(
     if header is not None:
         fields = parse_header(header)
         layout = (
-            _int_field(fields, "bands", header, default=1),
-            _int_field(fields, "lines", header),
-            _int_field(fields, "samples", header),
+            _size_field(fields, "bands", header, default=1),
+            _size_field(fields, "lines", header),
+            _size_field(fields, "samples", header),
         )
         file_interleave = _check_interleave(fields.get("interleave", "bsq"), str(header))
         if interleave is not None and interleave != file_interleave:

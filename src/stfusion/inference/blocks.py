@@ -30,6 +30,7 @@ from stfusion.data.raster import Grid, as_reflectance
 from stfusion.data.units_check import check_pair, check_units, mask_outside
 from stfusion.errors import ConfigError, InputError
 from stfusion.inference.predict import PREDICTION_TAGS, std_path
+from stfusion.methods.baselines import FallbackWarning
 from stfusion.io import atomic_path
 
 DEFAULT_BLOCK = 4096
@@ -112,6 +113,29 @@ def role_inputs(data: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np
     return stack("fine_ref"), coarse_ref, data["coarse_target"], valid, coarse_valid
 
 
+def predict_layers(predict: Callable, data: dict[str, np.ndarray], ratio: int | None,
+                   empty: str | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """``predict`` on the inputs by role: the layers by name ("prediction", "uncertainty"), the pixels valid in
+    every coarse image, and the pixels that hold a fallback value (:class:`FallbackWarning`). Where no pixel is
+    valid: an InputError saying ``empty``, or with ``empty`` None an all-NaN prediction (a block of a scene)."""
+    fine_ref, coarse_ref, coarse_target, valid, coarse_valid = role_inputs(data)
+    fallback = np.zeros(valid.shape, bool)
+    if not valid.any():
+        if empty is not None:
+            raise InputError(empty)
+        return {"prediction": np.full(data["fine_ref"].shape, np.nan, np.float32)}, coarse_valid, fallback
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FallbackWarning)
+        result = predict(fine_ref, coarse_ref, coarse_target, valid=valid, ratio=ratio)
+    for warning in caught:
+        if isinstance(warning.message, FallbackWarning):
+            fallback |= warning.message.holes
+        else:  # not ours to handle: passed on as it came
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    layers = dict(result) if isinstance(result, dict) else {"prediction": result}
+    return layers, coarse_valid, fallback & coarse_valid
+
+
 def block_side(block: int | None) -> int:
     """``--block`` checked: the side of the blocks (default :data:`DEFAULT_BLOCK`)."""
     side = DEFAULT_BLOCK if block is None else block
@@ -128,11 +152,11 @@ def block_halo(window: int | None) -> int:
 def fuse_blocks(predict: Callable, read_box: Callable[[slice, slice], dict[str, np.ndarray]], grid: Grid,
                 out: str | os.PathLike, *, ratio: int | None, side: int = DEFAULT_BLOCK, halo: int = HALO,
                 band_names: tuple[str, ...] | None = None, what: str = "the inputs",
-                progress: bool = True) -> tuple[int, list[str]]:
+                progress: bool = True) -> tuple[int, int, list[str]]:
     """Predict the scene on ``grid`` block by block into ``out`` (and ``<out>_std.tif`` for a stochastic
     model); ``read_box(rows, cols)`` gives every input's reflectance in a box by role (:func:`read_roles`).
-    Returns the number of pixels predicted and the layers written ("prediction", "uncertainty"); ``what``
-    names the inputs in the error raised when no pixel is valid."""
+    Returns the number of pixels predicted, how many of them hold a fallback value, and the layers written
+    ("prediction", "uncertainty"); ``what`` names the inputs in the error raised when no pixel is valid."""
     align = ratio or 1
     halo = math.ceil(halo / align) * align
     Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -140,13 +164,14 @@ def fuse_blocks(predict: Callable, read_box: Callable[[slice, slice], dict[str, 
         staging = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=Path(out).parent,
                                                                         prefix=f".{Path(out).name}.")))
         writers: dict[str, rasterio.io.DatasetWriter] = {}
-        predicted = 0
+        predicted = fallback = 0
         boxes = block_boxes(grid.height, grid.width, side, align)
         for r0, r1, c0, c1 in tqdm(boxes, desc=f"blocks of {Path(out).name}", disable=not progress):
             rows = slice(max(0, r0 - halo), min(grid.height, r1 + halo))
             cols = slice(max(0, c0 - halo), min(grid.width, c1 + halo))
-            layers, coarse_valid = _predict_block(predict, read_box(rows, cols), ratio)
+            layers, coarse_valid, holes = predict_layers(predict, read_box(rows, cols), ratio)
             core = (slice(r0 - rows.start, r1 - rows.start), slice(c0 - cols.start, c1 - cols.start))
+            fallback += int(holes[core].sum())
             for name, array in layers.items():
                 array = np.asarray(array, dtype=np.float32).copy()
                 array[:, ~coarse_valid] = np.nan
@@ -159,19 +184,16 @@ def fuse_blocks(predict: Callable, read_box: Callable[[slice, slice], dict[str, 
                     predicted += int(np.isfinite(part).all(axis=0).sum())
         if predicted == 0:
             raise InputError(f"{what}: no pixel is valid in all of them")
+        writers["prediction"].update_tags(**fallback_tags(fallback))
         for writer in writers.values():
             writer.close()
         _publish({name: staging / f"{name}.tif" for name in writers}, out)
-    return predicted, list(writers)
+    return predicted, fallback, list(writers)
 
 
-def _predict_block(predict: Callable, data: dict[str, np.ndarray],
-                   ratio: int | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    fine_ref, coarse_ref, coarse_target, valid, coarse_valid = role_inputs(data)
-    if not valid.any():
-        return {"prediction": np.full(data["fine_ref"].shape, np.nan, np.float32)}, coarse_valid
-    result = predict(fine_ref, coarse_ref, coarse_target, valid=valid, ratio=ratio)
-    return (dict(result) if isinstance(result, dict) else {"prediction": result}), coarse_valid
+def fallback_tags(count: int) -> dict[str, str]:
+    """The prediction's tag of how many pixels hold the fallback value (F1 + (C2 - C1)), not the method's own."""
+    return {"fallback_pixels": str(count)}
 
 
 def _staged(path: Path, grid: Grid, bands: int, band_names, tags: dict[str, str]):

@@ -29,14 +29,14 @@ from typing import Callable
 
 import numpy as np
 
-from stfusion.methods.baselines import check_window
 from stfusion.data.raster import Grid, write_geotiff
 from stfusion.errors import ConfigError, InputError
-from stfusion.inference.blocks import (block_halo, block_side, check_roles_units, fuse_blocks, open_sources, read_roles,
-                                      role_inputs)
+from stfusion.inference.blocks import (block_halo, block_side, check_roles_units, fallback_tags, fuse_blocks,
+                                      open_sources, predict_layers, read_roles)
 from stfusion.inference.outputs import check_output, remove_stale_std
 from stfusion.inference.predict import PREDICTION_TAGS, std_path
 from stfusion.io import atomic_path
+from stfusion.methods.baselines import check_window
 from stfusion.methods.registry import get_method
 
 PathOrPaths = str | os.PathLike | list
@@ -147,22 +147,21 @@ def fuse_files(method_name: str | None, fine_ref: PathOrPaths, coarse_ref: PathO
             if grid.crs is None:
                 warnings.warn(f"{paths['fine_ref']} has no georeferencing: {out} is written without a CRS",
                               NoGeoreferenceWarning, stacklevel=2)
-            predicted, layers = fuse_blocks(
+            predicted, fallback, layers = fuse_blocks(
                 predict, lambda rows, cols: read_roles(sources, rows, cols, reflectance_scale, outside), grid, out,
                 ratio=ratio,
                 side=side, halo=block_halo(window), what=", ".join(map(str, paths.values())), progress=progress)
             return {**info, "out": str(out), "std": str(std_path(out)) if "uncertainty" in layers else None,
-                    "pixels": predicted, "georeferenced": grid.crs is not None, "bands": bands, "block": side,
+                    "pixels": predicted, "fallback": fallback, "georeferenced": grid.crs is not None,
+                    "bands": bands, "block": side,
                     "removed": remove_stale_std(out, layers), "outside": dict(outside)}
         data = read_roles(sources, slice(0, grid.height), slice(0, grid.width), reflectance_scale, outside)
-    fine_in, coarse_in, target, valid, coarse_valid = role_inputs(data)
-    if not valid.any():
-        raise InputError(f"{', '.join(map(str, paths.values()))}: no pixel is valid in all of them")
-    result = predict(fine_in, coarse_in, target, valid=valid, ratio=ratio)
-    layers = dict(result) if isinstance(result, dict) else {"prediction": result}
-    predicted = write_layers(layers, grid, coarse_valid, out, paths["fine_ref"])
+    layers, coarse_valid, holes = predict_layers(
+        predict, data, ratio, empty=f"{', '.join(map(str, paths.values()))}: no pixel is valid in all of them")
+    fallback = int(holes.sum())
+    predicted = write_layers(layers, grid, coarse_valid, out, paths["fine_ref"], fallback=fallback)
     return {**info, "out": str(out), "std": str(std_path(out)) if "uncertainty" in layers else None,
-            "pixels": predicted, "georeferenced": grid.crs is not None,
+            "pixels": predicted, "fallback": fallback, "georeferenced": grid.crs is not None,
             "bands": int(layers["prediction"].shape[0]), "removed": remove_stale_std(out, layers),
             "outside": dict(outside)}
 
@@ -195,9 +194,10 @@ def _check_scene(paths: dict[str, Path], grid: Grid, ratio: int | None, model_ba
 
 
 def write_layers(layers: dict[str, np.ndarray], grid: Grid, valid: np.ndarray, out: str | os.PathLike,
-                 fine_ref: Path, band_names: tuple[str, ...] | None = None) -> int:
+                 fine_ref: Path, band_names: tuple[str, ...] | None = None, fallback: int = 0) -> int:
     """The prediction (and the samples' std) as float32 Cloud-Optimised GeoTIFFs, NaN outside ``valid`` and
-    wherever the method gave NaN; both or neither. Returns the number of pixels predicted."""
+    wherever the method gave NaN; both or neither. The prediction's tags say how many pixels hold the
+    ``fallback`` value. Returns the number of pixels predicted."""
     if grid.crs is None:
         warnings.warn(f"{fine_ref} has no georeferencing: {out} is written without a CRS",
                       NoGeoreferenceWarning, stacklevel=3)
@@ -207,8 +207,8 @@ def write_layers(layers: dict[str, np.ndarray], grid: Grid, valid: np.ndarray, o
             tmp = renames.enter_context(atomic_path(targets[name]))
             array = np.asarray(array, dtype=np.float32).copy()
             array[:, ~valid] = np.nan
-            write_geotiff(tmp, array, grid, nodata=float("nan"), band_names=band_names, cog=True,
-                          tags=PREDICTION_TAGS[name])
+            tags = {**PREDICTION_TAGS[name], **(fallback_tags(fallback) if name == "prediction" else {})}
+            write_geotiff(tmp, array, grid, nodata=float("nan"), band_names=band_names, cog=True, tags=tags)
             if name == "prediction":
                 predicted = int(np.isfinite(array).all(axis=0).sum())
     return predicted

@@ -24,7 +24,7 @@ from stfusion.data.formats import open_windows
 from stfusion.data.site import (Site, coarse_box, coarse_ratio, coarse_reflectance, fine_box, fine_reflectance,
                                 load_site, match_dates)
 from stfusion.errors import ConfigError, InputError
-from stfusion.inference.blocks import block_boxes, block_halo, block_side, fuse_blocks, role_inputs
+from stfusion.inference.blocks import block_boxes, block_halo, block_side, fuse_blocks, predict_layers
 from stfusion.inference.fuse import trained_predictor, untrained_predictor, write_layers
 from stfusion.inference.outputs import check_output, remove_stale_std
 
@@ -136,12 +136,9 @@ def fuse_site(site_folder: str | os.PathLike, out_dir: str | os.PathLike, *, met
 def _fuse_target(predict, roles: dict[str, np.ndarray], ratio: int, grid, out: Path, site: Site, target_file: str,
                  references: tuple[str, ...], fine_ref: Path) -> dict[str, np.ndarray]:
     """One target predicted from its inputs in memory, by role."""
-    fine_in, coarse_in, coarse_target, valid, coarse_valid = role_inputs(roles)
-    if not valid.any():
-        raise InputError(f"{target_file}: no pixel is valid in it and in the reference pair(s) {references}")
-    result = predict(fine_in, coarse_in, coarse_target, valid=valid, ratio=ratio)
-    layers = dict(result) if isinstance(result, dict) else {"prediction": result}
-    write_layers(layers, grid, coarse_valid, out, fine_ref, band_names=site.bands)
+    layers, coarse_valid, holes = predict_layers(
+        predict, roles, ratio, empty=f"{target_file}: no pixel is valid in it and in the reference pair(s) {references}")
+    write_layers(layers, grid, coarse_valid, out, fine_ref, band_names=site.bands, fallback=int(holes.sum()))
     return layers
 
 
@@ -175,7 +172,7 @@ def _fuse_target_blocks(predict, site: Site, grid, ratio: int, files: dict[str, 
             readers[f"fine_ref{suffix}"] = partial(fine_box, site, _opened(stack, files["fine"][date], grid, "fine"),
                                                    mask=mask)
             readers[f"coarse_ref{suffix}"] = partial(coarse_box, site, coarse(date), grid)
-        _, layers = fuse_blocks(predict, lambda rows, cols: {role: read(rows, cols) for role, read in readers.items()},
+        _, _, layers = fuse_blocks(predict, lambda rows, cols: {role: read(rows, cols) for role, read in readers.items()},
                                 grid, out, ratio=ratio, side=side, halo=halo, band_names=site.bands,
                                 what=f"{files['coarse'][target]} and the reference pair(s) {references}",
                                 progress=False)

@@ -40,10 +40,17 @@ def read_weights(path: str | os.PathLike) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means "not our file"
-        raise InputError(f"{path}: not a weights file stfusion can read safely ({type(err).__name__}: {err})") from None
+        raise InputError(f"{path}: not a weights file stfusion can read safely ({_load_error(err)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(f"{path}: not an stfusion weights file (expected format {FORMAT!r})")
     return payload
+
+
+def _load_error(err: Exception) -> str:
+    """The first line of torch's explanation: for a pickle with code it runs to a page of advice."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
 
 def load_model(path: str | os.PathLike, expected: str | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from stfusion.errors import InputError
+from stfusion.methods.baselines import check_window, fill_holes
 
 __all__ = ["EstarfmParams", "estarfm", "predict_estarfm"]
 
@@ -256,7 +257,6 @@ def estarfm(fine_refs: np.ndarray, coarse_refs: np.ndarray, coarse_target: np.nd
     ``window`` (odd, fine pixels) sets another. ``ratio`` is not used by ESTARFM."""
     params = EstarfmParams()
     if window is not None:
-        from stfusion.methods.baselines import check_window
-
         params = EstarfmParams(half_window=check_window(window) // 2)
-    return predict_estarfm(fine_refs, coarse_refs, coarse_target, valid=valid, params=params)
+    pred = predict_estarfm(fine_refs, coarse_refs, coarse_target, valid=valid, params=params)
+    return fill_holes("estarfm", pred, fine_refs, coarse_refs, coarse_target, valid)

@@ -19,7 +19,7 @@ from scipy.optimize import lsq_linear
 
 from stfusion.data.coarse_pixel import block_mean
 from stfusion.errors import InputError
-from stfusion.methods.baselines import check_window
+from stfusion.methods.baselines import check_window, fill_holes
 
 _DN = 10000.0  # the official code's DN range (not the data's reflectance scale): its DN-sized constants are divided by it
 _EPS_SIMILARITY = 1e-8 / _DN  # S_S / (F1 + 1e-8)
@@ -81,7 +81,8 @@ def fsdaf(fine_ref: np.ndarray, coarse_ref: np.ndarray, coarse_target: np.ndarra
     if window is not None:
         window = check_window(window)
         params = FsdafParams(half_window=window // 2)
-    return predict_fsdaf(fine_ref, coarse_ref, coarse_target, valid=valid, ratio=ratio, params=params)
+    pred = predict_fsdaf(fine_ref, coarse_ref, coarse_target, valid=valid, ratio=ratio, params=params)
+    return fill_holes("fsdaf", pred, fine_ref, coarse_ref, coarse_target, valid)
 
 
 def predict_fsdaf(fine_ref, coarse_ref, coarse_target, *, ratio: int, valid=None,

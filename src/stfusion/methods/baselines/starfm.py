@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stfusion.methods.baselines import check_window
+from stfusion.methods.baselines import check_window, fill_holes
 from stfusion.errors import InputError
 from stfusion.units import REFLECTANCE_SCALE
 
@@ -311,4 +311,5 @@ def starfm(fine_ref: np.ndarray, coarse_ref: np.ndarray, coarse_target: np.ndarr
     if window is not None:
         window = check_window(window)
         params = StarfmParams(max_search_distance=(window // 2) * params.resolution, symmetric_window=True)
-    return predict_starfm(fine_ref, coarse_ref, coarse_target, valid=valid, ratio=ratio, params=params)
+    pred = predict_starfm(fine_ref, coarse_ref, coarse_target, valid=valid, ratio=ratio, params=params)
+    return fill_holes("starfm", pred, fine_ref, coarse_ref, coarse_target, valid)

@@ -154,6 +154,21 @@ def test_resume_continues_an_interrupted_run(tiny_processed, tmp_path):
         torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
 
 
+def test_a_truncated_last_checkpoint_is_moved_aside_and_training_starts_again(tiny_processed, tmp_path):
+    """A kill while last.ckpt was written leaves half a zip: named in a warning, kept aside, never resumed."""
+    config = tiny_config(epochs=2)
+    with pytest.raises(RuntimeError, match="killed"):
+        fit(tiny_processed, tmp_path / "run", config=config, callbacks=[Interrupt(1)])
+    last = tmp_path / "run" / "ckpt" / "last.ckpt"
+    content = last.read_bytes()
+    last.write_bytes(content[: len(content) // 2])
+    with pytest.warns(UserWarning, match="last.ckpt: cannot be resumed .* starts again from scratch"):
+        result = fit(tiny_processed, tmp_path / "run", config=config)
+    assert result.record["resumed"] is False
+    assert (tmp_path / "run" / "ckpt.damaged-last.ckpt").read_bytes() == content[: len(content) // 2]
+    assert sorted(result.history["epoch"].unique()) == [0, 1]
+
+
 def test_a_stale_checkpoint_of_other_settings_is_not_resumed(tiny_processed, tmp_path):
     with pytest.raises(RuntimeError, match="killed"):
         fit(tiny_processed, tmp_path, config=tiny_config(epochs=3), callbacks=[Interrupt(1)])

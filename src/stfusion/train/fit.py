@@ -8,7 +8,8 @@ What a run guarantees:
 - **Resume.** Lightning checkpoints go to ``checkpoint_dir`` after every epoch (``last.ckpt``) and
   at every new best validation score (``best.ckpt``). A run that finds a ``last.ckpt`` there
   continues from it instead of restarting, provided the folder's ``fingerprint.json`` matches
-  this run (model, settings, seed, data, package version); otherwise the stale folder is cleared.
+  this run (model, settings, seed, data, package version); otherwise the stale folder is cleared. A
+  damaged ``last.ckpt`` is moved aside (``<folder>.damaged-last.ckpt``) with a warning, and the run restarts.
   The folder is removed after a successful run: the exported weights are the product.
 - **Model selection on validation dates only.** ``best.ckpt`` minimises ``val_rmse`` over fixed
   patches of the validation pairs; test pairs are never loaded while training.
@@ -29,6 +30,7 @@ import os
 import shutil
 import time
 import warnings
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -89,11 +91,29 @@ def resumable(folder: Path, fingerprint: dict[str, Any]) -> Path | None:
     return folder / "last.ckpt" if same and (folder / "last.ckpt").is_file() else None
 
 
+def damage(checkpoint: Path) -> str | None:
+    """Why ``checkpoint`` (a zip archive, as torch saves) cannot be read, or None when every member checks out."""
+    try:
+        with zipfile.ZipFile(checkpoint) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        return str(err) or type(err).__name__
+    return f"member {bad} fails its checksum" if bad else None
+
+
 def prepare_checkpoint_dir(folder: Path, fingerprint: dict[str, Any]) -> Path | None:
-    """Make ``folder`` hold this run's state; return ``last.ckpt`` when it can be resumed."""
+    """Make ``folder`` hold this run's state; return ``last.ckpt`` when it can be resumed.
+
+    A damaged ``last.ckpt`` (a kill while it was written, a full disk) is moved aside, named in a warning,
+    and the run starts again from scratch rather than failing the same way on every rerun."""
     resume = resumable(folder, fingerprint)
-    if resume is not None:
+    if resume is not None and (why := damage(resume)) is None:
         return resume
+    if resume is not None:
+        aside = folder.with_name(f"{folder.name}.damaged-last.ckpt")
+        os.replace(resume, aside)
+        warnings.warn(f"{resume}: cannot be resumed ({why}); moved to {aside}, training starts again from scratch",
+                      stacklevel=2)
     if folder.exists():
         shutil.rmtree(folder)  # another run's (or an empty) state: never resume from it
     folder.mkdir(parents=True)

@@ -241,16 +241,64 @@ ROBUSTNESS = {f"robustness@{d}" for d in DATASETS}  # runs every method, and dra
     ("src/stfusion/methods/baselines/starfm.py", _comment, {f"predict@{d}-starfm" for d in DATASETS} | ROBUSTNESS),
     ("src/stfusion/methods/models/mcbam_gan.py", _comment,
      _train("mcbam-gan") | {f"ablation@{d}" for d in DATASETS} | ROBUSTNESS),
-    ("studies/smoke/params.yaml", _lr("swinstfm"), _train("swinstfm")),
-    ("studies/smoke/params.yaml", _lr("mcbam-gan"), _train("mcbam-gan") | {f"ablation@{d}" for d in DATASETS}),
+    # a parameter edit: the check stage (every parameter) and the stages that use it
+    ("studies/smoke/params.yaml", _lr("swinstfm"), {"check"} | _train("swinstfm")),
+    ("studies/smoke/params.yaml", _lr("mcbam-gan"),
+     {"check"} | _train("mcbam-gan") | {f"ablation@{d}" for d in DATASETS}),
     # a new seed: its own train stages (new) and what reads every run; no other seed's stage
-    ("studies/smoke/params.yaml", _seeds, {f"train@{d}-{m}-7" for d in DATASETS for m in DEEP}
+    ("studies/smoke/params.yaml", _seeds, {"check"} | {f"train@{d}-{m}-7" for d in DATASETS for m in DEEP}
      | {"evaluate", "report"}),
 ])
 def test_an_edit_reruns_only_the_stages_that_use_it(smoke_study, path, edit, expected):
     study, env, _, _ = smoke_study
     assert _stale_after(study, env, path, edit) == expected
     assert "up to date" in _run(["dvc", "status", "dvc.yaml"], study, env)
+
+
+def _without(section: str):
+    def edit(params: dict) -> None:
+        del params[section]
+    return edit
+
+
+def _set(value, *keys: str):
+    def edit(params: dict) -> None:
+        target = params
+        for key in keys[:-1]:
+            target = target[key]
+        target[keys[-1]] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_without("evaluate"), "evaluate: expected this parameter to be set"),
+    (_set(-1.0, "models", "dcstfn", "quick", "lr"), "models.dcstfn"),
+    (_set("x", "seed"), "seed: expected an integer"),
+    (_set(4096, "models", "swinstfm", "quick", "patch_size"), "models.swinstfm.quick.patch_size"),
+])
+def test_a_bad_params_yaml_stops_at_the_check_stage_and_deletes_nothing(smoke_study, edit, message):
+    """DVC removes a stage's outputs before its command runs: the check stage runs first and refuses, so every
+    output is still there byte for byte (the check's own small output comes back with the next repro)."""
+    import yaml
+
+    study, env, _, _ = smoke_study
+    snapshot = lambda: {p: p.read_bytes() for p in sorted(study.rglob("*"))  # noqa: E731
+                        if p.is_file() and ".dvc" not in p.relative_to(study).parts[:1]}
+    before = snapshot()
+    params_path = study / "params.yaml"
+    original = params_path.read_text()
+    params = yaml.safe_load(original)
+    edit(params)
+    try:
+        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+        result = subprocess.run(["dvc", "repro"], cwd=study, env=env, capture_output=True, text=True)
+        output = result.stdout + result.stderr
+        assert result.returncode != 0 and message in output
+        assert "Running stage 'check'" in output and "Running stage 'train" not in output
+    finally:
+        params_path.write_text(original)
+    _run(["dvc", "repro"], study, env)  # the check again, and nothing else: every other stage is up to date
+    assert snapshot() == before
 
 
 def test_the_profile_study_leaves_the_default_study_alone(smoke_study):

@@ -154,3 +154,32 @@ def test_a_dead_kernel_is_one_line_and_writes_nothing(monkeypatch, tmp_path):
                                             r"for lack of memory; nothing was written"):
         stages.run_stage("download", dataset="cia-sim")
     assert (output.read_bytes() if output.exists() else None) == before
+
+
+def test_every_stage_but_sources_waits_for_the_check_stage():
+    """DVC removes a stage's outputs only when it runs the stage: with the check upstream of all, a bad
+    params.yaml stops `dvc repro` before any of them (the repro itself: tests/test_pipeline_e2e.py)."""
+    import yaml
+
+    stages = yaml.safe_load((find_root() / "dvc.yaml").read_text())["stages"]
+    assert stages["check"]["params"] == [{"params.yaml": None}]
+    for name, stage in stages.items():
+        deps = (stage.get("do") or stage)["deps"]
+        assert ("data/checked.json" in deps) == (name not in ("sources", "check")), name
+
+
+def test_the_check_writes_the_same_bytes_for_any_valid_params_and_nothing_for_bad_ones(tmp_path, capsys):
+    import shutil
+
+    from stfusion.cli import main
+
+    shutil.copy(find_root() / "params.yaml", tmp_path / "params.yaml")
+    assert main(["check", "--params", str(tmp_path / "params.yaml")]) == 0
+    written = (tmp_path / "data" / "checked.json").read_bytes()
+    assert written == (find_root() / "data" / "checked.json").read_bytes()
+    (tmp_path / "data" / "checked.json").unlink()
+    text = (tmp_path / "params.yaml").read_text()
+    (tmp_path / "params.yaml").write_text(text.replace("seed: 42", "seed: forty-two", 1))
+    assert main(["check", "--params", str(tmp_path / "params.yaml")]) == 2
+    assert "seed: expected an integer, got 'forty-two'" in capsys.readouterr().err
+    assert not (tmp_path / "data" / "checked.json").exists()

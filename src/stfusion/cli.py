@@ -143,6 +143,12 @@ def _sources(args: argparse.Namespace) -> None:
     print(f"sources: the code of {len(paths)} stages and methods in {paths[0].parent}")
 
 
+def _check(args: argparse.Namespace) -> None:
+    from stfusion.pipeline.check import check_study
+
+    print(f"check: every parameter is valid; wrote {check_study(args.params)}")
+
+
 def _acquire(args: argparse.Namespace) -> None:
     from stfusion.data.sources import acquire
     from stfusion.paths import Workspace
@@ -261,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     sources = commands.add_parser("sources", help="write data/sources/<unit>.json: the code each pipeline stage "
                                   "and method runs (the sources stage)")
     sources.set_defaults(run=_sources)
+    check = commands.add_parser("check", help="check every parameter of params.yaml and write data/checked.json "
+                                "(the check stage, before any stage's outputs are removed)")
+    check.add_argument("--params", default=None, help="parameter file (default: the study's params.yaml)")
+    check.set_defaults(run=_check)
     info = commands.add_parser("info", help="list datasets, methods, models or stages")
     info.add_argument("what", choices=["datasets", "methods", "models", "stages"])
     info.add_argument("--json", action="store_true", help="models: print JSON")

@@ -74,6 +74,7 @@ def validate_params(params: Any, *, source: str = "params.yaml", build_models: b
     _check_models(params["models"], trained_methods(params), build=build_models)
     _check_variant_settings(params, build=build_models)
     _check_micro_batch(params)
+    _check_patches(params)
     _check_evaluate(params["evaluate"])
     _check_robustness(params["robustness"])
     _check_figures(params["figures"], params["datasets"])
@@ -252,6 +253,37 @@ def _check_micro_batch(params: dict) -> None:
     for key, batch in batches.items():
         _require(micro >= batch or batch % micro == 0, "train.micro_batch",
                  f"a divisor of {key}.batch_size ({batch}) or null", micro)
+
+
+def _scene_sides(params: dict, name: str) -> tuple[int, int] | None:
+    """(height, width) of dataset ``name``'s scenes in fine pixels, or None for a site (read from its files)."""
+    dataset = get_dataset(name)
+    if dataset.kind == "synthetic":
+        from stfusion.data.synthetic import synthetic_config
+
+        config = synthetic_config(name, (params["download"].get("synthetic") or {}).get(name, {}))
+        return config["height"], config["width"]
+    if dataset.kind == "real":
+        from stfusion.data.real import get_spec
+
+        return tuple(get_spec(name).shape[1:])
+    return None
+
+
+def _check_patches(params: dict) -> None:
+    """Every training patch at the tier in use fits in every dataset's scene: found here, not after the
+    stages before training have run."""
+    tier = params["train"]["tier"]
+    patches = {f"models.{name}.{tier}.patch_size": tier_settings(params["models"], name, tier).patch_size
+               for name in trained_methods(params)}
+    for variant in params["ablation"]["variants"]:
+        patches[f"ablation.settings.{variant}.patch_size"] = variant_settings(params, variant, tier)["patch_size"]
+    for dataset in params["datasets"]:
+        if (sides := _scene_sides(params, dataset)) is None:
+            continue
+        for key, patch in patches.items():
+            _require(patch <= min(sides), key, f"at most the smaller side of {dataset}'s scenes ({min(sides)} px)",
+                     patch)
 
 
 def _check_tier(name: str, config, *, key: str, build: bool = True) -> None:

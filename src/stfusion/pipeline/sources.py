@@ -30,6 +30,8 @@ NOTEBOOKS = {  # unit -> the notebook whose imports it follows
     "evaluate": "07_evaluate.py", "figures": "08_figures.py", "report": "09_report.py",
     "robustness": "10_robustness.py",
 }
+MODULES = {"check": "stfusion.pipeline.check"}
+"""Units of a stage without a notebook -> the module it runs."""
 RUNS_EVERY_METHOD = ("robustness",)
 """Units that predict with every method of the study: their code includes every method's."""
 
@@ -110,6 +112,8 @@ def units(notebooks: Path) -> dict[str, set[str]]:
         if not path.is_file():
             raise InputError(f"{path}: notebook of stage {unit} not found")
         found[unit] = closure(imported_modules(path.read_text(), filename=str(path)))
+    for unit, module in MODULES.items():
+        found[unit] = closure([module])
     for name in [*METHODS, AUTOENCODER]:
         found[f"method-{name}"] = closure(method_modules(name))
     for unit in RUNS_EVERY_METHOD:

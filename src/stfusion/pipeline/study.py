@@ -1,9 +1,9 @@
 """``stfusion study``: the whole DVC pipeline, with the datasets' chains side by side.
 
 ``dvc repro`` runs one stage at a time. Each dataset's chain (download, preprocess, autoencoder,
-predict, train, ablation, robustness) depends on nothing of the other datasets' but the ``sources`` stage, and a
+predict, train, ablation, robustness) depends on nothing of the other datasets' but the ``sources`` and ``check`` stages, and a
 CPU stage trains on ``train.threads`` threads (1 in the default study: the quick models gain nothing
-from a second, see benchmarks/bench_ablation.py). So this runs ``dvc repro sources``, then one
+from a second, see benchmarks/bench_ablation.py). So this runs ``dvc repro sources check``, then one
 ``dvc repro --single-item`` of each lane's chain, in order, per lane of datasets at the same time,
 each lane pinned to its own share of the cores where the OS allows it, and then ``dvc repro`` for
 what is left (evaluate, figures, report). DVC releases its repository lock while a stage command
@@ -109,9 +109,9 @@ def run_study(lanes: int | None = None, profile: str | None = None) -> None:
     print(f"study: {len(groups)} lane(s) side by side: {' | '.join(' '.join(g) for g in groups)}", flush=True)
     reread_changed_sites(root, datasets)
     if len(groups) > 1:
-        # the stage every lane depends on runs first, alone
-        if subprocess.run([*DVC, "sources"], cwd=root).returncode != 0:
-            raise StfusionError("study: dvc repro sources failed (its output above says why)")
+        # the stages every lane depends on run first, alone
+        if subprocess.run([*DVC, "sources", "check"], cwd=root).returncode != 0:
+            raise StfusionError("study: dvc repro sources check failed (its output above says why)")
         run_lanes(groups, root)
     if subprocess.run(list(DVC), cwd=root).returncode != 0:
         raise StfusionError("study: dvc repro failed (its output above names the stage)")

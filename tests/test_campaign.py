@@ -119,6 +119,10 @@ CASES = {
     "malformed ENVI header": (lambda d: _fuse(d, c2=_envi_negative_size(d)), "h.hdr: ENVI header 'samples' = -60"),
     "evaluate: missing truth": (lambda d: [a.format(d=d) for a in EVALUATE[:-1]] + [str(d / "no.tif")],
                                 "no.tif: raster file not found"),
+    "evaluate: float x10000 prediction": (lambda d: ["evaluate", "--pred", str(d / _tif(d, "p.tif", _image(1).astype(
+        np.float32))), "--truth", str(d / "f1.tif")], "p.tif: only 0% of its values are reflectance"),
+    "evaluate: truth in other units": (lambda d: ["evaluate", "--pred", str(d / "f1.tif"), "--truth",
+                                                  str(d / _tif(d, "t.tif", _image(1) // 10))], "its median reflectance"),
     "evaluate: --reflectance-scale 0": (lambda d: [a.format(d=d) for a in EVALUATE] + ["--reflectance-scale", "0"],
                                         POSITIVE_SCALE),
 }

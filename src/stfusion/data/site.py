@@ -335,7 +335,7 @@ def fine_box(site: Site, fine: WindowedRaster, rows: slice, cols: slice,
     grids the caller has checked: memory holds the box, not the scene."""
     refl = _reflectance(fine.raster(rows, cols), site.fine, len(site.bands), "fine")
     if mask is not None:
-        refl[:, ~np.isin(mask.read(rows, cols)[0], site.clear)] = np.nan
+        refl[:, ~_clear(site, mask.read(rows, cols)[0])] = np.nan
     return refl
 
 
@@ -357,7 +357,12 @@ def coarse_box(site: Site, coarse: WindowedRaster, fine: Grid, rows: slice, cols
 def _qa(path: Path, site: Site, grid: Grid) -> np.ndarray:
     mask = read_raster(path)
     grid.require_same(mask.grid, what=f"{mask.path} (mask)")
-    return np.where(np.isin(mask.data[0], site.clear), QA_CLEAR, QA_CLOUD).astype(np.uint8)
+    return np.where(_clear(site, mask.data[0]), QA_CLEAR, QA_CLOUD).astype(np.uint8)
+
+
+def _clear(site: Site, values: np.ndarray) -> np.ndarray:
+    """Where a mask band's ``values`` are among the site's ``mask.clear`` values."""
+    return np.isin(values, site.clear)
 
 
 def ingest_site(name: str, site_folder: str | os.PathLike, out_folder: str | os.PathLike, *,

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from stfusion.data.datacube import cube_ratio, date_index
 from stfusion.data.formats import read_raster
 from stfusion.data.raster import as_reflectance, read_geotiff
+from stfusion.data.units_check import check_pair, check_units
 from stfusion.data.splits import Pair, Splits
 from stfusion.errors import InputError
 from stfusion.evaluation.metrics import DEFAULT_CHANGE_THRESHOLD, METRICS, Conventions, compute_metrics, observed_change, score_table
@@ -338,6 +339,7 @@ def score_files(pred: str | os.PathLike, truth: str | os.PathLike, mask: str | o
                 ratio: int | None = None, reflectance_scale: float | None = None) -> dict:
     """Score a predicted raster against an observed one (same grid and bands).
 
+    Both files must hold reflectance once scaled, on the same scale (:mod:`stfusion.data.units_check`).
     NaN and nodata pixels of either file, and pixels where the optional single-band ``mask`` raster
     is 0 or nodata, are excluded. Values are divided by ``reflectance_scale`` (default: 10000 for
     integer rasters, 1 for float rasters). Returns the scores ``{metric: {band: value}}``, the conventions and the number
@@ -350,6 +352,9 @@ def score_files(pred: str | os.PathLike, truth: str | os.PathLike, mask: str | o
     t_raster.grid.require_same(p_raster.grid, what=f"{pred} against {truth}")
     prediction, p_scale = as_reflectance(p_raster, reflectance_scale)
     observed, t_scale = as_reflectance(t_raster, reflectance_scale)
+    check_units(prediction, pred, p_scale)  # a float prediction of reflectance x 10000 would score RMSE ~2500
+    check_units(observed, truth, t_scale)
+    check_pair(prediction, observed, pred, truth)
     valid = np.ones(observed.shape[1:], bool)
     if mask is not None:
         m_raster = read_raster(mask)

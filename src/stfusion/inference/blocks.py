@@ -64,13 +64,16 @@ def read_roles(sources: dict[str, WindowedRaster], rows: slice, cols: slice, ref
                outside: Counter | None = None) -> dict[str, np.ndarray]:
     """Reflectance (NaN = nodata) of every input in the box ``rows`` x ``cols``, by role; values outside (0, 1]
     become nodata, counted by file in ``outside``."""
-    data = {}
-    for name, src in sources.items():
-        data[name] = as_reflectance(_box(src, rows, cols), reflectance_scale)[0]
-        counted = mask_outside(data[name])
-        if outside is not None:
-            outside[str(src.path)] += counted
+    data = {name: as_reflectance(_box(src, rows, cols), reflectance_scale)[0] for name, src in sources.items()}
+    _mask_outside(data, sources, outside)
     return data
+
+
+def _mask_outside(data: dict[str, np.ndarray], sources: dict[str, WindowedRaster], outside: Counter | None) -> None:
+    for name, refl in data.items():
+        counted = mask_outside(refl)
+        if outside is not None:
+            outside[str(sources[name].path)] += counted
 
 
 def _box(src: WindowedRaster, rows: slice, cols: slice):
@@ -82,21 +85,26 @@ def _box(src: WindowedRaster, rows: slice, cols: slice):
                          f"the file is truncated or corrupt ({cause})") from None
 
 
-def check_roles_units(sources: dict[str, WindowedRaster], reflectance_scale: float | None, side: int = SAMPLE) -> None:
+def check_roles_units(sources: dict[str, WindowedRaster], reflectance_scale: float | None, side: int = SAMPLE,
+                      outside: Counter | None = None) -> dict[str, np.ndarray] | None:
     """Every input holds reflectance once scaled, and each pair's fine and coarse images the same units
-    (stfusion.data.units_check), judged on the central ``side`` x ``side`` pixels: before any work."""
+    (stfusion.data.units_check), judged on the central ``side`` x ``side`` pixels: before any work. Where that
+    box is the whole scene, returns what :func:`read_roles` would (counting into ``outside``), so a small scene
+    is read once; else None."""
     grid = next(iter(sources.values())).grid
     r0, c0 = max(0, (grid.height - side) // 2), max(0, (grid.width - side) // 2)
     rows, cols = slice(r0, min(grid.height, r0 + side)), slice(c0, min(grid.width, c0 + side))
+    whole = (rows.stop - rows.start, cols.stop - cols.start) == (grid.height, grid.width)
     data = {}
     for name, src in sources.items():
         data[name], scale = as_reflectance(_box(src, rows, cols), reflectance_scale)
         check_units(data[name], src.path, scale)
-        mask_outside(data[name])
+    _mask_outside(data, sources, outside if whole else None)
     for suffix in ("", "_after"):
         if f"fine_ref{suffix}" in data and f"coarse_ref{suffix}" in data:
             check_pair(data[f"fine_ref{suffix}"], data[f"coarse_ref{suffix}"], sources[f"fine_ref{suffix}"].path,
                        sources[f"coarse_ref{suffix}"].path)
+    return data if whole else None
 
 
 def role_inputs(data: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -141,9 +141,10 @@ def fuse_files(method_name: str | None, fine_ref: PathOrPaths, coarse_ref: PathO
         sources = open_sources(paths, stack)
         grid, bands = sources["fine_ref"].grid, sources["fine_ref"].count
         _check_scene(paths, grid, ratio, info["bands"], bands)
-        check_roles_units(sources, reflectance_scale)
         outside = Counter()
-        if grid.height > side or grid.width > side:
+        blockwise = grid.height > side or grid.width > side
+        data = check_roles_units(sources, reflectance_scale, outside=None if blockwise else outside)
+        if blockwise:
             if grid.crs is None:
                 warnings.warn(f"{paths['fine_ref']} has no georeferencing: {out} is written without a CRS",
                               NoGeoreferenceWarning, stacklevel=2)
@@ -155,7 +156,8 @@ def fuse_files(method_name: str | None, fine_ref: PathOrPaths, coarse_ref: PathO
                     "pixels": predicted, "fallback": fallback, "georeferenced": grid.crs is not None,
                     "bands": bands, "block": side,
                     "removed": remove_stale_std(out, layers), "outside": dict(outside)}
-        data = read_roles(sources, slice(0, grid.height), slice(0, grid.width), reflectance_scale, outside)
+        if data is None:  # wider than the units check's sample, yet one block
+            data = read_roles(sources, slice(0, grid.height), slice(0, grid.width), reflectance_scale, outside)
     layers, coarse_valid, holes = predict_layers(
         predict, data, ratio, empty=f"{', '.join(map(str, paths.values()))}: no pixel is valid in all of them")
     fallback = int(holes.sum())

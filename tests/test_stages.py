@@ -183,3 +183,23 @@ def test_the_check_writes_the_same_bytes_for_any_valid_params_and_nothing_for_ba
     assert main(["check", "--params", str(tmp_path / "params.yaml")]) == 2
     assert "seed: expected an integer, got 'forty-two'" in capsys.readouterr().err
     assert not (tmp_path / "data" / "checked.json").exists()
+
+
+def test_stage_kernels_do_not_warn_about_missing_widgets(monkeypatch, tmp_path):
+    """tqdm.auto in a kernel without ipywidgets warns "IProgress not found" before every stage's output: the
+    stage runner passes its kernels a filter for it (and the filter, as Python reads it, silences it)."""
+    import os
+
+    from stfusion import cli
+    from stfusion.pipeline import stages
+
+    seen = {}
+    monkeypatch.setenv("PYTHONWARNINGS", "default")
+    monkeypatch.setattr(stages, "run_stage", lambda *a, **k: seen.setdefault("env", os.environ["PYTHONWARNINGS"]))
+    assert cli.main(["stage", "download", "--dataset", "cia-sim"]) == 0
+    assert seen["env"] == f"default,{cli.QUIET_TQDM}"
+    code = "import warnings, tqdm; warnings.warn(tqdm.TqdmWarning('IProgress not found'))"
+    for filters, expected in (("", "IProgress not found"), (cli.QUIET_TQDM, "")):
+        env = {**os.environ, "PYTHONWARNINGS": filters}
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        assert (expected in result.stderr) and (expected or not result.stderr), result.stderr

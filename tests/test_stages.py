@@ -203,3 +203,55 @@ def test_stage_kernels_do_not_warn_about_missing_widgets(monkeypatch, tmp_path):
         env = {**os.environ, "PYTHONWARNINGS": filters}
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
         assert (expected in result.stderr) and (expected or not result.stderr), result.stderr
+
+
+CHILD = """
+import sys, nbformat
+from pathlib import Path
+from stfusion.pipeline.stages import execute
+nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                       "language": "python"}})
+nb.cells = [nbformat.v4.new_code_cell("marker = ''", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell("import os, pathlib, time\\nfrom stfusion.io import atomic_dir\\n"
+                                      "with atomic_dir(pathlib.Path(marker).parent / 'out') as tmp:\\n"
+                                      "    (tmp / 'part').write_text('half')\\n"
+                                      "    pathlib.Path(marker).write_text(str(os.getpid()))\\n"
+                                      "    time.sleep(60)")]
+folder = Path(sys.argv[1])
+nbformat.write(nb, folder / "t.ipynb")
+execute(folder / "t.ipynb", folder / "out.ipynb", {"marker": str(folder / "pid")}, folder)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's guard uses Linux's prctl")
+def test_a_killed_stage_runner_takes_its_kernel_with_it_and_nothing_partial_stays(tmp_path):
+    """kill -9 of `stfusion stage` interrupts its kernel at once: the cell's atomic output is removed, not left
+    half-written, and the kernel is gone within the grace period."""
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    from stfusion.pipeline.kernel import GRACE
+
+    runner = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path)], stderr=subprocess.DEVNULL)
+    marker = tmp_path / "pid"
+    deadline = time.monotonic() + 60
+    while not (marker.is_file() and marker.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    kernel = int(marker.read_text())
+    assert list(tmp_path.glob(".out.*.tmp"))
+    os.kill(runner.pid, signal.SIGKILL)
+    runner.wait()
+    killed = time.monotonic()
+
+    def running() -> bool:
+        try:
+            return Path(f"/proc/{kernel}/stat").read_text().split()[2] != "Z"
+        except FileNotFoundError:
+            return False
+
+    while running() and time.monotonic() - killed < 10:
+        time.sleep(0.01)
+    assert time.monotonic() - killed < GRACE + 0.5
+    assert not list(tmp_path.glob(".out.*.tmp")) and not (tmp_path / "out").exists()

@@ -29,7 +29,7 @@ from stfusion.data.formats import WindowedRaster, open_windows
 from stfusion.data.raster import Grid, as_reflectance
 from stfusion.data.units_check import check_pair, check_units, mask_outside
 from stfusion.errors import ConfigError, InputError
-from stfusion.inference.predict import PREDICTION_TAGS, std_path
+from stfusion.inference.outputs import PREDICTION_TAGS, std_path
 from stfusion.methods.baselines import FallbackWarning
 from stfusion.io import atomic_path
 

@@ -21,7 +21,8 @@ from stfusion.data.raster import read_geotiff, write_geotiff
 from stfusion.data.splits import Splits
 from stfusion.errors import InputError
 from stfusion.io import atomic_dir, write_json
-from stfusion.inference.predict import PREDICTION_TAGS, prediction_name, uncertainty_name
+from stfusion.inference.outputs import PREDICTION_TAGS
+from stfusion.inference.predict import prediction_name, uncertainty_name
 
 SUFFIX = "-ensemble"
 

@@ -12,9 +12,20 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from stfusion.errors import ConfigError, InputError
-from stfusion.inference.predict import std_path
 
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
+
+PREDICTION_TAGS = {
+    "prediction": {"content": "predicted surface reflectance", "units": "reflectance (unitless)"},
+    "uncertainty": {"content": "per-pixel standard deviation of the method's samples", "units": "reflectance (unitless)"},
+}
+"""Tags of the files a prediction writes: GIS users see what a band holds."""
+
+
+def std_path(out: str | os.PathLike) -> Path:
+    """Where the per-pixel standard deviation of a stochastic model's samples goes: ``<out>_std.tif``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}_std{out.suffix or '.tif'}")
 
 
 def same_file(a: Path, b: Path) -> bool:

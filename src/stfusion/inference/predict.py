@@ -23,22 +23,10 @@ from tqdm.auto import tqdm
 from stfusion.data.datacube import cube_grid, cube_ratio, date_index, valid_mask
 from stfusion.data.raster import write_geotiff
 from stfusion.data.splits import Pair, Splits
+from stfusion.inference.outputs import PREDICTION_TAGS
 from stfusion.io import atomic_dir, write_json
 from stfusion.methods.registry import Method
 from stfusion.units import to_reflectance
-
-
-PREDICTION_TAGS = {
-    "prediction": {"content": "predicted surface reflectance", "units": "reflectance (unitless)"},
-    "uncertainty": {"content": "per-pixel standard deviation of the method's samples", "units": "reflectance (unitless)"},
-}
-"""Tags of the files a prediction writes: GIS users see what a band holds."""
-
-
-def std_path(out: str | os.PathLike) -> Path:
-    """Where the per-pixel standard deviation of a stochastic model's samples goes: ``<out>_std.tif``."""
-    out = Path(out)
-    return out.with_name(f"{out.stem}_std{out.suffix or '.tif'}")
 
 
 def prediction_name(pair: Pair) -> str:

@@ -36,6 +36,7 @@ from stfusion.pipeline.params import load_params, study_methods
 from stfusion.errors import ConfigError, StfusionError
 from stfusion.io import atomic_path
 from stfusion.paths import code_root, find_root
+from stfusion.pipeline.kernel import RUNNER_VARIABLE
 from stfusion.train.config import variant_settings
 
 ParamBuilder = Callable[..., dict[str, Any]]
@@ -188,6 +189,14 @@ def kernel_threads(threads: int | None):
                 os.environ[name] = value
 
 
+def execute(template: Path, executed: Path, parameters: dict[str, Any], cwd: Path) -> None:
+    """papermill on ``template``, in a kernel that dies with this process (:mod:`stfusion.pipeline.kernel`)."""
+    os.environ[RUNNER_VARIABLE] = str(os.getpid())
+    papermill.execute_notebook(str(template), str(executed), parameters=parameters, kernel_name="python3",
+                               cwd=str(cwd), progress_bar=False, log_output=True,
+                               extra_arguments=["--IPKernelApp.extensions=stfusion.pipeline.kernel"])
+
+
 def run_stage(name: str, *, dataset: str | None = None, method: str | None = None, seed: int | None = None,
               params_path: str | os.PathLike | None = None, workspace: str = ".") -> Path:
     """Execute stage ``name`` and return the path of its executed notebook."""
@@ -207,10 +216,7 @@ def run_stage(name: str, *, dataset: str | None = None, method: str | None = Non
         threads = params["train"].get("threads") if STAGES[name].trains else None
         try:
             with kernel_threads(threads):
-                papermill.execute_notebook(
-                    str(template), str(executed), parameters=parameters, kernel_name="python3",
-                    cwd=str(root), progress_bar=False, log_output=True,
-                )
+                execute(template, executed, parameters, root)
         except DeadKernelError:
             raise StfusionError(f"stage {name} failed: its Python kernel died, most likely killed for lack of memory; "
                                 "nothing was written (docs/full-reproduction.md: train.micro_batch, tile)") from None

@@ -166,3 +166,36 @@ def test_unicode_and_spaces_in_paths(folder, capsys):
         shutil.copy(folder / f"{name}.tif", named / f"{name} été.tif")
     assert main(_fuse(named, f1="f1 été.tif", c1="c1 été.tif", c2="c2 été.tif", out="prédiction 1.tif")) == 0
     assert (named / "prédiction 1.tif").is_file() and "wrote" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def realistic_scene(tmp_path_factory) -> Path:
+    """A 160 x 160 CIA-like scene of the realistic preset (sensor noise, clouds): three dates of fine and coarse."""
+    from stfusion.data.synthetic import generate_dataset, synthetic_config
+
+    folder = tmp_path_factory.mktemp("realistic") / "cia-sim"
+    generate_dataset("cia-sim", folder, synthetic_config("cia-sim", {"height": 160, "width": 160, "n_dates": 3,
+                                                                      "seed": 4}))
+    return folder
+
+
+@pytest.mark.parametrize("method", ["persistence", "temporal-difference", "starfm", "fsdaf", "estarfm"])
+def test_no_method_writes_nan_where_the_inputs_are_valid(realistic_scene, tmp_path, capsys, method):
+    """Where STARFM finds no similar pixel (1361 of 25600 pixels here) the output is filled and counted: every
+    pixel whose inputs are valid is predicted, by every method."""
+    from stfusion.data.raster import read_geotiff
+
+    dates = sorted(p.stem for p in (realistic_scene / "fine").glob("*.tif"))
+    refs = [dates[0], dates[2]] if method == "estarfm" else [dates[0]]
+    fine = [str(realistic_scene / "fine" / f"{d}.tif") for d in refs]
+    coarse = [str(realistic_scene / "coarse" / f"{d}.tif") for d in refs]
+    target = realistic_scene / "coarse" / f"{dates[1]}.tif"
+    out = tmp_path / "p.tif"
+    assert main(["fuse", "--method", method, "--ratio", "20", "--fine-ref", *fine, "--coarse-ref", *coarse,
+                 "--coarse-target", str(target), "--out", str(out)]) == 0
+    inputs = [read_geotiff(p).data for p in (*fine, *coarse, target)]
+    valid = np.logical_and.reduce([np.isfinite(d).all(axis=0) & (d > 0).all(axis=0) for d in inputs])
+    assert valid.mean() > 0.5
+    assert np.isfinite(read_geotiff(out).data[:, valid]).all()
+    if method == "starfm":
+        assert "found no similar pixel" in capsys.readouterr().out

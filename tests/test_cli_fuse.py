@@ -399,6 +399,36 @@ def test_ctrl_c_is_one_line_and_keeps_the_earlier_output(tmp_path, inputs, capsy
                                                                                        "f1.tif", "p.tif"]
 
 
+def test_sigterm_mid_write_is_one_line_and_leaves_nothing_partial(tmp_path):
+    """kill (SIGTERM) while blocks are being written: exit 143, one line, the staging folder removed and the
+    earlier output as it was."""
+    import subprocess
+    import sys
+    import time
+
+    rng = np.random.default_rng(1)
+    grid = Grid(640, 640, GRID.transform, GRID.crs)
+    f1 = rng.integers(300, 3000, (3, 640, 640)).astype(np.int16)
+    paths = {name: write_geotiff(tmp_path / f"{name}.tif", data, grid)
+             for name, data in (("f1", f1), ("c1", f1 + 10), ("c2", f1 + 130))}
+    (tmp_path / "p.tif").write_bytes(b"the earlier result")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    command = [sys.executable, "-m", "stfusion.cli", "fuse", "--method", "starfm", "--window", "31", "--block", "64",
+               "--fine-ref", str(paths["f1"]), "--coarse-ref", str(paths["c1"]), "--coarse-target", str(paths["c2"]),
+               "--out", str(tmp_path / "p.tif"), "--overwrite"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".p.tif.*")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    assert list(tmp_path.glob(".p.tif.*")), "the staging folder never appeared"
+    process.terminate()
+    _, err = process.communicate(timeout=60)
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("blocks of")]  # bars aside
+    assert process.returncode == 143 and len(lines) == 1 and lines[0].startswith("stfusion: terminated"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert (tmp_path / "p.tif").read_bytes() == b"the earlier result"
+
+
 def test_debug_shows_the_traceback(tmp_path, inputs):
     paths, _ = inputs
     with pytest.raises(ConfigError, match="--window"):

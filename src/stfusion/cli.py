@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -343,8 +344,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, a batch system's time limit), handled as Ctrl-C: ``finally`` blocks remove partial outputs."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         args.run(args)
     except StfusionError as err:
@@ -352,12 +362,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"stfusion: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if args.debug:
             raise
-        print("stfusion: interrupted; what it was writing was not written, and earlier outputs are as they were",
-              file=sys.stderr)
-        return 130
+        print(f"stfusion: {'terminated' if isinstance(stop, Terminated) else 'interrupted'}; what it was writing was "
+              "not written, and earlier outputs are as they were", file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

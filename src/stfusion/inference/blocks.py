@@ -30,8 +30,8 @@ from stfusion.data.raster import Grid, as_reflectance
 from stfusion.data.units_check import check_pair, check_units, mask_outside
 from stfusion.errors import ConfigError, InputError
 from stfusion.inference.outputs import PREDICTION_TAGS, std_path
-from stfusion.methods.baselines import FallbackWarning
 from stfusion.io import atomic_path
+from stfusion.methods.baselines import FallbackWarning
 
 DEFAULT_BLOCK = 4096
 """Side of the blocks, in fine pixels: a 4096-pixel block of 6 bands is ~400 MB per input as float64."""

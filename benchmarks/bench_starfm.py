@@ -4,8 +4,11 @@ The inputs are a real cia-sim scene from ``stfusion.data.synthetic`` (fields, ro
 model; date 1 = the pair, date 2 = the target), generated in a child process so that the peak RSS
 printed is this process's: reading the images plus STARFM. Prints the median of several repeats (machines
 are noisy), the peak RSS and the device. Default: the full CIA grid (2040 x 1720), the C code's
-60 x 60 window.
-Usage: python benchmarks/bench_starfm.py [--height 2040 --width 1720 --repeats 3 --tile 256 --device cpu]
+60 x 60 window. On the CPU, `--paths fused torch` times the fused Numba kernel and the torch path in
+alternation (each at its own default tile unless --tile), checks that they give the same bits, and prints
+the ratio of the medians.
+Usage: python benchmarks/bench_starfm.py [--height 2040 --width 1720 --repeats 3 --tile 512 --device cpu
+                                          --paths fused torch]
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stfusion.methods.baselines import starfm
 from stfusion.methods.baselines.starfm import StarfmParams, predict_starfm
 from stfusion.data.datacube import valid_mask
 from stfusion.data.manifest import Manifest
@@ -78,6 +82,8 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=None, help="tile side in pixels (default: the module's)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--symmetric", action="store_true", help="61 x 61 window instead of the C code's 60 x 60")
+    parser.add_argument("--paths", nargs="+", choices=["fused", "torch"], default=["fused"],
+                        help="on the CPU: the fused kernel (default) and/or the torch path, timed in alternation")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "cia-sim"
@@ -88,9 +94,38 @@ def main() -> None:
     side = len(params.offsets)
     print(f"STARFM {side} x {side} window, device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
           f"tile {args.tile or 'default'}")
-    time_prediction(lambda: predict_starfm(**inputs, ratio=20, params=params, device=device, tile=args.tile),
-                    device, args.repeats, args.height, args.width)
+    if device.type == "cuda" or args.paths == ["fused"]:
+        time_prediction(lambda: predict_starfm(**inputs, ratio=20, params=params, device=device, tile=args.tile),
+                        device, args.repeats, args.height, args.width)
+    else:
+        compare_paths(inputs, params, args)
 
+
+PATHS = {"fused": (starfm._accumulate_fused, 512), "torch": (starfm._accumulate, 256)}
+"""The CPU accumulation of each path and the tile it was fastest at on 2 cores."""
+
+
+def compare_paths(inputs: dict, params: StarfmParams, args: argparse.Namespace) -> None:
+    """Each path in turn, ``repeats`` times; the medians, their ratio, and whether the outputs are identical."""
+    times, outputs = {path: [] for path in args.paths}, {}
+    try:
+        for _ in range(args.repeats):
+            for path in args.paths:
+                starfm.ACCUMULATE["cpu"], tile = PATHS[path]
+                start = time.perf_counter()
+                outputs[path] = predict_starfm(**inputs, ratio=20, params=params, device="cpu", tile=args.tile or tile)
+                times[path].append(time.perf_counter() - start)
+                print(f"  {path}: {times[path][-1]:.1f} s")
+    finally:
+        starfm.ACCUMULATE["cpu"] = starfm._accumulate_fused
+    medians = {path: statistics.median(runs) for path, runs in times.items()}
+    for path, median in medians.items():
+        print(f"{path}: median {median:.1f} s (runs: {', '.join(f'{t:.1f}' for t in times[path])})")
+    if len(medians) == 2:
+        print(f"torch / fused: {medians['torch'] / medians['fused']:.2f}x; identical outputs: "
+              f"{np.array_equal(outputs['fused'], outputs['torch'], equal_nan=True)}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"peak RSS {peak:.2f} GiB (both paths in one process)")
 
 if __name__ == "__main__":
     main()

@@ -8,6 +8,7 @@ import pytest
 import torch
 from scipy.interpolate import RBFInterpolator
 
+from stfusion.methods.baselines import fsdaf as fsdaf_module
 from stfusion.methods.baselines.fsdaf import (
     FsdafParams,
     class_fractions,
@@ -203,7 +204,8 @@ def test_similar_pixel_filter_matches_reference(kind, masked, k):
 
 
 @pytest.mark.parametrize("masked", [False, True])
-def test_tiles_do_not_change_the_result(masked):
+def test_tiles_do_not_change_the_result(masked, monkeypatch):
+    monkeypatch.setitem(fsdaf_module.FILTER, "cpu", fsdaf_module._filter_tiled)  # the torch path (CUDA's); the CPU kernel has no tiles
     rng = np.random.default_rng(3)
     fine, _ = scene("random", nb=3, size=24)
     valid = nodata_mask(24) if masked else None
@@ -214,6 +216,22 @@ def test_tiles_do_not_change_the_result(masked):
     for tile in (5, 7, 11):
         tiled = predict_fsdaf(fine, c1, c2, params=FsdafParams(**{**base.__dict__, "tile": tile}), **common)
         np.testing.assert_array_equal(tiled, whole)
+
+
+@pytest.mark.parametrize("k", [6, 20, 200])  # 200: more than the window holds
+@pytest.mark.parametrize(("kind", "masked"), CASES + [("negative", False)])
+def test_the_cpu_kernel_gives_the_bits_of_the_torch_path(kind, masked, k, monkeypatch):
+    rng = np.random.default_rng(11)
+    fine, _ = scene(kind)
+    valid = nodata_mask() if masked else np.ones(fine.shape[1:], bool)
+    c1, c2 = coarse_pair(fine, rng)
+    change = rng.uniform(-0.1, 0.1, fine.shape).astype(np.float32)
+    params = FsdafParams(half_window=WF, num_similar_pixel=k, tile=7, data_min=-1.0 if kind == "negative" else 0.0)
+    fused = similar_pixel_filter(fine, change, c1, c2, valid, 3, params).numpy()
+    monkeypatch.setitem(fsdaf_module.FILTER, "cpu", fsdaf_module._filter_tiled)
+    tiled = similar_pixel_filter(fine, change, c1, c2, valid, 3, params).numpy()
+    assert np.isfinite(fused[:, valid]).all()
+    np.testing.assert_array_equal(fused, tiled)  # bit for bit, NaN included
 
 
 # ---------------------------------------------------------------------------------------------

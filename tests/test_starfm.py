@@ -1,4 +1,4 @@
-"""STARFM: the vectorised torch version against a per-pixel reference written straight from the rules."""
+"""STARFM: the CPU kernel and the torch path against a per-pixel reference written straight from the rules."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from stfusion.methods.baselines import starfm as starfm_module
 from stfusion.methods.baselines.starfm import StarfmParams, predict_starfm, starfm
 from stfusion.errors import InputError
 
@@ -170,6 +171,25 @@ def test_tiles_do_not_change_the_result(pairs, tile):
     whole = predict_starfm(fine, coarse, target, valid=valid, ratio=2, params=SMALL, tile=64, device="cpu")
     tiled = predict_starfm(fine, coarse, target, valid=valid, ratio=2, params=SMALL, tile=tile, device="cpu")
     np.testing.assert_array_equal(tiled, whole)  # bit for bit, NaN included
+
+
+@pytest.mark.parametrize("pairs", [1, 2])
+@pytest.mark.parametrize("params", [StarfmParams(max_search_distance=250), StarfmParams(max_search_distance=250, symmetric_window=True),
+                                    StarfmParams(max_search_distance=250, reflectance_scale=40000.0)],  # int32 terms
+                         ids=["c-window", "symmetric", "int32"])
+def test_the_cpu_kernel_gives_the_bits_of_the_torch_path(pairs, params, monkeypatch):
+    rng = np.random.default_rng(pairs)
+    fine = rng.uniform(0.05, 0.5, (pairs, 3, 60, 70)).astype(np.float32)
+    coarse = (fine + rng.normal(0, 0.01, fine.shape)).astype(np.float32)
+    target = (coarse[0] + rng.uniform(-0.02, 0.05)).astype(np.float32)
+    valid = rng.random((60, 70)) > 0.05
+    fine, coarse = squeeze(fine, coarse, pairs)
+    run = lambda: predict_starfm(fine, coarse, target, valid=valid, params=params, device="cpu", tile=(25, 33))
+    fused = run()
+    monkeypatch.setitem(starfm_module.ACCUMULATE, "cpu", starfm_module._accumulate)
+    torch_path = run()
+    assert 0.5 < np.isfinite(fused).mean() < 1
+    np.testing.assert_array_equal(fused, torch_path)  # bit for bit, NaN included
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -19,7 +19,7 @@ from scipy.optimize import lsq_linear
 
 from stfusion.data.coarse_pixel import block_mean
 from stfusion.errors import InputError
-from stfusion.methods.baselines import check_window, fill_holes
+from stfusion.methods.baselines import check_window, fill_holes, kernels
 
 _DN = 10000.0  # the official code's DN range (not the data's reflectance scale): its DN-sized constants are divided by it
 _EPS_SIMILARITY = 1e-8 / _DN  # S_S / (F1 + 1e-8)
@@ -451,23 +451,35 @@ def similar_pixel_filter(fine, change, coarse_ref, coarse_target, valid, num_cla
     """Final FSDAF prediction (band, y, x): F1 + weighted change of the similar pixels; NaN where invalid."""
     fine, change, c1, c2, valid = (torch.as_tensor(a) for a in (fine, change, coarse_ref, coarse_target, valid))
     w, t = params.half_window, params.tile
-    nb, h, wd = fine.shape
     th = similarity_thresholds(fine, valid, num_class)
     fp = torch.nn.functional.pad(torch.where(valid, fine, 0.0), (w, w, w, w))  # NaN-free, padding invalid
     cp = torch.nn.functional.pad(torch.where(valid, change, 0.0), (w, w, w, w))
     vp = torch.nn.functional.pad(valid, (w, w, w, w))
     k = min(params.num_similar_pixel, (2 * w + 1) ** 2)
-    tiles = [(y0, min(y0 + t, h), x0, min(x0 + t, wd)) for y0 in range(0, h, t) for x0 in range(0, wd, t)]
+    weighted = FILTER.get(fine.device.type, _filter_tiled)(fp, cp, vp, th, w, k, t)
+    f2 = fine + weighted
+    # revise predictions outside the data range with F1 + C2 - C1, as the code
+    alt = fine + c2 - c1
+    f2 = torch.where(f2 < params.data_min, alt.clamp(params.data_min, params.data_max), f2)
+    f2 = torch.where(f2 > params.data_max, alt.clamp(params.data_min, params.data_max), f2)
+    return torch.where(valid, f2, torch.nan)
+
+
+def _filter_tiled(fp: torch.Tensor, cp: torch.Tensor, vp: torch.Tensor, th: torch.Tensor, w: int, k: int,
+                  tile: int) -> torch.Tensor:
+    """The weighted change of every pixel, tile by tile in torch (the CUDA path); inputs padded by w."""
+    nb, h, wd = fp.shape[0], fp.shape[1] - 2 * w, fp.shape[2] - 2 * w
+    tiles = [(y0, min(y0 + tile, h), x0, min(x0 + tile, wd)) for y0 in range(0, h, tile) for x0 in range(0, wd, tile)]
 
     def run(tile):
         y0, y1, x0, x1 = tile
         window = (slice(y0, y1 + 2 * w), slice(x0, x1 + 2 * w))
         return _filter_tile(fp[(slice(None), *window)], cp[(slice(None), *window)], vp[window], th, w, k)
 
-    weighted = torch.empty_like(fine)
+    weighted = torch.empty(nb, h, wd, device=fp.device)
     # On the CPU the loop runs thousands of small ops per tile: one tile per thread with single-threaded
     # ops stays fast when other jobs share the cores, where splitting every op across threads collapses.
-    workers = torch.get_num_threads() if fine.device.type == "cpu" else 1
+    workers = torch.get_num_threads() if fp.device.type == "cpu" else 1
     threads = torch.get_num_threads()
     try:
         if workers > 1:
@@ -477,12 +489,29 @@ def similar_pixel_filter(fine, change, coarse_ref, coarse_target, valid, num_cla
                 weighted[:, y0:y1, x0:x1] = result
     finally:
         torch.set_num_threads(threads)
-    f2 = fine + weighted
-    # revise predictions outside the data range with F1 + C2 - C1, as the code
-    alt = fine + c2 - c1
-    f2 = torch.where(f2 < params.data_min, alt.clamp(params.data_min, params.data_max), f2)
-    f2 = torch.where(f2 > params.data_max, alt.clamp(params.data_min, params.data_max), f2)
-    return torch.where(valid, f2, torch.nan)
+    return weighted
+
+
+def _filter_fused(fp: torch.Tensor, cp: torch.Tensor, vp: torch.Tensor, th: torch.Tensor, w: int, k: int,
+                  tile: int) -> torch.Tensor:
+    """``_filter_tiled`` on the CPU in one pass per pixel and no tiles (kernels.fsdaf_similar_pixels, same bits)."""
+    order, key_factor, weight_factor = _offset_tables(w, "cpu")
+    return torch.from_numpy(kernels.fsdaf_similar_pixels(
+        fp.numpy(), cp.numpy(), vp.numpy(), th.numpy(), np.float32(_EPS_SIMILARITY), w, k, order.astype(np.int64),
+        key_factor, weight_factor.numpy(), _ID_BITS))
+
+
+FILTER = {"cpu": _filter_fused, "cuda": _filter_tiled}
+"""Step 7 per device type; both give the same bits (benchmarks/bench_fsdaf.py times both on the CPU)."""
+
+
+def _sum_in_order(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sum along ``dim`` from first to last, as the fused kernel (torch.sum's order depends on the CPU's vectors)."""
+    parts = x.unbind(dim)
+    total = parts[0].clone()
+    for part in parts[1:]:
+        total += part
+    return total
 
 
 def _offset_tables(w: int, device) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
@@ -574,6 +603,6 @@ def _filter_tile(fp: torch.Tensor, cp: torch.Tensor, vp: torch.Tensor, th: torch
     s = torch.empty(k * n, device=dev)
     _relative_difference((nbr - centre.repeat(1, k)).abs_(), den.repeat(1, k), s)
     cd = torch.where(chosen, 1.0 / (weight_factor[ids] * (s.view(k, th_, tw) + 1.0)), 0.0)
-    weight = cd / cd.sum(0)
+    weight = cd / _sum_in_order(cd, 0)
     change = cp.reshape(nb, -1)[:, flat].reshape(nb, k, th_, tw)
-    return (weight * change).sum(1)
+    return _sum_in_order(weight * change, 1)

@@ -14,17 +14,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stfusion.methods.baselines import check_window, fill_holes
+from stfusion.methods.baselines import check_window, fill_holes, kernels
 from stfusion.errors import InputError
 from stfusion.units import REFLECTANCE_SCALE
 
 __all__ = ["StarfmParams", "predict_starfm", "starfm"]
 
-TILE = {"cpu": 256, "cuda": 2048}
-"""Default tile side in fine pixels. On the CPU a 256 x 256 tile of 6 bands streams ~1-2 MB per tensor
-operation, from the caches rather than memory, while the Python overhead per operation (~2 us) stays
-below 10%. On 2 cores 192-384 were within noise of each other; wide strips were slower (successive
-offsets then read distant, uncached parts of the tile). On CUDA larger tiles amortise kernel launches."""
+TILE = {"cpu": 512, "cuda": 2048}
+"""Default tile side in fine pixels. On the CPU the fused kernel's working set for one output row (the
+window's rows of one band, 12 bytes per pixel) stays in L2 up to ~800 px; 512 was fastest on 2 cores (256:
++19 %, 1024: +3 %). On CUDA larger tiles amortise kernel launches."""
 
 
 @dataclass(frozen=True)
@@ -164,7 +163,7 @@ def _predict_tile(images: tuple[np.ndarray, np.ndarray, np.ndarray], box: tuple[
     y0, y1, x0, x1 = box
     slabs = [torch.from_numpy(_padded(a, y0 - before, y1 + after, x0 - before, x1 + after)).to(device) for a in images]
     nb, centre = _terms(*slabs, y1 - y0, before, slices, u)
-    sum_w, sum_wp = _accumulate(nb, centre, params, before, slabs[0].shape[-1])
+    sum_w, sum_wp = ACCUMULATE.get(device.type, _accumulate)(nb, centre, params, before, slabs[0].shape[-1])
     crop = lambda x: x.sum(0).view(-1, y1 - y0, slabs[0].shape[-1])[..., before:before + x1 - x0]  # sum over pairs
     sum_w, sum_wp = crop(sum_w), crop(sum_wp)
     units = sum_wp / sum_w + u["r0"]
@@ -235,6 +234,27 @@ def _accumulate(nb: dict[str, torch.Tensor], centre: dict[str, torch.Tensor], pa
             sum_w.add_(wgt)
             sum_wp.addcmul_(wgt, nb["candidate"][..., k:k + n])
     return sum_w, sum_wp
+
+
+def _accumulate_fused(nb: dict[str, torch.Tensor], centre: dict[str, torch.Tensor], params: StarfmParams,
+                      before: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_accumulate`` on the CPU in one pass per pixel (kernels.starfm_accumulate, bit-identical)."""
+    shifts, factors = [], []
+    for factor, ring in _rings(params):
+        shifts += [(before + dy) * width + dx + before for dy, dx in ring]
+        factors += [factor] * len(ring)
+    rows, cols = centre["l"].shape[-1] // width, width - before - params.offsets[-1]  # the tile's own columns
+    far = torch.where(nb["close"] > 0, -1.0, nb["far"])  # one array for both: 8 bytes less per offset
+    candidate = nb["candidate"].to(nb["l"].dtype)  # an integer in [-span, 2 span]
+    sums = kernels.starfm_accumulate(
+        *(nb[key].numpy() for key in ("l", "lsr", "msr")), far.numpy(), candidate.numpy(),
+        *(centre[key].numpy() for key in ("l", "t1", "t2", "slice")),
+        np.asarray(shifts, np.int64), np.asarray(factors, np.float32), rows, before, cols)
+    return tuple(torch.from_numpy(x) for x in sums)
+
+
+ACCUMULATE = {"cpu": _accumulate_fused, "cuda": _accumulate}
+"""The accumulation per device type; both give the same bits (benchmarks/bench_starfm.py times both on the CPU)."""
 
 
 def _rings(params: StarfmParams) -> list[tuple[float, list[tuple[int, int]]]]:

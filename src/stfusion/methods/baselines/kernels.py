@@ -1,0 +1,205 @@
+"""Numba kernels for the baselines on the CPU: one pass per pixel over its window instead of whole-tile passes.
+
+Each kernel repeats the torch path's float32 operations element by element and in the same order, so its
+results are bit-identical to it (tests/test_starfm.py, tests/test_fsdaf.py); the torch path stays for CUDA.
+docs/performance.md has the timings.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+import torch
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic
+
+__all__ = ["fsdaf_similar_pixels", "starfm_accumulate", "threads"]
+
+_EMPTY = np.iinfo(np.int64).max  # an empty slot of the similar-pixel buffer, as fsdaf._BIG
+
+
+def threads() -> int:
+    """Threads for a kernel: torch's, which the study's lanes set. Python threads share the rows (the compiled
+    functions release the GIL): Numba's own ``prange`` compiled FSDAF's loops 2.5 times slower."""
+    return max(1, torch.get_num_threads())
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """a x b + c rounded once, as torch's vectorised CPU kernels compute ``addcmul`` (AVX2 and AVX-512 builds)."""
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+    return types.float32(types.float32, types.float32, types.float32), codegen
+
+
+@intrinsic
+def _float_bits(typingctx, x):
+    """The bits of a float32 as an int32."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+    return types.int32(types.float32), codegen
+
+
+def starfm_accumulate(nb_l, nb_lsr, nb_msr, nb_far, nb_candidate, l_c, t1, t2, slice_, shifts, factors,
+                      rows, before, cols) -> tuple[np.ndarray, np.ndarray]:
+    """STARFM's sums of w and w x candidate over the window (``starfm._accumulate`` fused, same results).
+
+    Arrays as ``starfm._terms`` makes them, neighbour terms (pair, band, N) and centre terms (pair or
+    not, band, rows x width), except ``nb_far``: -1 where the neighbour is close (weight 1), and the
+    integer ``nb_candidate``. ``shifts``/``factors``: each offset's flat shift and distance factor,
+    rings in order. Only the ``cols`` columns after ``before`` of each row are summed; the rest stay 0.
+    """
+    pairs, bands, n = l_c.shape
+    sum_w, sum_wp = np.zeros((pairs, bands, n), np.float32), np.zeros((pairs, bands, n), np.float32)
+    tasks = pairs * bands * rows
+    run = lambda t0: _starfm_rows(nb_l, nb_lsr, nb_msr, nb_far, nb_candidate, l_c, t1, t2, slice_, shifts, factors,
+                                  rows, before, cols, t0, min(t0 + _ROWS, tasks), sum_w, sum_wp)
+    with ThreadPoolExecutor(threads()) as pool:
+        list(pool.map(run, range(0, tasks, _ROWS)))
+    return sum_w, sum_wp
+
+
+@numba.njit(cache=True, nogil=True)
+def _starfm_rows(nb_l, nb_lsr, nb_msr, nb_far, nb_candidate, l_c, t1, t2, slice_, shifts, factors, rows, before,
+                 cols, task0, task1, sum_w, sum_wp):  # pragma: no cover (compiled)
+    """Tasks task0 to task1 - 1 (one row of one pair and band each) of starfm_accumulate."""
+    bands, width = l_c.shape[1], l_c.shape[2] // rows
+    for task in range(task0, task1):
+        p, b, r = task // (bands * rows), task // rows % bands, task % rows
+        start, s = r * width + before, slice_[p, b, 0]
+        low, high = np.empty(cols, l_c.dtype), np.empty(cols, l_c.dtype)  # rule 2: low < L_nb < high
+        for i in range(cols):
+            low[i], high[i] = l_c[p, b, start + i] - s, l_c[p, b, start + i] + s
+        t1_row, t2_row = t1[b, start:start + cols], t2[b, start:start + cols]
+        w_row, wp_row = sum_w[p, b, start:start + cols], sum_wp[p, b, start:start + cols]
+        for o in range(shifts.size):
+            k, factor = shifts[o] + start, factors[o]  # slices per offset: indexing with k + i would not vectorise
+            l_nb, lsr, msr = nb_l[p, b, k:k + cols], nb_lsr[p, b, k:k + cols], nb_msr[p, b, k:k + cols]
+            far, candidate = nb_far[p, b, k:k + cols], nb_candidate[p, b, k:k + cols]
+            for i in range(cols):
+                similar = (l_nb[i] > low[i]) & (l_nb[i] < high[i])
+                kept = (lsr[i] < t1_row[i]) | (msr[i] < t2_row[i])  # rule 4
+                ring_w = np.float32(1.0) if far[i] < 0 else factor * far[i]  # rule 6, = close + factor x far
+                w = ring_w if similar & kept else np.float32(0.0)  # = _accumulate's clamp(q, 0, ring_w)
+                w_row[i] += w
+                wp_row[i] = _fma(w, np.float32(candidate[i]), wp_row[i])
+
+
+@numba.njit(inline="always")
+def _pack(key, offset, id_bits):  # pragma: no cover (compiled)
+    """An int64 ordered as (key, offset), as fsdaf._pack: order-preserving float bits, then the offset."""
+    bits = _float_bits(key)
+    if bits < 0:
+        bits ^= 0x7FFFFFFF
+    return (np.int64(bits) << id_bits) | offset
+
+
+def fsdaf_similar_pixels(fp, cp, vp, thr, eps, half_window, k, order, key_factor, weight_factor, id_bits) -> np.ndarray:
+    """FSDAF step 7's weighted change (band, y, x) of every pixel (``fsdaf._filter_tile`` fused, same results).
+
+    ``fp``, ``cp``: fine image and change (band, y, x), ``vp``: valid (y, x), all padded by the half
+    window with invalid pixels; ``order``: the window's offsets nearest first (any order selects the same
+    pixels: the k smallest (key, offset)); ``key_factor``/``weight_factor``: 10 + D/w and 1 + D/w.
+    """
+    bands, height, width = fp.shape
+    rows = height - 2 * half_window
+    out = np.empty((bands, rows, width - 2 * half_window), np.float32)
+    run = lambda r0: _fsdaf_rows(fp, cp, vp, thr, eps, half_window, k, order, key_factor, weight_factor, id_bits,
+                                 r0, min(r0 + _ROWS, rows), out)
+    with ThreadPoolExecutor(threads()) as pool:
+        list(pool.map(run, range(0, rows, _ROWS)))
+    return out
+
+
+_ROWS = 8  # rows per task of fsdaf_similar_pixels
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _fsdaf_rows(fp, cp, vp, thr, eps, w, k, order, key_factor, weight_factor, id_bits, r0, r1,
+                out):  # pragma: no cover (compiled)
+    """Rows r0 to r1 - 1 of fsdaf_similar_pixels."""
+    bands, cols = fp.shape[0], out.shape[2]
+    side = 2 * w + 1
+    for r in range(r0, r1):
+        centre = np.ascontiguousarray(fp[:, r + w, w:w + cols])  # contiguous rows vectorise
+        den = np.empty((bands, cols), np.float32)
+        for b in range(bands):
+            for x in range(cols):
+                den[b, x] = centre[b, x] + eps
+        best = np.full((cols, k), _EMPTY, np.int64)
+        worst, worst_at = np.full(cols, _EMPTY, np.int64), np.zeros(cols, np.int64)
+        worst_key = np.full(cols, np.inf, np.float32)
+        key, test = np.empty(cols, np.float32), np.empty(cols, np.bool_)
+        for o in order:
+            _keys(fp, vp, centre, den, thr, r + o // side, o % side, key_factor[o], key, test, worst_key)
+            for x in range(cols):
+                if test[x]:
+                    packed = _pack(key[x], o, id_bits)
+                    if packed < worst[x]:
+                        best[x, worst_at[x]] = packed
+                        at = 0
+                        for j in range(1, k):
+                            if best[x, j] > best[x, at]:
+                                at = j
+                        worst[x], worst_at[x] = best[x, at], at
+                        worst_key[x] = np.inf if best[x, at] == _EMPTY else _key_of(best[x, at], id_bits)
+        for x in range(cols):
+            _weighted_change(fp, cp, centre, den, np.sort(best[x]), r, x, w, weight_factor, id_bits, out)
+
+
+@numba.njit(inline="always")
+def _keys(fp, vp, centre, den, thr, y, ix, factor, key, test, worst_key):  # pragma: no cover (compiled)
+    """One offset for a row of pixels: the key (S + 1e-5)(10 + D/w) and whether it may enter the buffer."""
+    cols = key.size
+    valid = vp[y, ix:ix + cols]
+    nbr, c, d, t = fp[0, y, ix:ix + cols], centre[0], den[0], thr[0]
+    for x in range(cols):
+        diff = abs(nbr[x] - c[x])
+        key[x] = diff / d[x]  # fsdaf._relative_difference, band by band
+        test[x] = valid[x] & (diff < t)
+    for b in range(1, fp.shape[0]):
+        nbr, c, d, t = fp[b, y, ix:ix + cols], centre[b], den[b], thr[b]
+        for x in range(cols):
+            diff = abs(nbr[x] - c[x])
+            key[x] = key[x] + diff / d[x]
+            test[x] = test[x] & (diff < t)
+    for x in range(cols):
+        key[x] = (key[x] + np.float32(1e-5)) * factor
+        test[x] = test[x] & (key[x] <= worst_key[x])
+
+
+@numba.njit(inline="always")
+def _key_of(packed, id_bits):  # pragma: no cover (compiled)
+    """The float32 key of a packed key (fsdaf._unpack)."""
+    bits = np.int32(packed >> id_bits)
+    if bits < 0:
+        bits ^= 0x7FFFFFFF
+    return np.array([bits], np.int32).view(np.float32)[0]
+
+
+@numba.njit(inline="always")
+def _weighted_change(fp, cp, centre, den, keys, r, x, w, weight_factor, id_bits, out):  # pragma: no cover
+    """Weights 1 / ((1 + D/w)(S + 1)) of the chosen pixels, normalised, times their change, summed in key order."""
+    side, k, bands = 2 * w + 1, keys.size, fp.shape[0]
+    ids = np.empty(k, np.int64)
+    cd = np.zeros(k, np.float32)
+    for j in range(k):
+        ids[j] = keys[j] & ((1 << id_bits) - 1) if keys[j] != _EMPTY else side * side // 2  # filler: the centre
+        if keys[j] != _EMPTY:
+            iy, ix = r + ids[j] // side, x + ids[j] % side
+            s = abs(fp[0, iy, ix] - centre[0, x]) / den[0, x]
+            for b in range(1, bands):
+                s = s + abs(fp[b, iy, ix] - centre[b, x]) / den[b, x]
+            cd[j] = np.float32(1.0) / (weight_factor[ids[j]] * (s + np.float32(1.0)))
+    total = cd[0]
+    for j in range(1, k):
+        total += cd[j]
+    for b in range(bands):
+        acc = np.float32(0.0)
+        for j in range(k):
+            change = cp[b, r + ids[j] // side, x + ids[j] % side]
+            acc = (cd[j] / total) * change if j == 0 else acc + (cd[j] / total) * change
+        out[b, r, x] = acc

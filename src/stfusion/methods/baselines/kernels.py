@@ -16,15 +16,20 @@ from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic
 
-__all__ = ["fsdaf_similar_pixels", "starfm_accumulate", "threads"]
+__all__ = ["fsdaf_similar_pixels", "starfm_accumulate"]
 
 _EMPTY = np.iinfo(np.int64).max  # an empty slot of the similar-pixel buffer, as fsdaf._BIG
 
 
-def threads() -> int:
-    """Threads for a kernel: torch's, which the study's lanes set. Python threads share the rows (the compiled
-    functions release the GIL): Numba's own ``prange`` compiled FSDAF's loops 2.5 times slower."""
-    return max(1, torch.get_num_threads())
+_ROWS = 8  # rows (tasks) per call of a compiled kernel
+
+
+def _in_threads(kernel, count: int) -> None:
+    """``kernel(first, stop)`` over ``range(count)`` in chunks of _ROWS, on torch's threads (which the study's
+    lanes set). The compiled kernels release the GIL; Numba's own ``prange`` compiled FSDAF's loops 2.5 times
+    slower."""
+    with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
+        list(pool.map(lambda first: kernel(first, min(first + _ROWS, count)), range(0, count, _ROWS)))
 
 
 @intrinsic
@@ -43,6 +48,14 @@ def _float_bits(typingctx, x):
     return types.int32(types.float32), codegen
 
 
+@intrinsic
+def _bits_float(typingctx, x):
+    """The float32 whose bits are an int32 (the inverse of _float_bits)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.int32), codegen
+
+
 def starfm_accumulate(nb_l, nb_lsr, nb_msr, nb_far, nb_candidate, l_c, t1, t2, slice_, shifts, factors,
                       rows, before, cols) -> tuple[np.ndarray, np.ndarray]:
     """STARFM's sums of w and w x candidate over the window (``starfm._accumulate`` fused, same results).
@@ -54,11 +67,9 @@ def starfm_accumulate(nb_l, nb_lsr, nb_msr, nb_far, nb_candidate, l_c, t1, t2, s
     """
     pairs, bands, n = l_c.shape
     sum_w, sum_wp = np.zeros((pairs, bands, n), np.float32), np.zeros((pairs, bands, n), np.float32)
-    tasks = pairs * bands * rows
-    run = lambda t0: _starfm_rows(nb_l, nb_lsr, nb_msr, nb_far, nb_candidate, l_c, t1, t2, slice_, shifts, factors,
-                                  rows, before, cols, t0, min(t0 + _ROWS, tasks), sum_w, sum_wp)
-    with ThreadPoolExecutor(threads()) as pool:
-        list(pool.map(run, range(0, tasks, _ROWS)))
+    _in_threads(lambda first, stop: _starfm_rows(nb_l, nb_lsr, nb_msr, nb_far, nb_candidate, l_c, t1, t2, slice_,
+                                                 shifts, factors, rows, before, cols, first, stop, sum_w, sum_wp),
+                pairs * bands * rows)
     return sum_w, sum_wp
 
 
@@ -107,14 +118,9 @@ def fsdaf_similar_pixels(fp, cp, vp, thr, eps, half_window, k, order, key_factor
     bands, height, width = fp.shape
     rows = height - 2 * half_window
     out = np.empty((bands, rows, width - 2 * half_window), np.float32)
-    run = lambda r0: _fsdaf_rows(fp, cp, vp, thr, eps, half_window, k, order, key_factor, weight_factor, id_bits,
-                                 r0, min(r0 + _ROWS, rows), out)
-    with ThreadPoolExecutor(threads()) as pool:
-        list(pool.map(run, range(0, rows, _ROWS)))
+    _in_threads(lambda first, stop: _fsdaf_rows(fp, cp, vp, thr, eps, half_window, k, order, key_factor, weight_factor,
+                                                id_bits, first, stop, out), rows)
     return out
-
-
-_ROWS = 8  # rows per task of fsdaf_similar_pixels
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -177,7 +183,7 @@ def _key_of(packed, id_bits):  # pragma: no cover (compiled)
     bits = np.int32(packed >> id_bits)
     if bits < 0:
         bits ^= 0x7FFFFFFF
-    return np.array([bits], np.int32).view(np.float32)[0]
+    return _bits_float(bits)
 
 
 @numba.njit(inline="always")
@@ -197,9 +203,9 @@ def _weighted_change(fp, cp, centre, den, keys, r, x, w, weight_factor, id_bits,
     total = cd[0]
     for j in range(1, k):
         total += cd[j]
+    weight = cd / total  # as the torch path: weight = cd / sum, then sum of weight x change
     for b in range(bands):
-        acc = np.float32(0.0)
-        for j in range(k):
-            change = cp[b, r + ids[j] // side, x + ids[j] % side]
-            acc = (cd[j] / total) * change if j == 0 else acc + (cd[j] / total) * change
+        acc = weight[0] * cp[b, r + ids[0] // side, x + ids[0] % side]
+        for j in range(1, k):
+            acc = acc + weight[j] * cp[b, r + ids[j] // side, x + ids[j] % side]
         out[b, r, x] = acc

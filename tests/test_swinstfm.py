@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from stfusion.errors import ConfigError
 from stfusion.methods.models import build_model
@@ -72,6 +73,33 @@ def test_padding_does_not_change_the_attention_of_real_tokens():
         whole = block(x)
         row = block(x[:, 8:9, :8])
     torch.testing.assert_close(whole[:, 8, :8], row[:, 0], rtol=1e-5, atol=1e-5)
+
+
+def _split_by_roll(geometry: WindowGeometry, x: torch.Tensor) -> torch.Tensor:
+    """The textbook Swin windowing (pad, cyclic shift, partition) that the gather replaces."""
+    x = F.pad(x, (0, 0, 0, geometry.wp - geometry.w, 0, geometry.hp - geometry.h))
+    x = torch.roll(x, (-geometry.sh, -geometry.sw), (1, 2))
+    n, h, w, c = x.shape
+    x = x.view(n, h // geometry.wh, geometry.wh, w // geometry.ww, geometry.ww, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, geometry.wh * geometry.ww, c)
+
+
+@pytest.mark.parametrize("grid", [(16, 16, True), (9, 13, True), (9, 13, False), (5, 11, True), (24, 8, True)])
+def test_window_gather_equals_pad_roll_partition_with_its_gradient(grid):
+    h, w, shifted = grid
+    geometry = WindowGeometry(h, w, window=4, shifted=shifted, device=torch.device("cpu"))
+    x = torch.randn(2, h, w, 3, requires_grad=True)
+    windows = geometry.split(x)
+    expected = _split_by_roll(geometry, x)
+    assert torch.equal(windows, expected)
+    weights = torch.randn_like(windows)
+    torch.testing.assert_close(torch.autograd.grad((windows * weights).sum(), x)[0],
+                               torch.autograd.grad((expected * weights).sum(), x)[0], rtol=0, atol=0)
+    # join inverts split, and its gradient reaches only the real tokens' windows.
+    y = windows.detach().requires_grad_()
+    assert torch.equal(geometry.join(y, 2), x.detach())
+    grad = torch.autograd.grad((geometry.join(y, 2) * x.detach()).sum(), y)[0]
+    assert torch.equal(grad, _split_by_roll(geometry, x.detach()))  # padded tokens: zero gradient
 
 
 def test_shift_mask_separates_wrapped_regions():

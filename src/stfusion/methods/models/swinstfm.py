@@ -39,11 +39,31 @@ def _partition(x: Tensor, wh: int, ww: int) -> Tensor:
     return x.reshape(-1, wh * ww, c)
 
 
-def _merge(windows: Tensor, n: int, h: int, w: int, wh: int, ww: int) -> Tensor:
-    """Inverse of :func:`_partition`."""
-    c = windows.shape[-1]
-    x = windows.view(n, h // wh, w // ww, wh, ww, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(n, h, w, c)
+def _take(tokens: Tensor, index: Tensor, pad: bool) -> Tensor:
+    """(N, T, C) tokens at ``index`` -> (N, len(index), C); with ``pad``, index T picks a zero token."""
+    n, t, c = tokens.shape
+    if pad:
+        tokens, t = F.pad(tokens, (0, 0, 0, 1)), t + 1
+    rows = (index[None] + torch.arange(n, device=index.device)[:, None] * t).flatten()
+    return tokens.reshape(n * t, c).index_select(0, rows).view(n, -1, c)
+
+
+class _TokenPermutation(torch.autograd.Function):
+    """Tokens gathered by a permutation (plus padding); the gradient is gathered back by the inverse.
+
+    One copy each way, where pad, roll and window partition make three or four (docs/performance.md).
+    """
+
+    @staticmethod
+    def forward(ctx, tokens: Tensor, index: Tensor, inverse: Tensor, pad: bool, pad_inverse: bool) -> Tensor:
+        ctx.save_for_backward(inverse)
+        ctx.pad_inverse = pad_inverse
+        return _take(tokens, index, pad)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (inverse,) = ctx.saved_tensors
+        return _take(grad, inverse, ctx.pad_inverse), None, None, None, None
 
 
 class WindowGeometry:
@@ -54,12 +74,28 @@ class WindowGeometry:
         self.wh, self.sh = _window_plan(h, window, shifted)
         self.ww, self.sw = _window_plan(w, window, shifted)
         self.hp, self.wp = h + (-h) % self.wh, w + (-w) % self.ww
+        self.padded = (self.hp, self.wp) != (h, w)
         self.mask = self._mask(device)
+        self.order, self.position = self._token_order(device)
+
+    def _token_order(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """Window order -> grid token (h * w for padding), and grid token -> window order.
+
+        The window order is that of pad, cyclic shift by (-sh, -sw), then partition.
+        """
+        rows = (torch.arange(self.hp, device=device) + self.sh) % self.hp
+        cols = (torch.arange(self.wp, device=device) + self.sw) % self.wp
+        inside = (rows[:, None] < self.h) & (cols[None] < self.w)
+        grid = torch.where(inside, rows[:, None] * self.w + cols[None], self.h * self.w)
+        order = _partition(grid[None, :, :, None], self.wh, self.ww).flatten()
+        real = order < self.h * self.w
+        position = torch.empty(self.h * self.w, dtype=torch.long, device=device)
+        position[order[real]] = torch.arange(order.numel(), device=device)[real]
+        return order, position
 
     def _mask(self, device: torch.device) -> Tensor | None:
         """(windows, L, L) additive mask: 0 where a query may attend a key, MASKED elsewhere, or None."""
-        padded = (self.hp, self.wp) != (self.h, self.w)
-        if not (padded or self.sh or self.sw):
+        if not (self.padded or self.sh or self.sw):
             return None
         region = torch.zeros(self.hp, self.wp, device=device)
         for k, rows in enumerate(self._bands(self.hp, self.wh, self.sh)):
@@ -82,18 +118,18 @@ class WindowGeometry:
         return [slice(0, size - window), slice(size - window, size - shift), slice(size - shift, size)]
 
     def split(self, x: Tensor) -> Tensor:
-        """(N, H, W, C) -> windows (N * windows, L, C): pad, roll, partition."""
-        x = F.pad(x, (0, 0, 0, self.wp - self.w, 0, self.hp - self.h))
-        if self.sh or self.sw:
-            x = torch.roll(x, (-self.sh, -self.sw), (1, 2))
-        return _partition(x, self.wh, self.ww)
+        """(N, H, W, C) -> windows (N * windows, L, C): pad, roll, partition, as one gather."""
+        n, c = x.shape[0], x.shape[-1]
+        windows = _TokenPermutation.apply(x.reshape(n, self.h * self.w, c), self.order, self.position,
+                                          self.padded, False)
+        return windows.view(-1, self.wh * self.ww, c)
 
     def join(self, windows: Tensor, n: int) -> Tensor:
-        """Inverse of :meth:`split`, cropped back to (N, H, W, C)."""
-        x = _merge(windows, n, self.hp, self.wp, self.wh, self.ww)
-        if self.sh or self.sw:
-            x = torch.roll(x, (self.sh, self.sw), (1, 2))
-        return x[:, : self.h, : self.w]
+        """Inverse of :meth:`split`: (N * windows, L, C) -> (N, H, W, C)."""
+        c = windows.shape[-1]
+        x = _TokenPermutation.apply(windows.reshape(n, -1, c), self.position, self.order,
+                                    False, self.padded)
+        return x.view(n, self.h, self.w, c)
 
     def masked(self, logits: Tensor) -> Tensor:
         """Add the mask to (N * windows, heads, L, L) logits."""
@@ -141,7 +177,8 @@ class WindowAttention(nn.Module):
 
     def forward(self, x: Tensor, geometry: WindowGeometry) -> Tensor:
         b, length, c = x.shape
-        q, k, v = self.qkv(x).view(b, length, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        # Unbound along the 3, the gradients stack straight back into the linear's layout (no extra copy).
+        q, k, v = (t.transpose(1, 2) for t in self.qkv(x).view(b, length, 3, self.heads, c // self.heads).unbind(2))
         logits = (q * self.scale) @ k.transpose(-2, -1) + self.bias(geometry.wh, geometry.ww).to(q.dtype)
         attention = geometry.masked(logits).softmax(-1)
         return self.proj((attention @ v).transpose(1, 2).reshape(b, length, c))
@@ -282,8 +319,11 @@ def _channels_last(x: Tensor) -> Tensor:
     return x.permute(0, 2, 3, 1)
 
 
-def _channels_first(x: Tensor) -> Tensor:
-    return x.permute(0, 3, 1, 2)
+def _channels_first(x: Tensor, weights: int = 0) -> Tensor:
+    """(N, H, W, C) -> (N, C, H, W): a view with channels-last strides, or a contiguous copy where a conv's
+    ``weights`` outnumber the activations (then the CPU's conv keeps its weights' layout; docs/performance.md)."""
+    x = x.permute(0, 3, 1, 2)
+    return x.contiguous() if weights > x.numel() else x
 
 
 class UpLevel(nn.Module):
@@ -297,7 +337,7 @@ class UpLevel(nn.Module):
         self.refine = SwinStage(out_dim, depth, _heads(out_dim, head_dim), window)
 
     def forward(self, x: Tensor, coarse_ref: Tensor, fine_ref: Tensor, coarse_target: Tensor) -> Tensor:
-        up = _channels_last(self.upsample(_channels_first(x)))
+        up = _channels_last(self.upsample(_channels_first(x, self.upsample[0].weight.numel())))
         attended = self.cross(coarse_ref, fine_ref, coarse_target)
         return self.refine(self.fuse(torch.cat([coarse_target, attended, up], dim=-1)))
 
@@ -352,8 +392,8 @@ class SwinSTFM(FusionModel):
         padded = [pad_to_multiple(x, self.traits.alignment)[0] for x in (fine_ref, coarse_ref, coarse_target)]
         size = fine_ref.shape[-2:]
         fine = self.fine_encoder(padded[0])
-        coarse = self.coarse_encoder(torch.cat([padded[1], padded[2]]))  # shared weights: one pass for both dates
-        coarse_ref_f, coarse_target_f = zip(*(f.chunk(2) for f in coarse))
+        # Shared weights, one pass per date: one pass of both as a double batch ran 5 % slower on the CPU.
+        coarse_ref_f, coarse_target_f = self.coarse_encoder(padded[1]), self.coarse_encoder(padded[2])
         x = self.bottom(coarse_ref_f[-1], fine[-1], coarse_target_f[-1])
         for k, up in enumerate(self.up):
             level = 3 - k  # features of the encoder level this up-block reaches

@@ -8,7 +8,8 @@ per-pixel temporal difference; pass --method starfm for a window method (much sl
 With --site, the same inputs form a site folder (docs/sites.md): two fine/coarse pairs and a coarse-only target,
 the coarse files at their native 480 m (16 fine pixels), warped onto the fine grid block by block by
 `stfusion fuse --site`.
-Usage: python benchmarks/bench_large_fuse.py [--size 10000 --bands 6 --block 4096 --method temporal-difference --site]
+Usage: python benchmarks/bench_large_fuse.py [--size 10000 --bands 6 --block 4096 --method temporal-difference --ratio R
+                                             --site]
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def main() -> None:
     parser.add_argument("--bands", type=int, default=6)
     parser.add_argument("--block", type=int, default=4096)
     parser.add_argument("--method", default="temporal-difference")
+    parser.add_argument("--ratio", type=int, help="passed to fuse (FSDAF needs it)")
     parser.add_argument("--site", action="store_true", help="fuse a site folder (coarse files at 480 m) instead")
     parser.add_argument("--folder", help="where the inputs go (default: a temporary folder; they take ~3.6 GB)")
     args = parser.parse_args()
@@ -85,7 +87,7 @@ def main() -> None:
         print(f"inputs: {args.size} x {args.size} x {args.bands} int16 ({inputs_gib:.2f} GiB on disk, "
               f"{3 * args.size**2 * args.bands * 8 / 2**30:.1f} GiB as float64 in memory) in {time.perf_counter() - start:.0f} s")
         command = [sys.executable, "-m", "stfusion.cli", "fuse", "--method", args.method, "--block", str(args.block),
-                   *command]
+                   *command, *(["--ratio", str(args.ratio)] if args.ratio else [])]
         start = time.perf_counter()
         subprocess.run(command, check=True)
         seconds = time.perf_counter() - start

@@ -76,7 +76,11 @@ def starfm_accumulate(nb_l, nb_lsr, nb_msr, nb_far, nb_candidate, l_c, t1, t2, s
 @numba.njit(cache=True, nogil=True)
 def _starfm_rows(nb_l, nb_lsr, nb_msr, nb_far, nb_candidate, l_c, t1, t2, slice_, shifts, factors, rows, before,
                  cols, task0, task1, sum_w, sum_wp):  # pragma: no cover (compiled)
-    """Tasks task0 to task1 - 1 (one row of one pair and band each) of starfm_accumulate."""
+    """Tasks task0 to task1 - 1 (one row of one pair and band each) of starfm_accumulate.
+
+    Two offsets per pass over the row: the sums stay in registers between them (added in the same order, so
+    the same bits), which halves the loads and stores of the sums and centre terms (docs/performance.md).
+    """
     bands, width = l_c.shape[1], l_c.shape[2] // rows
     for task in range(task0, task1):
         p, b, r = task // (bands * rows), task // rows % bands, task % rows
@@ -86,17 +90,42 @@ def _starfm_rows(nb_l, nb_lsr, nb_msr, nb_far, nb_candidate, l_c, t1, t2, slice_
             low[i], high[i] = l_c[p, b, start + i] - s, l_c[p, b, start + i] + s
         t1_row, t2_row = t1[b, start:start + cols], t2[b, start:start + cols]
         w_row, wp_row = sum_w[p, b, start:start + cols], sum_wp[p, b, start:start + cols]
-        for o in range(shifts.size):
-            k, factor = shifts[o] + start, factors[o]  # slices per offset: indexing with k + i would not vectorise
-            l_nb, lsr, msr = nb_l[p, b, k:k + cols], nb_lsr[p, b, k:k + cols], nb_msr[p, b, k:k + cols]
-            far, candidate = nb_far[p, b, k:k + cols], nb_candidate[p, b, k:k + cols]
+        terms = nb_l[p, b], nb_lsr[p, b], nb_msr[p, b], nb_far[p, b], nb_candidate[p, b]
+        o = 0
+        while o + 2 <= shifts.size:
+            k, f0, f1 = shifts[o] + start, factors[o], factors[o + 1]  # slices per offset: k + i would not vectorise
+            l0, lsr0, msr0, far0, cand0 = _slices(terms, k, cols)
+            k = shifts[o + 1] + start
+            l1, lsr1, msr1, far1, cand1 = _slices(terms, k, cols)
             for i in range(cols):
-                similar = (l_nb[i] > low[i]) & (l_nb[i] < high[i])
-                kept = (lsr[i] < t1_row[i]) | (msr[i] < t2_row[i])  # rule 4
-                ring_w = np.float32(1.0) if far[i] < 0 else factor * far[i]  # rule 6, = close + factor x far
-                w = ring_w if similar & kept else np.float32(0.0)  # = _accumulate's clamp(q, 0, ring_w)
-                w_row[i] += w
-                wp_row[i] = _fma(w, np.float32(candidate[i]), wp_row[i])
+                lo, hi, a1, a2 = low[i], high[i], t1_row[i], t2_row[i]
+                w0 = _starfm_weight(l0[i], lsr0[i], msr0[i], far0[i], f0, lo, hi, a1, a2)
+                w1 = _starfm_weight(l1[i], lsr1[i], msr1[i], far1[i], f1, lo, hi, a1, a2)
+                w_row[i] = w_row[i] + w0 + w1
+                wp_row[i] = _fma(w1, np.float32(cand1[i]), _fma(w0, np.float32(cand0[i]), wp_row[i]))
+            o += 2
+        if o < shifts.size:  # an odd count of offsets: the last one alone
+            k, f0 = shifts[o] + start, factors[o]
+            l0, lsr0, msr0, far0, cand0 = _slices(terms, k, cols)
+            for i in range(cols):
+                w0 = _starfm_weight(l0[i], lsr0[i], msr0[i], far0[i], f0, low[i], high[i], t1_row[i], t2_row[i])
+                w_row[i] += w0
+                wp_row[i] = _fma(w0, np.float32(cand0[i]), wp_row[i])
+
+
+@numba.njit(inline="always")
+def _slices(terms, k, cols):  # pragma: no cover (compiled)
+    """The neighbour terms of one offset: [k, k + cols) of each."""
+    return terms[0][k:k + cols], terms[1][k:k + cols], terms[2][k:k + cols], terms[3][k:k + cols], terms[4][k:k + cols]
+
+
+@numba.njit(inline="always")
+def _starfm_weight(l_nb, lsr, msr, far, factor, low, high, t1, t2):  # pragma: no cover (compiled)
+    """A neighbour's weight: its ring weight if it is a candidate, else 0."""
+    similar = (l_nb > low) & (l_nb < high)
+    kept = (lsr < t1) | (msr < t2)  # rule 4
+    ring_w = np.float32(1.0) if far < 0 else factor * far  # rule 6, = close + factor x far
+    return ring_w if similar & kept else np.float32(0.0)  # = _accumulate's clamp(q, 0, ring_w)
 
 
 @numba.njit(inline="always")

@@ -88,10 +88,10 @@ class WindowGeometry:
         inside = (rows[:, None] < self.h) & (cols[None] < self.w)
         grid = torch.where(inside, rows[:, None] * self.w + cols[None], self.h * self.w)
         order = _partition(grid[None, :, :, None], self.wh, self.ww).flatten()
-        real = order < self.h * self.w
-        position = torch.empty(self.h * self.w, dtype=torch.long, device=device)
-        position[order[real]] = torch.arange(order.numel(), device=device)[real]
-        return order, position
+        # Padding lands in one extra slot, dropped: no boolean indexing, which would wait for the GPU.
+        position = torch.empty(self.h * self.w + 1, dtype=torch.long, device=device)
+        position.scatter_(0, order, torch.arange(order.numel(), device=device))
+        return order, position[:-1]
 
     def _mask(self, device: torch.device) -> Tensor | None:
         """(windows, L, L) additive mask: 0 where a query may attend a key, MASKED elsewhere, or None."""
@@ -151,11 +151,11 @@ class RelativePositionBias(nn.Module):
 
     def forward(self, wh: int, ww: int) -> Tensor:
         """(heads, L, L) for a wh x ww window."""
-        ys, xs = torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing="ij")
+        device = self.table.device  # built there: a copy from the host would wait for the GPU
+        ys, xs = torch.meshgrid(torch.arange(wh, device=device), torch.arange(ww, device=device), indexing="ij")
         coords = torch.stack([ys.flatten(), xs.flatten()])  # (2, L)
         rel = coords[:, :, None] - coords[:, None, :] + self.window - 1
-        index = (rel[0] * (2 * self.window - 1) + rel[1]).to(self.table.device)
-        return self.table[index].permute(2, 0, 1)
+        return self.table[rel[0] * (2 * self.window - 1) + rel[1]].permute(2, 0, 1)
 
 
 # --------------------------------------------------------------------------- Swin blocks

@@ -88,10 +88,12 @@ class WindowGeometry:
         inside = (rows[:, None] < self.h) & (cols[None] < self.w)
         grid = torch.where(inside, rows[:, None] * self.w + cols[None], self.h * self.w)
         order = _partition(grid[None, :, :, None], self.wh, self.ww).flatten()
-        # Padding lands in one extra slot, dropped: no boolean indexing, which would wait for the GPU.
-        position = torch.empty(self.h * self.w + 1, dtype=torch.long, device=device)
-        position.scatter_(0, order, torch.arange(order.numel(), device=device))
-        return order, position[:-1]
+        # The inverse by arithmetic, not by indexing: nothing waits for the GPU, nothing is written twice.
+        i = (torch.arange(self.h, device=device) - self.sh) % self.hp  # rows and columns in the shifted frame
+        j = (torch.arange(self.w, device=device) - self.sw) % self.wp
+        window = (i[:, None] // self.wh) * (self.wp // self.ww) + j[None] // self.ww
+        position = window * (self.wh * self.ww) + (i[:, None] % self.wh) * self.ww + j[None] % self.ww
+        return order, position.flatten()
 
     def _mask(self, device: torch.device) -> Tensor | None:
         """(windows, L, L) additive mask: 0 where a query may attend a key, MASKED elsewhere, or None."""

@@ -305,6 +305,38 @@ def test_a_block_by_block_failure_leaves_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output, no staging folder
 
 
+
+@pytest.mark.parametrize("user_setting", [None, "512"])
+def test_block_by_block_fusion_bounds_gdal_cache_unless_the_user_set_it(tmp_path, monkeypatch, user_setting):
+    """GDAL's default cache (5 % of memory) filled with the staged prediction, so memory grew with the scene."""
+    from rasterio.env import get_gdal_config
+
+    from stfusion.data.raster import Grid, write_geotiff
+    from stfusion.inference import fuse as fuse_module
+    from stfusion.inference.blocks import GDAL_CACHE_MB
+
+    if user_setting is None:
+        monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    else:
+        monkeypatch.setenv("GDAL_CACHEMAX", user_setting)
+    outside = get_gdal_config("GDAL_CACHEMAX")
+    seen = []
+    untrained = fuse_module.untrained_predictor
+
+    def recording(method_name, window):
+        predict, info = untrained(method_name, window)
+        return (lambda *args, **kwargs: seen.append(get_gdal_config("GDAL_CACHEMAX")) or predict(*args, **kwargs)), info
+
+    monkeypatch.setattr(fuse_module, "untrained_predictor", recording)
+    grid = Grid(130, 130)
+    paths = {name: write_geotiff(tmp_path / f"{name}.tif", np.full((2, 130, 130), value, np.int16), grid, nodata=0)
+             for name, value in (("f1", 200), ("c1", 300), ("c2", 400))}
+    fuse_module.fuse_files("temporal-difference", paths["f1"], paths["c1"], paths["c2"], tmp_path / "out.tif",
+                           block=64, progress=False)
+    expected = GDAL_CACHE_MB * 2**20 if user_setting is None else outside  # bytes
+    assert len(seen) == 9 and set(seen) == {expected}
+    assert get_gdal_config("GDAL_CACHEMAX") == outside  # restored for the rest of the process
+
 # --- outputs: nothing a user gave is replaced, and a bad output path is refused before any work -----------
 
 def _snapshot(folder):

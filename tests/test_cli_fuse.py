@@ -305,7 +305,6 @@ def test_a_block_by_block_failure_leaves_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output, no staging folder
 
 
-
 @pytest.mark.parametrize("user_setting", [None, "512"])
 def test_block_by_block_fusion_bounds_gdal_cache_unless_the_user_set_it(tmp_path, monkeypatch, user_setting):
     """GDAL's default cache (5 % of memory) filled with the staged prediction, so memory grew with the scene."""
@@ -336,6 +335,7 @@ def test_block_by_block_fusion_bounds_gdal_cache_unless_the_user_set_it(tmp_path
     expected = GDAL_CACHE_MB * 2**20 if user_setting is None else outside  # bytes
     assert len(seen) == 9 and set(seen) == {expected}
     assert get_gdal_config("GDAL_CACHEMAX") == outside  # restored for the rest of the process
+
 
 # --- outputs: nothing a user gave is replaced, and a bad output path is refused before any work -----------
 

@@ -1,12 +1,15 @@
-"""ESTARFM: the vectorised code against a per-pixel implementation of the IDL code's rules (ESTARFM_FAST)."""
+"""ESTARFM: the CPU kernel and the torch path against a per-pixel implementation of the IDL code's rules
+(ESTARFM_FAST), and against each other."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from scipy.stats import linregress
 
 from stfusion.errors import InputError
+from stfusion.methods.baselines import estarfm as estarfm_module
 from stfusion.methods.baselines.estarfm import EstarfmParams, estarfm, predict_estarfm
 
 
@@ -93,6 +96,10 @@ def scene(bands: int = 3, size: int = 18, seed: int = 0):
     return fine, np.stack([coarse_of(f) for f in fine]), coarse_of(truth), truth
 
 
+PATHS = {"fused": estarfm_module._predict_fused, "torch": estarfm_module._predict_tiles}
+"""ESTARFM's CPU prediction by path: the fused kernel (the default) and the torch path (CUDA's)."""
+
+
 @pytest.mark.parametrize("bands, gap, settings", [
     (3, False, {}),
     (1, False, {}),
@@ -100,23 +107,55 @@ def scene(bands: int = 3, size: int = 18, seed: int = 0):
     (3, False, {"data_range": (0.0, 0.3)}),  # predictions above 0.3 are revised to the weighted fine values
     (3, True, {"min_similar": 40}),  # never enough similar pixels: each pair's window change alone
 ])
-def test_matches_the_per_pixel_rules(bands, gap, settings):
+@pytest.mark.parametrize("path", ["fused", "torch"])
+def test_matches_the_per_pixel_rules(bands, gap, settings, path, monkeypatch):
+    monkeypatch.setitem(estarfm_module.PREDICT, "cpu", PATHS[path])
     fine, coarse, target, _ = scene(bands)
     ok = np.ones(fine.shape[-2:], bool)
     if gap:
         ok[4:8, 10:15] = False  # a cloud on one date: invalid in all
     params = EstarfmParams(half_window=4, similar=8, min_coarse_change=0.005, **settings)
-    fast = predict_estarfm(fine, coarse, target, valid=ok, params=params, tile=7)  # tiles cut through windows
+    fast = predict_estarfm(fine, coarse, target, valid=ok, params=params, device="cpu", tile=7)  # tiles cut through windows
     slow = reference(fine, coarse, target, ok, params)
     assert np.isnan(fast[:, ~ok]).all() and np.isfinite(fast[:, ok]).all()
     np.testing.assert_allclose(fast[:, ok], slow[:, ok], rtol=1e-5, atol=1e-6)
 
 
-def test_tiles_do_not_change_the_result():
+def test_the_cpu_kernel_selects_as_the_torch_path(monkeypatch):
+    """The same similar pixels on a scene with a gap and near ties: the same NaNs, and float32 outputs at most
+    one unit in the last place apart (the kernel sums the float64 terms in order, torch in blocks)."""
+    fine, coarse, target, _ = scene(bands=4, size=48, seed=3)
+    ok = np.ones(fine.shape[-2:], bool)
+    ok[10:20, 5:30] = False
+    params = EstarfmParams(half_window=6, similar=12, min_coarse_change=0.005)
+    out = {}
+    for path, predict in PATHS.items():
+        monkeypatch.setitem(estarfm_module.PREDICT, "cpu", predict)
+        out[path] = predict_estarfm(fine, coarse, target, valid=ok, params=params, device="cpu", tile=16)
+    np.testing.assert_array_equal(np.isnan(out["fused"]), ~ok[None].repeat(4, 0))
+    np.testing.assert_array_max_ulp(out["fused"][:, ok], out["torch"][:, ok], maxulp=1)
+
+
+def test_the_cpu_kernel_does_not_depend_on_the_thread_count():
+    fine, coarse, target, _ = scene(size=42, seed=5)
+    params = EstarfmParams(half_window=5, similar=10)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = predict_estarfm(fine, coarse, target, params=params, device="cpu")
+        torch.set_num_threads(3)
+        three = predict_estarfm(fine, coarse, target, params=params, device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(one, three)
+
+
+def test_tiles_do_not_change_the_result(monkeypatch):
+    monkeypatch.setitem(estarfm_module.PREDICT, "cpu", PATHS["torch"])
     fine, coarse, target, _ = scene(size=24)
     params = EstarfmParams(half_window=5, similar=10)
-    a = predict_estarfm(fine, coarse, target, params=params, tile=5)
-    b = predict_estarfm(fine, coarse, target, params=params, tile=64)
+    a = predict_estarfm(fine, coarse, target, params=params, device="cpu", tile=5)
+    b = predict_estarfm(fine, coarse, target, params=params, device="cpu", tile=64)
     np.testing.assert_array_equal(a, b)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from stfusion.errors import InputError
-from stfusion.methods.baselines import check_window, fill_holes
+from stfusion.methods.baselines import check_window, fill_holes, kernels
 
 __all__ = ["EstarfmParams", "estarfm", "predict_estarfm"]
 
@@ -235,9 +235,16 @@ def predict_estarfm(fine_refs: np.ndarray, coarse_refs: np.ndarray, coarse_targe
     params = EstarfmParams() if params is None else params
     fine, coarse, target, ok = _checked(fine_refs, coarse_refs, coarse_target, valid)
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    th = _thresholds(fine, ok, params)
+    means = _window_means(np.concatenate([coarse, target[None]]), ok, params.half_window)
+    return PREDICT.get(device.type, _predict_tiles)(fine, coarse, target, ok, th, means, params, device, tile)
+
+
+def _predict_tiles(fine, coarse, target, ok, th, means, params: EstarfmParams, device: torch.device,
+                   tile: int | None) -> np.ndarray:
+    """The torch path: tile by tile, each window offset for a whole tile at once (CUDA)."""
     side = TILE["cuda" if device.type == "cuda" else "cpu"] if tile is None else int(tile)
-    th = torch.from_numpy(_thresholds(fine, ok, params)).to(device)
-    means = torch.from_numpy(_window_means(np.concatenate([coarse, target[None]]), ok, params.half_window)).to(device)
+    th, means = torch.from_numpy(th).to(device), torch.from_numpy(means).to(device)
     images = {name: torch.from_numpy(np.where(ok, a, np.nan)).to(device)
               for name, a in (("fine", fine), ("coarse", coarse), ("target", target))}
     ok_t = torch.from_numpy(ok).to(device)
@@ -249,6 +256,25 @@ def predict_estarfm(fine_refs: np.ndarray, coarse_refs: np.ndarray, coarse_targe
             for x0, x1 in zip(cols[:-1], cols[1:]):
                 out[:, y0:y1, x0:x1] = _predict_tile(images, ok_t, means, (y0, y1, x0, x1), th, params).cpu().numpy()
     return out
+
+
+def _predict_fused(fine, coarse, target, ok, th, means, params: EstarfmParams, device: torch.device,
+                   tile: int | None) -> np.ndarray:
+    """The CPU path: one pass per pixel row over the window (kernels.estarfm_rows; ``tile`` is not used).
+    The same similar pixels as the torch path; the float32 outputs agree with it to a unit in the last place."""
+    w = params.half_window
+    pad = lambda a, value: np.pad(a, [(0, 0)] * (a.ndim - 2) + [(w, w), (w, w)], constant_values=value)  # noqa: E731
+    images = [pad(np.where(ok, a, np.nan), np.nan) for a in (fine, coarse, target)]
+    scaled = images[0].astype(np.float32) / th.astype(np.float32)[..., None, None]  # as _select, in float32
+    critical = np.array([f_critical(params.significance, df) if df > 0 else math.inf
+                         for df in range(2 * params.similar - 1)])
+    return kernels.estarfm_rows(scaled, pad(ok, False), *images, means, critical, w, params.similar,
+                                params.min_similar, tuple(map(float, params.data_range)),
+                                float(params.min_coarse_change), float(params.max_coefficient))
+
+
+PREDICT = {"cpu": _predict_fused, "cuda": _predict_tiles}
+"""The prediction per device type: the same similar pixels (benchmarks/bench_estarfm.py times both on the CPU)."""
 
 
 def estarfm(fine_refs: np.ndarray, coarse_refs: np.ndarray, coarse_target: np.ndarray, *,

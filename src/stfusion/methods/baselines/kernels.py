@@ -16,7 +16,7 @@ from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic
 
-__all__ = ["fsdaf_similar_pixels", "starfm_accumulate"]
+__all__ = ["estarfm_rows", "fsdaf_similar_pixels", "starfm_accumulate"]
 
 _EMPTY = np.iinfo(np.int64).max  # an empty slot of the similar-pixel buffer, as fsdaf._BIG
 
@@ -238,3 +238,177 @@ def _weighted_change(fp, cp, centre, den, keys, r, x, w, weight_factor, id_bits,
         for j in range(1, k):
             acc = acc + weight[j] * cp[b, r + ids[j] // side, x + ids[j] % side]
         out[b, r, x] = acc
+
+
+def estarfm_rows(scaled, ok, fine, coarse, target, means, critical, w, k, min_similar, data_range, min_change,
+                 max_coefficient) -> np.ndarray:
+    """ESTARFM's prediction (band, y, x), float32, of every pixel (``estarfm._predict_tile`` fused).
+
+    ``scaled``: the fine pairs in threshold units, float32 (pair, band, y, x); ``ok``: valid; ``fine``,
+    ``coarse`` (pair, band, y, x) and ``target`` (band, y, x) float64; all padded by the half window ``w``
+    with invalid pixels (NaN). ``means``: (image, band, y, x) window means of C1, C2, C0, unpadded;
+    ``critical``: F(1, df) critical values by df. The similar pixels are the torch path's (the same float32
+    scores and keys); the float64 sums over them run in order, where torch's blocks may sum in another.
+    """
+    bands, rows, cols = target.shape[0], ok.shape[0] - 2 * w, ok.shape[1] - 2 * w
+    out = np.empty((bands, rows, cols), np.float32)
+    low, high = data_range
+    _in_threads(lambda first, stop: _estarfm_rows(scaled, ok, fine, coarse, target, means, critical, w, k,
+                                                  min_similar, low, high, min_change, max_coefficient, first, stop,
+                                                  out), rows)
+    return out
+
+
+_OFFSET_BITS = 12  # as estarfm._INFINITE_KEY: a key is (float32 score bits, offset in raster order)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _estarfm_rows(scaled, ok, fine, coarse, target, means, critical, w, k, min_similar, low, high, min_change,
+                  max_coefficient, r0, r1, out):  # pragma: no cover (compiled)
+    """Rows r0 to r1 - 1 of estarfm_rows: the k smallest keys of each pixel, then its prediction."""
+    pairs, bands, cols = scaled.shape[0], scaled.shape[1], out.shape[2]
+    side = 2 * w + 1
+    for r in range(r0, r1):
+        centre = np.ascontiguousarray(scaled[:, :, r + w, w:w + cols])  # contiguous rows vectorise
+        best = np.full((cols, k), _EMPTY, np.int64)
+        worst, worst_at = np.full(cols, _EMPTY, np.int64), np.zeros(cols, np.int64)
+        worst_score = np.full(cols, np.inf, np.float32)
+        score, test = np.empty(cols, np.float32), np.empty(cols, np.bool_)
+        for dy in range(side):
+            for dx in range(side):  # raster order: a later offset never displaces an equal score
+                _estarfm_scores(scaled, ok, centre, r + dy, dx, score, test, worst_score)
+                o = dy * side + dx
+                for x in range(cols):
+                    if test[x]:
+                        packed = (np.int64(_float_bits(score[x])) << _OFFSET_BITS) | o
+                        if packed < worst[x]:
+                            best[x, worst_at[x]] = packed
+                            at = 0
+                            for j in range(1, k):
+                                if best[x, j] > best[x, at]:
+                                    at = j
+                            worst[x], worst_at[x] = best[x, at], at
+                            worst_score[x] = np.inf if best[x, at] == _EMPTY else \
+                                _bits_float(np.int32(best[x, at] >> _OFFSET_BITS))
+        for x in range(cols):
+            if ok[r + w, x + w]:
+                _estarfm_pixel(fine, coarse, target, means, critical, np.sort(best[x]), r, x, w, min_similar, low,
+                               high, min_change, max_coefficient, out)
+            else:
+                out[:, r, x] = np.nan
+
+
+@numba.njit(inline="always")
+def _estarfm_scores(scaled, ok, centre, y, ix, score, test, worst_score):  # pragma: no cover (compiled)
+    """One offset for a row of pixels: the score (sum of |difference| in threshold units, pair-major as
+    torch sums it) and whether the candidate is valid, within every threshold and may enter the buffer."""
+    cols = score.size
+    valid = ok[y, ix:ix + cols]
+    for x in range(cols):
+        score[x], test[x] = np.float32(0.0), valid[x]
+    for p in range(scaled.shape[0]):
+        for b in range(scaled.shape[1]):
+            nbr, c = scaled[p, b, y, ix:ix + cols], centre[p, b]
+            for x in range(cols):
+                d = abs(nbr[x] - c[x])  # NaN (invalid) is never within a threshold
+                score[x] = score[x] + d
+                test[x] = test[x] & (d < 1)
+    for x in range(cols):
+        test[x] = test[x] & (score[x] < worst_score[x])
+
+
+@numba.njit(inline="always")
+def _estarfm_pixel(fine, coarse, target, means, critical, keys, r, x, w, min_similar, low, high, min_change,
+                   max_coefficient, out):  # pragma: no cover (compiled)
+    """One pixel's prediction from its sorted keys: estarfm._predict_tile's formulas, float64."""
+    pairs, bands, side = fine.shape[0], fine.shape[1], 2 * w + 1
+    n = 0
+    while n < keys.size and keys[n] != _EMPTY:
+        n += 1
+    ys, xs = np.empty(n, np.int64), np.empty(n, np.int64)
+    for j in range(n):
+        o = keys[j] & ((1 << _OFFSET_BITS) - 1)
+        ys[j], xs[j] = r + o // side, x + o % side
+    weight = _estarfm_weights(fine, coarse, ys, xs, r, x, w)
+    for b in range(bands):
+        coefficient = _estarfm_coefficient(fine, coarse, critical, ys, xs, b, min_change, max_coefficient)
+        inv0 = 1.0 / (abs(means[2, b, r, x] - means[0, b, r, x]) + 0.01 ** 5)
+        inv1 = 1.0 / (abs(means[2, b, r, x] - means[1, b, r, x]) + 0.01 ** 5)
+        t0, t1 = inv0 / (inv0 + inv1), inv1 / (inv0 + inv1)
+        pair_pred, revised = np.zeros(pairs), np.zeros(pairs)
+        for p in range(pairs):
+            change, weighted = 0.0, 0.0
+            for j in range(n):
+                change += weight[j] * coefficient * (target[b, ys[j], xs[j]] - coarse[p, b, ys[j], xs[j]])
+                weighted += weight[j] * fine[p, b, ys[j], xs[j]]
+            pair_pred[p], revised[p] = fine[p, b, r + w, x + w] + change, weighted
+        pred = t0 * pair_pred[0] + t1 * pair_pred[1]
+        if pred <= low or pred >= high:  # outside the data range: the weighted fine values
+            pred = t0 * revised[0] + t1 * revised[1]
+        if n < min_similar:  # too few similar pixels: each pair's window change alone
+            d0, d1 = means[2, b, r, x] - means[0, b, r, x], means[2, b, r, x] - means[1, b, r, x]
+            inv0, inv1 = 1.0 / abs(d0 + 0.01 ** 5), 1.0 / abs(d1 + 0.01 ** 5)
+            pred = inv0 / (inv0 + inv1) * (fine[0, b, r + w, x + w] + d0 + 0.01 ** 5) \
+                + inv1 / (inv0 + inv1) * (fine[1, b, r + w, x + w] + d1 + 0.01 ** 5)
+        out[b, r, x] = pred
+
+
+@numba.njit(inline="always")
+def _estarfm_weights(fine, coarse, ys, xs, r, x, w):  # pragma: no cover (compiled)
+    """1 / ((1 - spectral correlation) x (1 + distance / w)) of each similar pixel, normalised."""
+    pairs, bands, n = fine.shape[0], fine.shape[1], ys.size
+    weight = np.empty(n)
+    for j in range(n):
+        yj, xj = ys[j], xs[j]
+        if bands == 1:
+            s = 0.0
+            for p in range(pairs):
+                s += abs((fine[p, 0, yj, xj] - coarse[p, 0, yj, xj]) / (fine[p, 0, yj, xj] + coarse[p, 0, yj, xj]))
+            s_d = 1.0 - 0.5 * s
+        else:
+            mx, my = 0.0, 0.0
+            for p in range(pairs):
+                for b in range(bands):
+                    mx += fine[p, b, yj, xj]
+                    my += coarse[p, b, yj, xj]
+            mx, my = mx / (pairs * bands), my / (pairs * bands)
+            sxy, sxx, syy = 0.0, 0.0, 0.0
+            for p in range(pairs):
+                for b in range(bands):
+                    dx, dy = fine[p, b, yj, xj] - mx, coarse[p, b, yj, xj] - my
+                    sxy, sxx, syy = sxy + dx * dy, sxx + dx * dx, syy + dy * dy
+            s_d = sxy / (np.sqrt(sxx) * np.sqrt(syy))
+        if np.isnan(s_d):
+            s_d = 0.5
+        d_d = 1.0 + np.sqrt(float((yj - r - w) ** 2 + (xj - x - w) ** 2)) / w
+        weight[j] = 1.0 / ((1.0 - s_d) * d_d + 1e-7)
+    return weight / weight.sum()
+
+
+@numba.njit(inline="always")
+def _estarfm_coefficient(fine, coarse, critical, ys, xs, b, min_change, max_coefficient):  # pragma: no cover
+    """Band b's conversion coefficient: the slope of fine on coarse over both dates' similar pixels where the
+    coarse images changed enough and the slope is significant and in (0, max]; else 1."""
+    pairs, n = fine.shape[0], ys.size
+    count = float(pairs * n)
+    mean_c = np.zeros(pairs)
+    mx, my = 0.0, 0.0
+    for p in range(pairs):
+        for j in range(n):
+            mean_c[p] += coarse[p, b, ys[j], xs[j]]
+            my += fine[p, b, ys[j], xs[j]]
+        mx += mean_c[p]
+    mx, my = mx / count, my / count
+    sxx, syy, sxy = 0.0, 0.0, 0.0
+    for p in range(pairs):
+        for j in range(n):
+            dx, dy = coarse[p, b, ys[j], xs[j]] - mx, fine[p, b, ys[j], xs[j]] - my
+            sxx, syy, sxy = sxx + dx * dx, syy + dy * dy, sxy + dx * dy
+    slope = sxy / sxx
+    r2 = sxy * sxy / (sxx * syy)
+    f_value = r2 * (count - 2) / (1 - r2)  # F(1, 2n - 2); r2 = 1 gives inf
+    significant = f_value >= critical[max(int(count) - 2, 0)]
+    change = abs(mean_c[0] / n - mean_c[1] / n)
+    if change >= min_change and significant and slope > 0 and slope <= max_coefficient:
+        return slope
+    return 1.0

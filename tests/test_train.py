@@ -190,6 +190,17 @@ def test_weights_round_trip_and_refuse_other_models(tiny_processed, tmp_path):
         load_feature_encoder(path)
 
 
+def test_the_same_weights_give_the_same_bytes(tmp_path):
+    """DVC hashes model.pt: a rerun with the same seed must give the same file, whatever its temporary name."""
+    from stfusion.methods.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("dcstfn", {"channels": [8, 8, 16]})
+    a = export_weights(tmp_path / "a" / "model.pt", "dcstfn", model, {"channels": [8, 8, 16]}, seed=0)
+    b = export_weights(tmp_path / "b" / "model.pt", "dcstfn", model, {"channels": [8, 8, 16]}, seed=0)
+    assert a.read_bytes() == b.read_bytes()
+
+
 def test_weights_of_another_width_fail_strictly(tmp_path):
     from stfusion.methods.models import build_model
 

@@ -28,8 +28,8 @@ def export_weights(path: str | os.PathLike, name: str, model: torch.nn.Module, a
     """Write ``model``'s weights with its name, architecture and standardisation, atomically."""
     payload = {"format": FORMAT, "model": name, "arch": dict(arch), "standardize": standardize, "metadata": metadata,
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: torch names the archive after a
+        torch.save(payload, f)  # path's (random) name, a file object's always the same: the same bytes each run
     return Path(path)
 
 

@@ -312,7 +312,7 @@ def test_block_by_block_fusion_bounds_gdal_cache_unless_the_user_set_it(tmp_path
 
     from stfusion.data.raster import Grid, write_geotiff
     from stfusion.inference import fuse as fuse_module
-    from stfusion.inference.blocks import GDAL_CACHE_MB
+    from stfusion.data.raster import GDAL_CACHE_MB
 
     if user_setting is None:
         monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
@@ -335,6 +335,22 @@ def test_block_by_block_fusion_bounds_gdal_cache_unless_the_user_set_it(tmp_path
     expected = GDAL_CACHE_MB * 2**20 if user_setting is None else outside  # bytes
     assert len(seen) == 9 and set(seen) == {expected}
     assert get_gdal_config("GDAL_CACHEMAX") == outside  # restored for the rest of the process
+
+
+def test_every_geotiff_write_bounds_gdal_cache(tmp_path, monkeypatch):
+    """A COG is written through GDAL's cache too (the preprocessed scenes, every prediction of the study)."""
+    import rasterio
+    from rasterio.env import get_gdal_config
+
+    from stfusion.data import raster
+    from stfusion.data.raster import GDAL_CACHE_MB, Grid, write_geotiff
+
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    outside, seen, opened = get_gdal_config("GDAL_CACHEMAX"), [], rasterio.open
+    monkeypatch.setattr(raster.rasterio, "open",
+                        lambda *a, **k: seen.append(get_gdal_config("GDAL_CACHEMAX")) or opened(*a, **k))
+    write_geotiff(tmp_path / "a.tif", np.ones((2, 300, 300), np.float32), Grid(300, 300), cog=True)
+    assert seen == [GDAL_CACHE_MB * 2**20] and get_gdal_config("GDAL_CACHEMAX") == outside
 
 
 # --- outputs: nothing a user gave is replaced, and a bad output path is refused before any work -----------

@@ -10,18 +10,43 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.env import get_gdal_config, set_gdal_config
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
 from stfusion.errors import ConfigError, InputError
 from stfusion.io import atomic_path
 from stfusion.units import REFLECTANCE_SCALE
+
+
+GDAL_CACHE_MB = 128
+"""GDAL's block cache while a GeoTIFF is written or a scene fused block by block, unless ``GDAL_CACHEMAX`` is set:
+GDAL's default (5 % of the machine's memory) fills with the tiles written, so memory grew with the scene.
+128 MB holds the part-written tiles along a row of blocks up to ~20,000 px wide (6 bands); wider, GDAL writes
+them out and reads them back, which costs time, not correctness."""
+
+
+@contextmanager
+def bounded_gdal_cache() -> Iterator[None]:
+    """GDAL's block cache bounded to :data:`GDAL_CACHE_MB` for the ``with`` block, then restored; the user's
+    ``GDAL_CACHEMAX`` wins. (``rasterio.Env`` leaves the bound in place when it exits inside another Env.)"""
+    if "GDAL_CACHEMAX" in os.environ:
+        yield
+        return
+    previous = get_gdal_config("GDAL_CACHEMAX")  # bytes, as GDALGetCacheMax64 gives them
+    set_gdal_config("GDAL_CACHEMAX", GDAL_CACHE_MB * 2**20)
+    try:
+        yield
+    finally:
+        set_gdal_config("GDAL_CACHEMAX", previous)
 
 
 @dataclass(frozen=True)
@@ -128,7 +153,7 @@ def write_geotiff(
         profile.update(driver="COG", blocksize=256, overview_resampling="average", bigtiff="if_safer")
     elif grid.height >= 256 and grid.width >= 256:
         profile.update(tiled=True, blockxsize=256, blockysize=256)
-    with atomic_path(path) as tmp, warnings.catch_warnings():
+    with atomic_path(path) as tmp, warnings.catch_warnings(), bounded_gdal_cache():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write(data)

@@ -14,20 +14,19 @@ import os
 import tempfile
 import warnings
 from collections import Counter
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import rasterio
 import rasterio.shutil
-from rasterio.env import get_gdal_config, set_gdal_config
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from stfusion.data.formats import WindowedRaster, open_windows
-from stfusion.data.raster import Grid, as_reflectance
+from stfusion.data.raster import Grid, as_reflectance, bounded_gdal_cache
 from stfusion.data.units_check import check_pair, check_units, mask_outside
 from stfusion.errors import ConfigError, InputError
 from stfusion.inference.outputs import PREDICTION_TAGS, std_path
@@ -40,13 +39,6 @@ SAMPLE = 1024
 """Side of the central box on which the units of the inputs are checked before a scene is fused."""
 HALO = 64
 """Pixels read around each block: STARFM's (30) and ESTARFM's (25) windows and the tiled models' overlap fit."""
-GDAL_CACHE_MB = 128
-"""GDAL's block cache while a scene is fused block by block, unless ``GDAL_CACHEMAX`` is set: GDAL's default (5 %
-of the machine's memory) fills with the staged prediction as it is copied to a COG, so memory grew with the scene.
-128 MB holds the part-written tiles along a row of blocks up to ~20,000 px wide (6 bands); wider, GDAL writes
-them out and reads them back, which costs time, not correctness."""
-
-
 def block_boxes(height: int, width: int, side: int, align: int = 1) -> list[tuple[int, int, int, int]]:
     """(row0, row1, col0, col1) of the blocks covering the scene; ``side`` rounded down to a multiple of
     ``align`` (the coarse/fine ratio), so that every block starts on a coarse pixel's edge."""
@@ -161,21 +153,6 @@ def block_side(block: int | None) -> int:
 def block_halo(window: int | None) -> int:
     """Pixels read around each block: :data:`HALO`, or more for a traditional method's wider search window."""
     return max(HALO, (window or 0) // 2 + 1)
-
-
-@contextmanager
-def bounded_gdal_cache() -> Iterator[None]:
-    """GDAL's block cache bounded to :data:`GDAL_CACHE_MB` for the ``with`` block, then restored; the user's
-    ``GDAL_CACHEMAX`` wins. (``rasterio.Env`` leaves the bound in place when it exits inside another Env.)"""
-    if "GDAL_CACHEMAX" in os.environ:
-        yield
-        return
-    previous = get_gdal_config("GDAL_CACHEMAX")  # bytes, as GDALGetCacheMax64 gives them
-    set_gdal_config("GDAL_CACHEMAX", GDAL_CACHE_MB * 2**20)
-    try:
-        yield
-    finally:
-        set_gdal_config("GDAL_CACHEMAX", previous)
 
 
 def fuse_blocks(predict: Callable, read_box: Callable[[slice, slice], dict[str, np.ndarray]], grid: Grid,

@@ -1,5 +1,5 @@
-"""ESTARFM (Zhu et al. 2010, doi:10.1016/j.rse.2010.05.032) as the official ESTARFM_FAST IDL code computes it,
-vectorised in torch.
+"""ESTARFM (Zhu et al. 2010, doi:10.1016/j.rse.2010.05.032) as the official ESTARFM_FAST IDL code computes it:
+vectorised in torch (CUDA), fused in a Numba kernel on the CPU (kernels.estarfm_rows).
 
 Two fine/coarse pairs, one before and one after the target date, and the target's coarse image. For each fine
 pixel: the ``similar`` most similar pixels of its window on both fine images (thresholds from each band's
@@ -229,8 +229,9 @@ def predict_estarfm(fine_refs: np.ndarray, coarse_refs: np.ndarray, coarse_targe
 
     ``fine_refs``, ``coarse_refs``: the two pairs, (2, band, y, x) reflectance with the coarse images on the
     fine grid; ``coarse_target``: (band, y, x); ``valid``: (y, x), False = nodata (non-finite values are nodata
-    too). ``device``: default CUDA when present. ``tile``: the side of the tiles processed at once (memory,
-    not the result, depends on it). Returns float32 (band, y, x), NaN where a pixel is not valid in all five.
+    too). ``device``: default CUDA when present. ``tile``: the side of the torch path's tiles (memory, not the
+    result, depends on it; the CPU kernel goes row by row). Returns float32 (band, y, x), NaN where a pixel is
+    not valid in all five.
     """
     params = EstarfmParams() if params is None else params
     fine, coarse, target, ok = _checked(fine_refs, coarse_refs, coarse_target, valid)

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import resource
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from bench_starfm import generate_in_child, time_prediction  # the same scene generation and timing as STARFM's
+from bench_starfm import alternate, generate_in_child, time_prediction  # the same scene and timing as STARFM
 
 from stfusion.data.datacube import valid_mask
 from stfusion.data.manifest import Manifest
@@ -75,21 +73,18 @@ PATHS = {"fused": estarfm._predict_fused, "torch": estarfm._predict_tiles}
 
 def compare_paths(inputs: dict, params: EstarfmParams, args: argparse.Namespace) -> None:
     """Each path in turn, ``repeats`` times; the medians, their ratio, and how far apart the outputs are."""
-    times, outputs = {path: [] for path in args.paths}, {}
     predict_estarfm(**{name: a[..., :64, :64] for name, a in inputs.items()}, params=params, device="cpu")  # compile
+
+    def run(path: str):
+        def predict() -> np.ndarray:
+            estarfm.PREDICT["cpu"] = PATHS[path]
+            return predict_estarfm(**inputs, params=params, device="cpu", tile=args.tile)
+        return predict
+
     try:
-        for _ in range(args.repeats):
-            for path in args.paths:
-                estarfm.PREDICT["cpu"] = PATHS[path]
-                start = time.perf_counter()
-                outputs[path] = predict_estarfm(**inputs, params=params, device="cpu", tile=args.tile)
-                times[path].append(time.perf_counter() - start)
-                print(f"  {path}: {times[path][-1]:.1f} s")
+        medians, outputs = alternate({path: run(path) for path in args.paths}, args.repeats)
     finally:
         estarfm.PREDICT["cpu"] = estarfm._predict_fused
-    medians = {path: statistics.median(runs) for path, runs in times.items()}
-    for path, median in medians.items():
-        print(f"{path}: median {median:.1f} s (runs: {', '.join(f'{t:.1f}' for t in times[path])})")
     if len(medians) == 2:
         a, b = outputs["fused"], outputs["torch"]
         ulps = np.abs(a.view(np.int32).astype(np.int64) - b.view(np.int32).astype(np.int64))[np.isfinite(a) & np.isfinite(b)]

@@ -105,22 +105,34 @@ PATHS = {"fused": (starfm._accumulate_fused, 512), "torch": (starfm._accumulate,
 """The CPU accumulation of each path and the tile it was fastest at on 2 cores."""
 
 
+def alternate(runs: dict, repeats: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Each of ``runs`` (name: a prediction) in turn, ``repeats`` times, printing every time and then the
+    medians (these machines drift, so alternation keeps the comparison fair). Returns the medians and outputs."""
+    times, outputs = {name: [] for name in runs}, {}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            outputs[name] = run()
+            times[name].append(time.perf_counter() - start)
+            print(f"  {name}: {times[name][-1]:.1f} s")
+    medians = {name: statistics.median(seconds) for name, seconds in times.items()}
+    for name, median in medians.items():
+        print(f"{name}: median {median:.1f} s (runs: {', '.join(f'{t:.1f}' for t in times[name])})")
+    return medians, outputs
+
+
 def compare_paths(inputs: dict, params: StarfmParams, args: argparse.Namespace) -> None:
     """Each path in turn, ``repeats`` times; the medians, their ratio, and whether the outputs are identical."""
-    times, outputs = {path: [] for path in args.paths}, {}
+    def run(path: str):
+        def predict() -> np.ndarray:
+            starfm.ACCUMULATE["cpu"], tile = PATHS[path]
+            return predict_starfm(**inputs, ratio=20, params=params, device="cpu", tile=args.tile or tile)
+        return predict
+
     try:
-        for _ in range(args.repeats):
-            for path in args.paths:
-                starfm.ACCUMULATE["cpu"], tile = PATHS[path]
-                start = time.perf_counter()
-                outputs[path] = predict_starfm(**inputs, ratio=20, params=params, device="cpu", tile=args.tile or tile)
-                times[path].append(time.perf_counter() - start)
-                print(f"  {path}: {times[path][-1]:.1f} s")
+        medians, outputs = alternate({path: run(path) for path in args.paths}, args.repeats)
     finally:
         starfm.ACCUMULATE["cpu"] = starfm._accumulate_fused
-    medians = {path: statistics.median(runs) for path, runs in times.items()}
-    for path, median in medians.items():
-        print(f"{path}: median {median:.1f} s (runs: {', '.join(f'{t:.1f}' for t in times[path])})")
     if len(medians) == 2:
         print(f"torch / fused: {medians['torch'] / medians['fused']:.2f}x; identical outputs: "
               f"{np.array_equal(outputs['fused'], outputs['torch'], equal_nan=True)}")

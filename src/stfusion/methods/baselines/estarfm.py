@@ -61,6 +61,12 @@ def f_critical(level: float, df: int) -> float:
     return float(f.isf(level, 1, df))
 
 
+def _critical_values(params: EstarfmParams) -> np.ndarray:
+    """F(1, df) critical values by df, 0 to 2 x similar - 2: inf at df 0, where two samples fit any line."""
+    return np.array([f_critical(params.significance, df) if df > 0 else math.inf
+                     for df in range(2 * params.similar - 1)])
+
+
 def _checked(fine_refs, coarse_refs, coarse_target, valid) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     fine, coarse, target = (np.asarray(a, dtype=np.float64) for a in (fine_refs, coarse_refs, coarse_target))
     if fine.ndim != 4 or fine.shape[0] != 2:
@@ -215,8 +221,7 @@ def _coefficients(fine: torch.Tensor, coarse: torch.Tensor, chosen: torch.Tensor
     slope = sxy / sxx
     r2 = sxy.square() / (sxx * syy)
     f_value = r2 * (count - 2) / (1 - r2)  # F(1, 2n - 2) of the regression; r2 = 1 gives inf
-    critical = torch.tensor([f_critical(params.significance, int(df)) if df > 0 else math.inf
-                             for df in range(2 * params.similar - 1)], dtype=fine.dtype, device=fine.device)
+    critical = torch.from_numpy(_critical_values(params)).to(fine.device, fine.dtype)
     significant = f_value >= critical[(count - 2).clamp(min=0).long()]
     use = (change >= params.min_coarse_change) & significant & (slope > 0) & (slope <= params.max_coefficient)
     return torch.where(use, slope, 1.0)
@@ -267,9 +272,7 @@ def _predict_fused(fine, coarse, target, ok, th, means, params: EstarfmParams, d
     pad = lambda a, value: np.pad(a, [(0, 0)] * (a.ndim - 2) + [(w, w), (w, w)], constant_values=value)  # noqa: E731
     images = [pad(np.where(ok, a, np.nan), np.nan) for a in (fine, coarse, target)]
     scaled = images[0].astype(np.float32) / th.astype(np.float32)[..., None, None]  # as _select, in float32
-    critical = np.array([f_critical(params.significance, df) if df > 0 else math.inf
-                         for df in range(2 * params.similar - 1)])
-    return kernels.estarfm_rows(scaled, pad(ok, False), *images, means, critical, w, params.similar,
+    return kernels.estarfm_rows(scaled, pad(ok, False), *images, means, _critical_values(params), w, params.similar,
                                 params.min_similar, tuple(map(float, params.data_range)),
                                 float(params.min_coarse_change), float(params.max_coefficient))
 

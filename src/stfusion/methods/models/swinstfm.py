@@ -75,8 +75,8 @@ class WindowGeometry:
         self.ww, self.sw = _window_plan(w, window, shifted)
         self.hp, self.wp = h + (-h) % self.wh, w + (-w) % self.ww
         self.padded = (self.hp, self.wp) != (h, w)
-        self.mask = self._mask(device)
         self.order, self.position = self._token_order(device)
+        self.mask = self._mask(device)
 
     def _token_order(self, device: torch.device) -> tuple[Tensor, Tensor]:
         """Window order -> grid token (h * w for padding), and grid token -> window order.
@@ -103,12 +103,9 @@ class WindowGeometry:
         for k, rows in enumerate(self._bands(self.hp, self.wh, self.sh)):
             for j, cols in enumerate(self._bands(self.wp, self.ww, self.sw)):
                 region[rows, cols] = k * 3 + j
-        valid = torch.zeros(self.hp, self.wp, dtype=torch.bool, device=device)
-        valid[: self.h, : self.w] = True
-        # Both maps live in the rolled frame, like the features they mask.
-        valid = torch.roll(valid, (-self.sh, -self.sw), (0, 1))
+        # The regions live in the rolled frame, like the features they mask; a key is valid unless padding.
         region = _partition(region[None, :, :, None], self.wh, self.ww)[..., 0]  # (windows, L)
-        valid = _partition(valid[None, :, :, None], self.wh, self.ww)[..., 0]
+        valid = (self.order < self.h * self.w).view(region.shape)
         allowed = (region[:, :, None] == region[:, None, :]) & valid[:, None, :]
         return torch.where(allowed, 0.0, MASKED)
 

@@ -185,24 +185,46 @@ def test_the_check_writes_the_same_bytes_for_any_valid_params_and_nothing_for_ba
     assert not (tmp_path / "data" / "checked.json").exists()
 
 
-def test_stage_kernels_do_not_warn_about_missing_widgets(monkeypatch, tmp_path):
+def test_stage_kernels_do_not_warn_about_missing_widgets(monkeypatch):
     """tqdm.auto in a kernel without ipywidgets warns "IProgress not found" before every stage's output: the
     stage runner passes its kernels a filter for it (and the filter, as Python reads it, silences it)."""
     import os
 
-    from stfusion import cli
-    from stfusion.pipeline import stages
+    from stfusion.pipeline.stages import QUIET_TQDM, kernel_environment
 
-    seen = {}
     monkeypatch.setenv("PYTHONWARNINGS", "default")
-    monkeypatch.setattr(stages, "run_stage", lambda *a, **k: seen.setdefault("env", os.environ["PYTHONWARNINGS"]))
-    assert cli.main(["stage", "download", "--dataset", "cia-sim"]) == 0
-    assert seen["env"] == f"default,{cli.QUIET_TQDM}"
+    with kernel_environment(None):
+        assert os.environ["PYTHONWARNINGS"] == f"default,{QUIET_TQDM}"
+    assert os.environ["PYTHONWARNINGS"] == "default"  # restored
     code = "import warnings, tqdm; warnings.warn(tqdm.TqdmWarning('IProgress not found'))"
-    for filters, expected in (("", "IProgress not found"), (cli.QUIET_TQDM, "")):
+    for filters, expected in (("", "IProgress not found"), (QUIET_TQDM, "")):
         env = {**os.environ, "PYTHONWARNINGS": filters}
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
         assert (expected in result.stderr) and (expected or not result.stderr), result.stderr
+
+
+ENCRYPTED = """
+import sys, nbformat
+from pathlib import Path
+from stfusion.pipeline.stages import execute
+nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                       "language": "python"}})
+nb.cells = [nbformat.v4.new_code_cell("from ipykernel.kernelapp import IPKernelApp\\n"
+                                      "print('curve', IPKernelApp.instance().curve_secretkey is not None)")]
+folder = Path(sys.argv[1])
+nbformat.write(nb, folder / "t.ipynb")
+execute(folder / "t.ipynb", folder / "out.ipynb", {}, folder)
+"""
+
+
+def test_stage_kernels_talk_over_encrypted_channels_without_warning(tmp_path):
+    """ipykernel warned before every stage's output that it ran over TCP without encryption: the stage's kernel
+    now gets CurveZMQ keys from its manager, so its channels are encrypted and the warning is gone."""
+    result = subprocess.run([sys.executable, "-c", ENCRYPTED, str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "without encryption" not in result.stderr, result.stderr
+    outputs = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs
+    assert "".join(o.get("text", "") for o in outputs).strip() == "curve True"
 
 
 CHILD = """

@@ -7,7 +7,7 @@ import pytest
 from stfusion.pipeline.params import load_params, validate_params
 from stfusion.errors import ConfigError
 from stfusion.paths import find_root
-from stfusion.pipeline.stages import THREAD_VARIABLES, kernel_threads
+from stfusion.pipeline.stages import THREAD_VARIABLES, kernel_environment
 from stfusion.pipeline.study import lane_targets, lanes_for, usable_cores
 
 
@@ -32,10 +32,10 @@ def test_training_stages_start_their_kernels_on_train_threads(monkeypatch):
     for name in THREAD_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "7")
-    with kernel_threads(1):
+    with kernel_environment(1):
         assert [os.environ[name] for name in THREAD_VARIABLES] == ["1", "1"]
     assert os.environ["OMP_NUM_THREADS"] == "7" and "MKL_NUM_THREADS" not in os.environ  # restored
-    with kernel_threads(None):
+    with kernel_environment(None):
         assert os.environ["OMP_NUM_THREADS"] == "7"
 
 

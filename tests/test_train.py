@@ -115,6 +115,29 @@ def test_same_seed_same_weights_on_cpu(tiny_processed, tmp_path):
         assert torch.equal(first[key], second[key]), key
 
 
+def test_a_trainer_reports_its_devices_but_no_advert(tmp_path):
+    """Lightning advertised its cloud logger in every training stage's output; its device lines stay."""
+    import logging
+
+    from lightning_utilities.core import rank_zero
+
+    from stfusion.train.fit import make_trainer
+
+    records, handler, level = [], logging.Handler(), rank_zero.log.level
+    handler.emit = records.append
+    rank_zero.log.addHandler(handler)
+    rank_zero.log.setLevel(logging.INFO)
+    try:
+        make_trainer(tiny_config(), tmp_path, accelerator="cpu", devices=1, strategy="auto", progress=False,
+                     callbacks=[])
+    finally:
+        rank_zero.log.removeHandler(handler)
+        rank_zero.log.setLevel(level)
+    messages = [r.getMessage() for r in records]
+    assert any("GPU available" in m for m in messages), messages
+    assert not any("litlogger" in m.lower() for m in messages), messages
+
+
 def test_history_and_record(tiny_processed, tmp_path):
     result = fit(tiny_processed, tmp_path)
     history = result.history

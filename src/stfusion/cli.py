@@ -19,7 +19,6 @@ Ctrl-C prints one line and exits with status 130 (outputs are written atomically
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 from pathlib import Path
@@ -108,17 +107,11 @@ def _info_models(as_json: bool, params_path: str | None) -> None:
     print("* = the tier params.yaml's train.tier selects")
 
 
-QUIET_TQDM = "ignore:IProgress not found"  # by message: the kernel reads it before tqdm can be imported
-
-
 def _stage(args: argparse.Namespace) -> None:
     # jsonschema (under the runner's nbformat) imports rfc3987-syntax, when installed, for its "iri"
     # string format, which builds a parser at import: 2.1 s of the 3.1 s the runner took to import
     # (python -X importtime), at every stage. Notebook validation never checks that format.
     sys.modules.setdefault("rfc3987_syntax", None)
-    # The stage's kernel has no widgets for tqdm.auto's bars: its "IProgress not found" warning came before
-    # every stage's output, errors included. The kernel inherits this filter; the text bars still print.
-    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), QUIET_TQDM]))
     from stfusion.pipeline.stages import run_stage
 
     path = run_stage(args.name, dataset=args.dataset, method=args.method, seed=args.seed, params_path=args.params)

@@ -27,7 +27,9 @@ from typing import Any
 import jupytext
 import nbformat
 import papermill
+from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import DeadKernelError
+from traitlets import default
 
 from stfusion.data.datasets import get_dataset
 from stfusion.methods.models import AUTOENCODER
@@ -170,15 +172,18 @@ def write_template(source: Path, template: Path) -> set[str]:
 
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+QUIET_TQDM = "ignore:IProgress not found"  # by message: the kernel reads it before tqdm can be imported
 
 
 @contextmanager
-def kernel_threads(threads: int | None):
-    """Start kernels inside the block with ``threads`` CPU threads (torch reads OMP_NUM_THREADS at
-    import); None leaves the environment alone."""
-    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+def kernel_environment(threads: int | None):
+    """Start kernels inside the block with ``threads`` CPU threads (torch reads OMP_NUM_THREADS at import;
+    None leaves them alone) and without tqdm.auto's "IProgress not found" warning: a stage's kernel has no
+    widgets, and the warning came before every stage's output, errors included (the text bars still print)."""
+    saved = {name: os.environ.get(name) for name in (*THREAD_VARIABLES, "PYTHONWARNINGS")}
     if threads is not None:
         os.environ.update({name: str(threads) for name in THREAD_VARIABLES})
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [saved["PYTHONWARNINGS"], QUIET_TQDM]))
     try:
         yield
     finally:
@@ -189,12 +194,23 @@ def kernel_threads(threads: int | None):
                 os.environ[name] = value
 
 
+class EncryptedKernelManager(AsyncKernelManager):
+    """A kernel manager that gives the kernel CurveZMQ keys when its kernelspec supports them (ipykernel's
+    does): the notebook's code and outputs do not cross local TCP in plain text, and ipykernel no longer
+    warns before every stage's output that they do."""
+
+    @default("transport_encryption")
+    def _transport_encryption_default(self) -> str:
+        return "auto"
+
+
 def execute(template: Path, executed: Path, parameters: dict[str, Any], cwd: Path) -> None:
     """papermill on ``template``, in a kernel that dies with this process (:mod:`stfusion.pipeline.kernel`)."""
     os.environ[RUNNER_VARIABLE] = str(os.getpid())
     papermill.execute_notebook(str(template), str(executed), parameters=parameters, kernel_name="python3",
                                cwd=str(cwd), progress_bar=False, log_output=True,
-                               extra_arguments=["--IPKernelApp.extensions=stfusion.pipeline.kernel"])
+                               extra_arguments=["--IPKernelApp.extensions=stfusion.pipeline.kernel"],
+                               kernel_manager_class=EncryptedKernelManager)
 
 
 def run_stage(name: str, *, dataset: str | None = None, method: str | None = None, seed: int | None = None,
@@ -215,7 +231,7 @@ def run_stage(name: str, *, dataset: str | None = None, method: str | None = Non
         executed = Path(tmpdir) / f"executed-{output.name}"
         threads = params["train"].get("threads") if STAGES[name].trains else None
         try:
-            with kernel_threads(threads):
+            with kernel_environment(threads):
                 execute(template, executed, parameters, root)
         except DeadKernelError:
             raise StfusionError(f"stage {name} failed: its Python kernel died, most likely killed for lack of memory; "

@@ -26,6 +26,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -42,6 +43,7 @@ import torch
 import xarray as xr
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
+from lightning_utilities.core import rank_zero
 
 import stfusion
 from stfusion.data.datacube import cube_ratio, date_index
@@ -211,6 +213,16 @@ def build_task(name: str, config: TrainConfig, *, feature_encoder_path: str | os
     return RegressionTask(generator, config, encoder)
 
 
+class _NoAdvert(logging.Filter):
+    """Lightning advertises its cloud logging service whenever a trainer has no LitLogger: not news about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+NO_ADVERT = _NoAdvert()
+
+
 def make_trainer(config: TrainConfig, checkpoint_dir: Path, *, accelerator: str, devices: int | str,
                  strategy: str, progress: bool, callbacks: list[Callback], accumulate: int = 1,
                  launch: tuple[int, int, int] | None = None) -> L.Trainer:
@@ -224,6 +236,7 @@ def make_trainer(config: TrainConfig, checkpoint_dir: Path, *, accelerator: str,
     best = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val_rmse", mode="min",
                            save_top_k=1, save_last=True, enable_version_counter=False)
     bar = [TQDMProgressBar(refresh_rate=max(1, config.steps_per_epoch // 10))] if progress else []
+    rank_zero.log.addFilter(NO_ADVERT)  # the logger Lightning's rank-zero messages go through (once per filter)
     return L.Trainer(
         max_epochs=config.epochs, accelerator="gpu" if cuda else "cpu", devices=devices, num_nodes=nodes,
         strategy=strategy, use_distributed_sampler=False,  # the data module shares each batch out itself

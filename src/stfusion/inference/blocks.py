@@ -29,7 +29,7 @@ from stfusion.data.formats import WindowedRaster, open_windows
 from stfusion.data.raster import Grid, as_reflectance, bounded_gdal_cache
 from stfusion.data.units_check import check_pair, check_units, mask_outside
 from stfusion.errors import ConfigError, InputError
-from stfusion.inference.outputs import PREDICTION_TAGS, std_path
+from stfusion.inference.outputs import PREDICTION_TAGS, fallback_tags, std_path
 from stfusion.io import atomic_path
 from stfusion.methods.baselines import FallbackWarning
 
@@ -196,11 +196,6 @@ def fuse_blocks(predict: Callable, read_box: Callable[[slice, slice], dict[str, 
             writer.close()
         _publish({name: staging / f"{name}.tif" for name in writers}, out)
     return predicted, fallback, list(writers)
-
-
-def fallback_tags(count: int) -> dict[str, str]:
-    """The prediction's tag of how many pixels hold the fallback value (F1 + (C2 - C1)), not the method's own."""
-    return {"fallback_pixels": str(count)}
 
 
 def _staged(path: Path, grid: Grid, bands: int, band_names, tags: dict[str, str]):

@@ -31,9 +31,9 @@ import numpy as np
 
 from stfusion.data.raster import Grid, write_geotiff
 from stfusion.errors import ConfigError, InputError
-from stfusion.inference.blocks import (block_halo, block_side, check_roles_units, fallback_tags, fuse_blocks,
-                                      open_sources, predict_layers, read_roles)
-from stfusion.inference.outputs import PREDICTION_TAGS, check_output, remove_stale_std, std_path
+from stfusion.inference.blocks import (block_halo, block_side, check_roles_units, fuse_blocks, open_sources,
+                                      predict_layers, read_roles)
+from stfusion.inference.outputs import PREDICTION_TAGS, check_output, fallback_tags, remove_stale_std, std_path
 from stfusion.io import atomic_path
 from stfusion.methods.baselines import check_window
 from stfusion.methods.registry import get_method

@@ -22,6 +22,11 @@ PREDICTION_TAGS = {
 """Tags of the files a prediction writes: GIS users see what a band holds."""
 
 
+def fallback_tags(count: int) -> dict[str, str]:
+    """The prediction's tag of how many pixels hold the fallback value (F1 + (C2 - C1)), not the method's own."""
+    return {"fallback_pixels": str(count)}
+
+
 def std_path(out: str | os.PathLike) -> Path:
     """Where the per-pixel standard deviation of a stochastic model's samples goes: ``<out>_std.tif``."""
     out = Path(out)

@@ -75,6 +75,24 @@ def test_padding_does_not_change_the_attention_of_real_tokens():
     torch.testing.assert_close(whole[:, 8, :8], row[:, 0], rtol=1e-5, atol=1e-5)
 
 
+def test_a_forward_pass_builds_each_window_geometry_once(monkeypatch):
+    """Blocks on the same grid with the same shift share one geometry in a pass (the paper tier built 57 for
+    10 distinct ones); the result is the same as with a geometry per block."""
+    from stfusion.methods.models import swinstfm
+
+    built = []
+    monkeypatch.setattr(swinstfm, "WindowGeometry", lambda *a: built.append(a[:4]) or WindowGeometry(*a))
+    torch.manual_seed(0)
+    model = SwinSTFM(bands=3, embed_dim=8, depths=(2, 2, 2, 2), decoder_depths=(2, 2, 2, 2), window=4).eval()
+    x = [torch.rand(1, 3, 40, 48) for _ in range(3)]
+    with torch.no_grad():
+        shared = model(*x)
+        assert len(built) == len(set(built)) < 40  # 4 levels x 2 shifts (+ the bottom's)
+        per_block = swinstfm.SwinBlock.forward
+        monkeypatch.setattr(swinstfm.SwinBlock, "forward", lambda self, y, geometries=None: per_block(self, y))
+        assert torch.equal(model(*x), shared)
+
+
 def _split_by_roll(geometry: WindowGeometry, x: torch.Tensor) -> torch.Tensor:
     """The textbook Swin windowing (pad, cyclic shift, partition) that the gather replaces."""
     x = F.pad(x, (0, 0, 0, geometry.wp - geometry.w, 0, geometry.hp - geometry.h))

@@ -139,6 +139,21 @@ class WindowGeometry:
         return logits.flatten(0, 1)
 
 
+Geometries = dict[tuple[int, int, int, bool], WindowGeometry]
+"""The geometries of one forward pass by (h, w, window, shifted): its 57 blocks at the paper tier share 10."""
+
+
+def window_geometry(geometries: Geometries | None, h: int, w: int, window: int, shifted: bool,
+                    device: torch.device) -> WindowGeometry:
+    """The pass's geometry for this grid and shift, built on first use (None: a new one)."""
+    if geometries is None:
+        return WindowGeometry(h, w, window, shifted, device)
+    key = (h, w, window, shifted)
+    if key not in geometries:
+        geometries[key] = WindowGeometry(h, w, window, shifted, device)
+    return geometries[key]
+
+
 class RelativePositionBias(nn.Module):
     """A learned bias per head and relative offset inside a window (Swin), for any window up to ``window``."""
 
@@ -194,9 +209,9 @@ class SwinBlock(nn.Module):
         self.norm1, self.attention = nn.LayerNorm(dim), WindowAttention(dim, heads, window)
         self.norm2, self.mlp = nn.LayerNorm(dim), _mlp(dim)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, geometries: Geometries | None = None) -> Tensor:
         """x: (N, H, W, C)."""
-        geometry = WindowGeometry(x.shape[1], x.shape[2], self.window, self.shifted, x.device)
+        geometry = window_geometry(geometries, x.shape[1], x.shape[2], self.window, self.shifted, x.device)
         windows = self.attention(geometry.split(self.norm1(x)), geometry)
         x = x + geometry.join(windows, x.shape[0])
         return x + self.mlp(self.norm2(x))
@@ -209,9 +224,9 @@ class SwinStage(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList(SwinBlock(dim, heads, window, shifted=i % 2 == 1) for i in range(depth))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, geometries: Geometries | None = None) -> Tensor:
         for block in self.blocks:
-            x = block(x)
+            x = block(x, geometries)
         return x
 
 
@@ -239,11 +254,11 @@ class SwinEncoder(nn.Module):
         outs = dims[1:] + dims[-1:]  # the last merging keeps the width
         self.merges = nn.ModuleList(PatchMerging(d, o) for d, o in zip(dims, outs))
 
-    def forward(self, x: Tensor) -> list[Tensor]:
+    def forward(self, x: Tensor, geometries: Geometries | None = None) -> list[Tensor]:
         x = self.embed_norm(self.embed(x).permute(0, 2, 3, 1))
         features = []
         for stage, merge in zip(self.stages, self.merges):
-            x = stage(x)
+            x = stage(x, geometries)
             features.append(x)
             x = merge(x)
         return features + [x]
@@ -287,9 +302,10 @@ class CrossAttentionBlock(nn.Module):
         self.attention = ChangeAttention(dim, heads, window)
         self.norm_mlp, self.mlp = nn.LayerNorm(dim), _mlp(dim)
 
-    def forward(self, coarse_ref: Tensor, fine_ref: Tensor, coarse_target: Tensor, change: Tensor) -> Tensor:
+    def forward(self, coarse_ref: Tensor, fine_ref: Tensor, coarse_target: Tensor, change: Tensor,
+                geometries: Geometries | None = None) -> Tensor:
         n, h, w, _ = change.shape
-        geometry = WindowGeometry(h, w, self.window, self.shifted, change.device)
+        geometry = window_geometry(geometries, h, w, self.window, self.shifted, change.device)
         inputs = [geometry.split(norm(x)) for norm, x in zip(self.norms, (coarse_ref, fine_ref, coarse_target, change))]
         change = change + geometry.join(self.attention(*inputs, geometry), n)
         return change + self.mlp(self.norm_mlp(change))
@@ -302,10 +318,11 @@ class CrossAttentionLayer(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList(CrossAttentionBlock(dim, heads, window, i % 2 == 1) for i in range(depth))
 
-    def forward(self, coarse_ref: Tensor, fine_ref: Tensor, coarse_target: Tensor) -> Tensor:
+    def forward(self, coarse_ref: Tensor, fine_ref: Tensor, coarse_target: Tensor,
+                geometries: Geometries | None = None) -> Tensor:
         change = coarse_target - coarse_ref
         for block in self.blocks:
-            change = block(coarse_ref, fine_ref, coarse_target, change)
+            change = block(coarse_ref, fine_ref, coarse_target, change, geometries)
         return fine_ref + change
 
 
@@ -335,10 +352,11 @@ class UpLevel(nn.Module):
         self.fuse = nn.Linear(2 * level_dim + in_dim, out_dim)
         self.refine = SwinStage(out_dim, depth, _heads(out_dim, head_dim), window)
 
-    def forward(self, x: Tensor, coarse_ref: Tensor, fine_ref: Tensor, coarse_target: Tensor) -> Tensor:
+    def forward(self, x: Tensor, coarse_ref: Tensor, fine_ref: Tensor, coarse_target: Tensor,
+                geometries: Geometries | None = None) -> Tensor:
         up = _channels_last(self.upsample(_channels_first(x, self.upsample[0].weight.numel())))
-        attended = self.cross(coarse_ref, fine_ref, coarse_target)
-        return self.refine(self.fuse(torch.cat([coarse_target, attended, up], dim=-1)))
+        attended = self.cross(coarse_ref, fine_ref, coarse_target, geometries)
+        return self.refine(self.fuse(torch.cat([coarse_target, attended, up], dim=-1)), geometries)
 
 
 class SwinSTFM(FusionModel):
@@ -390,12 +408,14 @@ class SwinSTFM(FusionModel):
     def forward(self, fine_ref: Tensor, coarse_ref: Tensor, coarse_target: Tensor) -> Tensor:
         padded = [pad_to_multiple(x, self.traits.alignment)[0] for x in (fine_ref, coarse_ref, coarse_target)]
         size = fine_ref.shape[-2:]
-        fine = self.fine_encoder(padded[0])
+        geometries: Geometries = {}  # built once per grid and shift, shared by the blocks of this pass
+        fine = self.fine_encoder(padded[0], geometries)
         # Shared weights, one pass per date: one pass of both as a double batch ran 5 % slower on the CPU.
-        coarse_ref_f, coarse_target_f = self.coarse_encoder(padded[1]), self.coarse_encoder(padded[2])
-        x = self.bottom(coarse_ref_f[-1], fine[-1], coarse_target_f[-1])
+        coarse_ref_f = self.coarse_encoder(padded[1], geometries)
+        coarse_target_f = self.coarse_encoder(padded[2], geometries)
+        x = self.bottom(coarse_ref_f[-1], fine[-1], coarse_target_f[-1], geometries)
         for k, up in enumerate(self.up):
             level = 3 - k  # features of the encoder level this up-block reaches
-            x = up(x, coarse_ref_f[level], fine[level], coarse_target_f[level])
+            x = up(x, coarse_ref_f[level], fine[level], coarse_target_f[level], geometries)
         out = crop(self.head(_channels_first(x)), size)
         return fine_ref + out if self.reference_skip else out

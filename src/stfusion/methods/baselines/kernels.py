@@ -172,12 +172,18 @@ def _fsdaf_rows(fp, cp, vp, thr, eps, w, k, order, key_factor, weight_factor, id
         for o in order:
             _keys(fp, vp, centre, den, thr, r + o // side, o % side, key_factor[o], key, test, worst_key)
             for x in range(cols):
-                if test[x]:
-                    _offer(best, worst, worst_at, worst_key, x, _pack(key[x], o, id_bits), id_bits)
-        ids, cd = np.empty(k, np.int64), np.empty(k, np.float32)  # the pixel's chosen offsets and weights
+                if test[x]:  # the buffer update written out: as a shared helper it ran 9-11 % slower
+                    packed = _pack(key[x], o, id_bits)
+                    if packed < worst[x]:
+                        best[x, worst_at[x]] = packed
+                        at = 0
+                        for j in range(1, k):
+                            if best[x, j] > best[x, at]:
+                                at = j
+                        worst[x], worst_at[x] = best[x, at], at
+                        worst_key[x] = np.inf if best[x, at] == _EMPTY else _key_of(best[x, at], id_bits)
         for x in range(cols):
-            best[x].sort()
-            _weighted_change(fp, cp, centre, den, best[x], ids, cd, r, x, w, weight_factor, id_bits, out)
+            _weighted_change(fp, cp, centre, den, np.sort(best[x]), r, x, w, weight_factor, id_bits, out)
 
 
 @numba.njit(inline="always")
@@ -202,21 +208,6 @@ def _keys(fp, vp, centre, den, thr, y, ix, factor, key, test, worst_key):  # pra
 
 
 @numba.njit(inline="always")
-def _offer(best, worst, worst_at, worst_key, x, packed, id_bits):  # pragma: no cover (compiled)
-    """Pixel x's buffer of the k smallest packed keys takes ``packed`` in place of its largest, if smaller;
-    ``worst``, ``worst_at`` and ``worst_key`` follow its new largest (inf while a slot is empty)."""
-    if packed >= worst[x]:
-        return
-    best[x, worst_at[x]] = packed
-    at = 0
-    for j in range(1, best.shape[1]):
-        if best[x, j] > best[x, at]:
-            at = j
-    worst[x], worst_at[x] = best[x, at], at
-    worst_key[x] = np.inf if best[x, at] == _EMPTY else _key_of(best[x, at], id_bits)
-
-
-@numba.njit(inline="always")
 def _key_of(packed, id_bits):  # pragma: no cover (compiled)
     """The float32 key of a packed key (fsdaf._unpack)."""
     bits = np.int32(packed >> id_bits)
@@ -226,13 +217,13 @@ def _key_of(packed, id_bits):  # pragma: no cover (compiled)
 
 
 @numba.njit(inline="always")
-def _weighted_change(fp, cp, centre, den, keys, ids, cd, r, x, w, weight_factor, id_bits, out):  # pragma: no cover
-    """Weights 1 / ((1 + D/w)(S + 1)) of the chosen pixels, normalised, times their change, summed in key order.
-    ``ids``, ``cd``: the row's buffers for the offsets and weights (no allocation per pixel)."""
+def _weighted_change(fp, cp, centre, den, keys, r, x, w, weight_factor, id_bits, out):  # pragma: no cover
+    """Weights 1 / ((1 + D/w)(S + 1)) of the chosen pixels, normalised, times their change, summed in key order."""
     side, k, bands = 2 * w + 1, keys.size, fp.shape[0]
+    ids = np.empty(k, np.int64)
+    cd = np.zeros(k, np.float32)
     for j in range(k):
         ids[j] = keys[j] & ((1 << id_bits) - 1) if keys[j] != _EMPTY else side * side // 2  # filler: the centre
-        cd[j] = np.float32(0.0)
         if keys[j] != _EMPTY:
             iy, ix = r + ids[j] // side, x + ids[j] % side
             s = abs(fp[0, iy, ix] - centre[0, x]) / den[0, x]
@@ -242,12 +233,11 @@ def _weighted_change(fp, cp, centre, den, keys, ids, cd, r, x, w, weight_factor,
     total = cd[0]
     for j in range(1, k):
         total += cd[j]
-    for j in range(k):  # as the torch path: weight = cd / sum, then sum of weight x change
-        cd[j] = cd[j] / total
+    weight = cd / total  # as the torch path: weight = cd / sum, then sum of weight x change
     for b in range(bands):
-        acc = cd[0] * cp[b, r + ids[0] // side, x + ids[0] % side]
+        acc = weight[0] * cp[b, r + ids[0] // side, x + ids[0] % side]
         for j in range(1, k):
-            acc = acc + cd[j] * cp[b, r + ids[j] // side, x + ids[j] % side]
+            acc = acc + weight[j] * cp[b, r + ids[j] // side, x + ids[j] % side]
         out[b, r, x] = acc
 
 
@@ -277,7 +267,7 @@ _OFFSET_BITS = 12  # as estarfm._INFINITE_KEY: a key is (float32 score bits, off
 def _estarfm_rows(scaled, ok, fine, coarse, target, means, critical, w, k, min_similar, low, high, min_change,
                   max_coefficient, r0, r1, out):  # pragma: no cover (compiled)
     """Rows r0 to r1 - 1 of estarfm_rows: the k smallest keys of each pixel, then its prediction."""
-    pairs, cols = scaled.shape[0], out.shape[2]
+    pairs, bands, cols = scaled.shape[0], scaled.shape[1], out.shape[2]
     side = 2 * w + 1
     for r in range(r0, r1):
         centre = np.ascontiguousarray(scaled[:, :, r + w, w:w + cols])  # contiguous rows vectorise
@@ -290,15 +280,21 @@ def _estarfm_rows(scaled, ok, fine, coarse, target, means, critical, w, k, min_s
                 _estarfm_scores(scaled, ok, centre, r + dy, dx, score, test, worst_score)
                 o = dy * side + dx
                 for x in range(cols):
-                    if test[x]:  # scores are >= 0, so _pack keeps their bits
-                        _offer(best, worst, worst_at, worst_score, x, _pack(score[x], o, _OFFSET_BITS), _OFFSET_BITS)
-        ys, xs, weight = np.empty(k, np.int64), np.empty(k, np.int64), np.empty(k)  # the pixel's similar pixels
-        per_pair = np.empty((3, pairs))
+                    if test[x]:  # as in _fsdaf_rows, written out (docs/performance.md)
+                        packed = (np.int64(_float_bits(score[x])) << _OFFSET_BITS) | o
+                        if packed < worst[x]:
+                            best[x, worst_at[x]] = packed
+                            at = 0
+                            for j in range(1, k):
+                                if best[x, j] > best[x, at]:
+                                    at = j
+                            worst[x], worst_at[x] = best[x, at], at
+                            worst_score[x] = np.inf if best[x, at] == _EMPTY else \
+                                _bits_float(np.int32(best[x, at] >> _OFFSET_BITS))
         for x in range(cols):
             if ok[r + w, x + w]:
-                best[x].sort()
-                _estarfm_pixel(fine, coarse, target, means, critical, best[x], ys, xs, weight, per_pair, r, x, w,
-                               min_similar, low, high, min_change, max_coefficient, out)
+                _estarfm_pixel(fine, coarse, target, means, critical, np.sort(best[x]), r, x, w, min_similar, low,
+                               high, min_change, max_coefficient, out)
             else:
                 out[:, r, x] = np.nan
 
@@ -323,24 +319,24 @@ def _estarfm_scores(scaled, ok, centre, y, ix, score, test, worst_score):  # pra
 
 
 @numba.njit(inline="always")
-def _estarfm_pixel(fine, coarse, target, means, critical, keys, ys, xs, weight, per_pair, r, x, w, min_similar, low,
-                   high, min_change, max_coefficient, out):  # pragma: no cover (compiled)
-    """One pixel's prediction from its sorted keys: estarfm._predict_tile's formulas, float64. ``ys``, ``xs``,
-    ``weight`` (k) and ``per_pair`` (3, pair) are the row's buffers (no allocation per pixel)."""
+def _estarfm_pixel(fine, coarse, target, means, critical, keys, r, x, w, min_similar, low, high, min_change,
+                   max_coefficient, out):  # pragma: no cover (compiled)
+    """One pixel's prediction from its sorted keys: estarfm._predict_tile's formulas, float64."""
     pairs, bands, side = fine.shape[0], fine.shape[1], 2 * w + 1
     n = 0
     while n < keys.size and keys[n] != _EMPTY:
-        o = keys[n] & ((1 << _OFFSET_BITS) - 1)
-        ys[n], xs[n] = r + o // side, x + o % side
         n += 1
-    _estarfm_weights(fine, coarse, ys, xs, n, r, x, w, weight)
-    pair_pred, revised = per_pair[0], per_pair[1]
+    ys, xs = np.empty(n, np.int64), np.empty(n, np.int64)
+    for j in range(n):
+        o = keys[j] & ((1 << _OFFSET_BITS) - 1)
+        ys[j], xs[j] = r + o // side, x + o % side
+    weight = _estarfm_weights(fine, coarse, ys, xs, r, x, w)
     for b in range(bands):
-        coefficient = _estarfm_coefficient(fine, coarse, critical, ys, xs, n, b, min_change, max_coefficient,
-                                           per_pair[2])
+        coefficient = _estarfm_coefficient(fine, coarse, critical, ys, xs, b, min_change, max_coefficient)
         inv0 = 1.0 / (abs(means[2, b, r, x] - means[0, b, r, x]) + 0.01 ** 5)
         inv1 = 1.0 / (abs(means[2, b, r, x] - means[1, b, r, x]) + 0.01 ** 5)
         t0, t1 = inv0 / (inv0 + inv1), inv1 / (inv0 + inv1)
+        pair_pred, revised = np.zeros(pairs), np.zeros(pairs)
         for p in range(pairs):
             change, weighted = 0.0, 0.0
             for j in range(n):
@@ -359,10 +355,10 @@ def _estarfm_pixel(fine, coarse, target, means, critical, keys, ys, xs, weight, 
 
 
 @numba.njit(inline="always")
-def _estarfm_weights(fine, coarse, ys, xs, n, r, x, w, weight):  # pragma: no cover (compiled)
-    """``weight[:n]``: 1 / ((1 - spectral correlation) x (1 + distance / w)) of each similar pixel, normalised."""
-    pairs, bands = fine.shape[0], fine.shape[1]
-    total = 0.0
+def _estarfm_weights(fine, coarse, ys, xs, r, x, w):  # pragma: no cover (compiled)
+    """1 / ((1 - spectral correlation) x (1 + distance / w)) of each similar pixel, normalised."""
+    pairs, bands, n = fine.shape[0], fine.shape[1], ys.size
+    weight = np.empty(n)
     for j in range(n):
         yj, xj = ys[j], xs[j]
         if bands == 1:
@@ -387,21 +383,18 @@ def _estarfm_weights(fine, coarse, ys, xs, n, r, x, w, weight):  # pragma: no co
             s_d = 0.5
         d_d = 1.0 + np.sqrt(float((yj - r - w) ** 2 + (xj - x - w) ** 2)) / w
         weight[j] = 1.0 / ((1.0 - s_d) * d_d + 1e-7)
-        total += weight[j]
-    for j in range(n):
-        weight[j] = weight[j] / total
+    return weight / weight.sum()
 
 
 @numba.njit(inline="always")
-def _estarfm_coefficient(fine, coarse, critical, ys, xs, n, b, min_change, max_coefficient,
-                         mean_c):  # pragma: no cover (compiled)
+def _estarfm_coefficient(fine, coarse, critical, ys, xs, b, min_change, max_coefficient):  # pragma: no cover
     """Band b's conversion coefficient: the slope of fine on coarse over both dates' similar pixels where the
-    coarse images changed enough and the slope is significant and in (0, max]; else 1. ``mean_c``: (pair) buffer."""
-    pairs = fine.shape[0]
+    coarse images changed enough and the slope is significant and in (0, max]; else 1."""
+    pairs, n = fine.shape[0], ys.size
     count = float(pairs * n)
+    mean_c = np.zeros(pairs)
     mx, my = 0.0, 0.0
     for p in range(pairs):
-        mean_c[p] = 0.0
         for j in range(n):
             mean_c[p] += coarse[p, b, ys[j], xs[j]]
             my += fine[p, b, ys[j], xs[j]]

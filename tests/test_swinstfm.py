@@ -77,7 +77,7 @@ def test_padding_does_not_change_the_attention_of_real_tokens():
 
 def test_a_forward_pass_builds_each_window_geometry_once(monkeypatch):
     """Blocks on the same grid with the same shift share one geometry in a pass (the paper tier built 57 for
-    10 distinct ones); the result is the same as with a geometry per block."""
+    9 distinct ones); the result is the same as with a geometry per block."""
     from stfusion.methods.models import swinstfm
 
     built = []

@@ -140,7 +140,8 @@ class WindowGeometry:
 
 
 Geometries = dict[tuple[int, int, int, bool], WindowGeometry]
-"""The geometries of one forward pass by (h, w, window, shifted): its 57 blocks at the paper tier share 10."""
+"""The geometries of one forward pass by (h, w, window, shifted): its 57 block calls at the paper tier share
+9 (4 grids x 2 shifts, and the bottom's)."""
 
 
 def window_geometry(geometries: Geometries | None, h: int, w: int, window: int, shifted: bool,

@@ -130,3 +130,26 @@ def test_a_stage_is_measured_by_its_own_memory_not_the_rehearsals(tmp_path):
     append_row(table, failed)
     text = markdown(table)
     assert "| grow | ran |" in text and "| fail | failed |" in text and "2 stages" in text
+
+
+def test_ctrl_c_stops_the_stage_and_the_launcher_prints_no_traceback(tmp_path):
+    """Ctrl-C in a terminal reaches every process of the group: the launcher that measures a stage printed a
+    KeyboardInterrupt traceback under the stage's own one-line message."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from stfusion.rehearsal.run import LAUNCHER
+
+    report = tmp_path / "usage.json"
+    stage = "import time\ntry:\n    time.sleep(30)\nexcept KeyboardInterrupt:\n    raise SystemExit(130)"
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(report), sys.executable, "-c", stage],
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(1.5)
+    os.killpg(launcher.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    _, err = launcher.communicate(timeout=30)
+    assert launcher.returncode == 130 and "Traceback" not in err, err
+    assert json.loads(report.read_text())[0] == 130

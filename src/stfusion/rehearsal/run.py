@@ -98,11 +98,14 @@ def _tree_rss(process: psutil.Process) -> int:
     return total
 
 
-LAUNCHER = ("import json, resource, subprocess, sys; code = subprocess.call(sys.argv[2:]); "
+LAUNCHER = ("import json, resource, signal, subprocess, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+            "code = subprocess.call(sys.argv[2:], preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)); "
             "usage = resource.getrusage(resource.RUSAGE_CHILDREN); "
             "open(sys.argv[1], 'w').write(json.dumps([code, usage.ru_maxrss])); sys.exit(code)")
 """Runs a command and reports its exit code and the peak RSS (KiB) of its largest process. A small
-process of its own starts it: a child forked from this one would count this one's memory as its own."""
+process of its own starts it: a child forked from this one would count this one's memory as its own.
+Ctrl-C reaches the command (its default handler restored), which stops and says so in one line; the
+launcher ignores it and reports (it printed a traceback before)."""
 
 
 def measure(command: list[str], cwd: Path, env: dict[str, str], stage: str) -> Measurement:

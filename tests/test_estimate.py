@@ -6,11 +6,13 @@ import json
 import math
 
 import pytest
+import yaml
 
 from stfusion.methods.models import AUTOENCODER
 from stfusion.paths import find_root
 from stfusion.pipeline.profiles import profile_params
-from stfusion.rehearsal.estimate import Costs, conditions_per_pair, estimate, full_scenes, rehearsal_costs, summary
+from stfusion.rehearsal.estimate import (Costs, conditions_per_pair, estimate, full_scenes, rehearsal_costs, scored_runs,
+                                        summary)
 
 FULL = profile_params(find_root(), "full")
 
@@ -49,3 +51,20 @@ def test_cpu_costs_come_from_the_rehearsals_runs(tmp_path):
     costs = rehearsal_costs(tmp_path, FULL)
     assert costs.step_s == {"dcstfn": 15.0} and costs.scene_s_per_mpx == {"dcstfn": 2.5}
     assert costs.stage_s == {"download@cia": 21.0}  # a failed stage measured nothing
+
+
+def test_evaluate_scales_with_the_prediction_sets_it_scores(tmp_path):
+    """The rehearsal scores one seed and one ablation variant; make full scores three seeds, their
+    ensembles and seven variants: its evaluate stage takes that much longer."""
+    rehearsal = profile_params(find_root(), "rehearsal")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(rehearsal))
+    (tmp_path / "rehearsal.csv").write_text("stage,status,wall_s,peak_rss_gib,peak_tree_rss_gib\nevaluate,ran,100.0,1,1\n")
+    costs = rehearsal_costs(tmp_path, FULL)
+    models, baselines = len(FULL["methods"]["models"]), len(FULL["methods"]["baselines"])
+    rows = len(FULL["ablation"]["full_model_rows"])
+    assert costs.scored_runs == scored_runs(rehearsal) == baselines + models + len(rehearsal["ablation"]["variants"]) + rows
+    assert scored_runs(FULL) == baselines + models * 3 + models + 7 + rows
+    table = estimate(FULL, costs, full_scenes(FULL)).set_index("stage")
+    assert table.loc["evaluate", "seconds"] == pytest.approx(100.0 * scored_runs(FULL) / scored_runs(rehearsal))
+    assert estimate(FULL, Costs("gpu", {}, {}, {"evaluate": 100.0}), full_scenes(FULL)).set_index("stage").loc[
+        "evaluate", "seconds"] == 100.0  # no count of what was scored: as measured

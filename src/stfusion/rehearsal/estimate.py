@@ -10,7 +10,9 @@ the time of a stage is rebuilt from counts the full profile fixes and seconds me
   step, times the full profile's samples and steps);
 - the ablation: each variant as one more MCBAM-GAN run; the robustness sweep: every method once per
   test pair and condition;
-- the stages the rehearsal does not cut (download, preprocess, evaluate, figures, report): as measured.
+- evaluate: as measured, times the prediction sets it scores per dataset in ``make full`` over those it
+  scored in the measured study (each seed of each model, the seed ensembles, the ablation's rows);
+- the other stages the rehearsal does not cut (download, preprocess, figures, report): as measured.
 """
 
 from __future__ import annotations
@@ -24,15 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from stfusion.data.real import get_spec
 from stfusion.methods.models import AUTOENCODER
 from stfusion.methods.registry import get_method
 from stfusion.paths import Workspace
 from stfusion.pipeline.params import study_methods
-
-MEASURED_AS_IS = ("download", "preprocess", "evaluate", "figures", "report")
-
 
 @dataclass(frozen=True)
 class Costs:
@@ -42,6 +42,16 @@ class Costs:
     step_s: dict[str, float]  # model (the autoencoder included) -> one optimiser step at its paper batch
     scene_s_per_mpx: dict[str, float]  # method -> one prediction per fine megapixel (STFDiff: per sample and step)
     stage_s: dict[str, float] = field(default_factory=dict)  # DVC stage name -> measured wall seconds
+    scored_runs: int | None = None  # prediction sets the measured evaluate stage scored per dataset
+
+
+def scored_runs(params: dict[str, Any]) -> int:
+    """Prediction sets the evaluate stage scores per dataset: each baseline, each seed of each deep model, a
+    seed ensemble per model (with two seeds or more), each ablation variant and each row the full model fills."""
+    models, seeds = len(params["methods"]["models"]), len(params["seeds"])
+    ablation = params["ablation"]
+    return (len(params["methods"]["baselines"]) + models * seeds + (models if seeds > 1 else 0)
+            + len(ablation["variants"]) + len(ablation.get("full_model_rows", [])))
 
 
 def _sampling_evaluations(settings: dict[str, Any]) -> int:
@@ -71,8 +81,10 @@ def rehearsal_costs(study: Path, params: dict[str, Any]) -> Costs:
                 scene.setdefault(method, []).extend(per)
     table = study / "rehearsal.csv"
     stages = {r["stage"]: float(r["wall_s"]) for r in csv.DictReader(table.open()) if r["status"] == "ran"} if table.is_file() else {}
+    measured = study / "params.yaml"  # the rehearsal's own parameters: what its evaluate stage scored
+    scored = scored_runs(yaml.safe_load(measured.read_text())) if measured.is_file() else None
     return Costs("cpu", {k: statistics.median(v) for k, v in steps.items()},
-                 {k: statistics.median(v) for k, v in scene.items()}, stages)
+                 {k: statistics.median(v) for k, v in scene.items()}, stages, scored)
 
 
 def gpu_costs(report: dict[str, Any], params: dict[str, Any]) -> Costs:
@@ -113,7 +125,9 @@ def estimate(params: dict[str, Any], costs: Costs, scenes: dict[str, tuple[int, 
         swept = [m for m in study_methods(params) if 1 in get_method(m).pairs]  # two-pair methods are not swept
         sweep = sum(scene_s(method, mpx) for method in swept)
         rows.append(("robustness", dataset, 1, pairs * conditions * sweep))
-    for stage in ("evaluate", "figures", "report"):
+    scale = scored_runs(params) / costs.scored_runs if costs.scored_runs else 1.0
+    rows.append(("evaluate", "all", 1, costs.stage_s.get("evaluate", math.nan) * scale))
+    for stage in ("figures", "report"):
         rows.append((stage, "all", 1, costs.stage_s.get(stage, math.nan)))
     table = pd.DataFrame(rows, columns=["stage", "dataset", "runs", "seconds"])
     table["hours"] = table["seconds"] / 3600

@@ -241,14 +241,22 @@ nb.cells = [nbformat.v4.new_code_cell("marker = ''", metadata={"tags": ["paramet
                                       "    time.sleep(60)")]
 folder = Path(sys.argv[1])
 nbformat.write(nb, folder / "t.ipynb")
-execute(folder / "t.ipynb", folder / "out.ipynb", {"marker": str(folder / "pid")}, folder)
+if sys.argv[2] == "handled":  # as `stfusion stage` takes SIGTERM: its own cleanup runs, then one line
+    import signal
+    from stfusion.cli import _terminate
+    signal.signal(signal.SIGTERM, _terminate)
+try:
+    execute(folder / "t.ipynb", folder / "out.ipynb", {"marker": str(folder / "pid")}, folder)
+except KeyboardInterrupt:
+    sys.exit(143)
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's guard uses Linux's prctl")
-def test_a_killed_stage_runner_takes_its_kernel_with_it_and_nothing_partial_stays(tmp_path):
-    """kill -9 of `stfusion stage` interrupts its kernel at once: the cell's atomic output is removed, not left
-    half-written, and the kernel is gone within the grace period."""
+@pytest.mark.parametrize("stop", ["SIGKILL", "SIGTERM"])
+def test_a_killed_stage_runner_takes_its_kernel_with_it_and_nothing_partial_stays(tmp_path, stop):
+    """kill -9 or kill of `stfusion stage` interrupts its kernel at once: the cell's atomic output is removed,
+    not left half-written, and the kernel is gone within the grace period, quietly."""
     import os
     import signal
     import time
@@ -256,14 +264,15 @@ def test_a_killed_stage_runner_takes_its_kernel_with_it_and_nothing_partial_stay
 
     from stfusion.pipeline.kernel import GRACE
 
-    runner = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path)], stderr=subprocess.DEVNULL)
+    stderr = (tmp_path / "stderr").open("w")  # the kernel's too: it inherits the runner's
+    runner = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path), "handled"], stderr=stderr)
     marker = tmp_path / "pid"
     deadline = time.monotonic() + 60
     while not (marker.is_file() and marker.read_text()) and time.monotonic() < deadline:
         time.sleep(0.05)
     kernel = int(marker.read_text())
     assert list(tmp_path.glob(".out.*.tmp"))
-    os.kill(runner.pid, signal.SIGKILL)
+    os.kill(runner.pid, getattr(signal, stop))
     runner.wait()
     killed = time.monotonic()
 
@@ -277,3 +286,4 @@ def test_a_killed_stage_runner_takes_its_kernel_with_it_and_nothing_partial_stay
         time.sleep(0.01)
     assert time.monotonic() - killed < GRACE + 0.5
     assert not list(tmp_path.glob(".out.*.tmp")) and not (tmp_path / "out").exists()
+    assert "Traceback" not in (tmp_path / "stderr").read_text()  # nor ipykernel's, replying to a runner that is gone

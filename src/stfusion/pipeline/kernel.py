@@ -4,7 +4,8 @@ jupyter_client starts a kernel in a session of its own, so killing ``stfusion st
 left the kernel running until ipykernel's parent poller noticed, up to a second later: time enough to
 rewrite a checkpoint. On Linux the kernel asks the OS for SIGTERM when its parent dies, and takes SIGTERM
 as an interrupt: the running cell stops where it is, its ``finally`` blocks remove what it was writing
-(``stfusion.io``'s atomic outputs), and the kernel exits at most :data:`GRACE` seconds later.
+(``stfusion.io``'s atomic outputs), and the kernel exits at most :data:`GRACE` seconds later, printing nothing
+more (the runner reports the stop).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ GRACE = 2.0
 
 
 def load_ipython_extension(ipython) -> None:
+    _quiet_shutdown(ipython.kernel)
     runner = int(os.environ.get(RUNNER_VARIABLE) or 0)
     if not sys.platform.startswith("linux") or not runner:
         return  # elsewhere ipykernel's own parent poller ends the kernel
@@ -32,6 +34,24 @@ def load_ipython_extension(ipython) -> None:
         os._exit(143)
 
 
+def _quiet_shutdown(kernel) -> None:
+    """A stopped runner interrupts the cell and asks the kernel to shut down at once: the kernel closes its
+    sockets while the cell still cleans up, and ipykernel then logs a traceback for the reply it can no
+    longer send. The runner reports the stop in one line; from the shutdown on, the kernel prints nothing."""
+    shutdown = kernel.do_shutdown
+
+    def do_shutdown(restart):
+        _silence()
+        return shutdown(restart)
+
+    kernel.do_shutdown = do_shutdown
+
+
+def _silence() -> None:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.__stderr__.fileno())
+
+
 def _interrupt(signum, frame) -> None:
+    _silence()
     threading.Timer(GRACE, os._exit, args=(128 + signum,)).start()
     raise KeyboardInterrupt

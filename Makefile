@@ -32,7 +32,7 @@ full: venv
 
 # The full reproduction rehearsed on this machine (docs/full-reproduction.md): mock CIA and LGC at full size
 # served by a local portal, every stage of the full profile with the models cut to a few steps, and each
-# stage's wall time and peak memory in studies/rehearsal/rehearsal.csv (about 7 hours on 2 cores; rerun to resume).
+# stage's wall time and peak memory in studies/rehearsal/rehearsal.csv (about 6 hours on 2 cores; rerun to resume).
 rehearse: venv
 	stfusion rehearse
 

@@ -227,6 +227,19 @@ def test_stage_kernels_talk_over_encrypted_channels_without_warning(tmp_path):
     assert "".join(o.get("text", "") for o in outputs).strip() == "curve True"
 
 
+def test_a_libzmq_without_curvezmq_runs_stages_unencrypted(monkeypatch):
+    """jupyter_client refuses transport_encryption "auto" when libzmq lacks CurveZMQ: such a build must still
+    run stages, over plain local TCP as before."""
+    import zmq
+
+    from stfusion.pipeline.stages import EncryptedKernelManager
+
+    assert EncryptedKernelManager().transport_encryption == ("auto" if zmq.has("curve") else "disabled")
+    has = zmq.has
+    monkeypatch.setattr(zmq, "has", lambda capability: False if capability == "curve" else has(capability))
+    assert EncryptedKernelManager().transport_encryption == "disabled"
+
+
 CHILD = """
 import sys, nbformat
 from pathlib import Path

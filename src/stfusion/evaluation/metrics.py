@@ -234,6 +234,18 @@ def compute_metrics(prediction: np.ndarray, observed: np.ndarray, mask: np.ndarr
     return results
 
 
+def overall_rmse(prediction: np.ndarray, observed: np.ndarray, mask: np.ndarray | None = None, *,
+                 device: torch.device | str | None = None) -> float:
+    """``compute_metrics(...)["all"]["rmse"]["all"]`` alone, by the same arithmetic (so the same bits), without
+    SSIM and the other metrics, which cost the robustness sweep 30 s per LGC scene; NaN where no pixel is evaluated."""
+    device = torch.device(device) if device is not None else default_device()
+    evaluated = torch.as_tensor(_checked(prediction, observed, mask), device=device)
+    if not evaluated.any():
+        return math.nan
+    p, r = _tensor(np.nan_to_num(prediction), device), _tensor(np.nan_to_num(observed), device)
+    return ((p[:, evaluated] - r[:, evaluated]) ** 2).mean(dim=1).mean().sqrt().item()
+
+
 def _arrange(stats: dict, ssim: torch.Tensor, names: list[str]) -> dict[str, dict[str, float]]:
     """``{metric: {band: value, "all": value}}`` from the raw statistics of one region."""
     table: dict[str, dict[str, float]] = {}

@@ -35,7 +35,7 @@ seed = 42
 tier = "quick"
 settings = None  # {variant: its merged settings} (None: built from params.yaml)
 train = {}
-workers = None  # worker processes (None: one per core on CPU, 0 with CUDA; 0 = in this process)
+workers = None  # worker processes (None: one per core on CPU, none with CUDA; 0: train in this process)
 workspace = None
 
 # %%

@@ -19,10 +19,12 @@ def test_without_cuda_it_stops_at_once_with_one_line(capsys, tmp_path):
 
 
 def test_its_checks_run_the_study_code_and_report(tmp_path):
-    path = gpu_check(tmp_path, models=["dcstfn"], device="cpu", tier="quick", steps=2, scene=(100, 80), crop=100)
+    path = gpu_check(tmp_path, models=["autoencoder", "dcstfn"], device="cpu", tier="quick", steps=2, scene=(100, 80),
+                     crop=100)
     report = json.loads(path.read_text())
-    (row,) = report["models"]
+    autoencoder, row = report["models"]
     assert row["model"] == "dcstfn" and row["patches_per_s"] > 0 and row["finite"] and row["scene"] == [100, 80]
     checks = {c["check"]: c for c in report["checks"]}
-    assert set(checks) == {"starfm", "fsdaf", "estarfm", "metrics", "ddp"} and all(c["ok"] for c in checks.values())
+    assert set(checks) == {"starfm", "fsdaf", "estarfm", "metrics", "ddp", "ddp-gan-stfm"}, checks
+    assert all(c["ok"] for c in checks.values()), checks
     assert checks["starfm"]["tolerance"] == TOLERANCE["starfm"] and checks["ddp"]["world_size"] == 1

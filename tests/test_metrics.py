@@ -9,7 +9,8 @@ import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from stfusion.errors import InputError
-from stfusion.evaluation.metrics import METRICS, Conventions, compute_metrics, observed_change, score_table
+from stfusion.evaluation.metrics import (METRICS, Conventions, compute_metrics, observed_change, overall_rmse,
+                                        score_table)
 
 
 @pytest.fixture
@@ -110,6 +111,18 @@ def test_masked_and_nan_pixels_are_excluded(pair):
     nan = prediction.copy()
     nan[:, :, :12] = np.nan
     assert scores(nan, observed)["rmse"]["all"] == pytest.approx(clean["rmse"]["all"])
+
+
+def test_the_overall_rmse_alone_is_the_same_number(pair):
+    """The robustness sweep needs only the overall RMSE: computed alone it must be compute_metrics' to the bit."""
+    prediction, observed = pair
+    mask = np.ones(observed.shape[1:], bool)
+    mask[5:9, :] = False
+    nan = prediction.copy()
+    nan[1, :, :3] = np.nan
+    for args in ((prediction, observed, None), (nan, observed, mask)):
+        assert overall_rmse(*args, device="cpu") == scores(*args)["rmse"]["all"]
+    assert math.isnan(overall_rmse(prediction, observed, np.zeros(observed.shape[1:], bool), device="cpu"))
 
 
 def test_regions_split_the_pixels(pair):

@@ -102,6 +102,19 @@ def test_the_train_stage_runs_once_per_seed_of_seeds():
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.py")), ids=lambda p: p.name)
+def test_papermill_reads_every_parameter_of_a_notebook_without_a_warning(path, caplog):
+    """papermill warns "Unable to parse line" at every run for a line with two '=' (one in a comment)."""
+    from papermill.translators import PythonTranslator
+
+    cell = next(c for c in jupytext.read(path).cells if "parameters" in c.metadata.get("tags", []))
+    names = [line.split("=")[0].strip() for line in cell.source.splitlines()
+             if "=" in line.split("#")[0] and not line.startswith((" ", "#"))]
+    with caplog.at_level("WARNING", logger="papermill"):
+        found = [p.name for p in PythonTranslator.inspect(cell)]
+    assert not caplog.records and found == names
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.py")), ids=lambda p: p.name)
 def test_saving_a_notebook_in_jupyterlab_leaves_its_text_unchanged(path):
     """JupyterLab adds outputs, execution counts and kernel metadata; none of it reaches the .py
     that DVC hashes, so exploring a notebook never makes a stage look changed."""
@@ -225,6 +238,19 @@ def test_stage_kernels_talk_over_encrypted_channels_without_warning(tmp_path):
     assert "without encryption" not in result.stderr, result.stderr
     outputs = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs
     assert "".join(o.get("text", "") for o in outputs).strip() == "curve True"
+
+
+def test_a_libzmq_without_curvezmq_runs_stages_unencrypted(monkeypatch):
+    """jupyter_client refuses transport_encryption "auto" when libzmq lacks CurveZMQ: such a build must still
+    run stages, over plain local TCP as before."""
+    import zmq
+
+    from stfusion.pipeline.stages import EncryptedKernelManager
+
+    assert EncryptedKernelManager().transport_encryption == ("auto" if zmq.has("curve") else "disabled")
+    has = zmq.has
+    monkeypatch.setattr(zmq, "has", lambda capability: False if capability == "curve" else has(capability))
+    assert EncryptedKernelManager().transport_encryption == "disabled"
 
 
 CHILD = """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from stfusion.data.raster import read_geotiff
+from stfusion.methods.models import build_autoencoder
 from stfusion.data.splits import Splits
 from stfusion.errors import ConfigError, InputError
 from stfusion.inference.predict import prediction_name, uncertainty_name
@@ -72,6 +74,17 @@ def test_unknown_model_is_a_config_error(tiny_processed, tmp_path):
 def test_feature_loss_needs_the_autoencoder(tiny_processed, tmp_path):
     with pytest.raises(ConfigError, match="autoencoder"):
         fit(tiny_processed, tmp_path, name="edcstfn")
+
+
+def test_the_frozen_loss_encoder_raises_no_eval_mode_warning(tiny_processed, tmp_path):
+    """Lightning warned in every EDCSTFN and GAN training that the loss's autoencoder is in eval mode: it is
+    frozen on purpose, so the warning only alarmed users."""
+    arch = {"channels": [4, 8, 8, 16]}
+    encoder = export_weights(tmp_path / "autoencoder.pt", "autoencoder", build_autoencoder(arch), arch)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tiny_processed, tmp_path, name="edcstfn", feature_encoder_path=encoder)
+    assert not [w for w in caught if "eval mode" in str(w.message)], [str(w.message) for w in caught]
 
 
 # --- data: test dates never reach training or validation -------------------------------------------

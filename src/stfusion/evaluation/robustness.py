@@ -36,7 +36,7 @@ from stfusion.data.datacube import cube_grid_offset, cube_ratio, date_index
 from stfusion.data.raster import read_geotiff
 from stfusion.data.splits import Pair, Splits
 from stfusion.errors import ConfigError, InputError
-from stfusion.evaluation.metrics import compute_metrics
+from stfusion.evaluation.metrics import overall_rmse
 from stfusion.evaluation.scores import predicted_share, truth_mask
 from stfusion.inference.predict import pair_inputs, predict_inputs, prediction_name
 from stfusion.methods.registry import Method
@@ -125,7 +125,7 @@ def _score(prediction: np.ndarray, observed: np.ndarray, truth: np.ndarray) -> t
     share = predicted_share(prediction, truth)
     if share == 0.0:
         return math.nan, 0.0
-    return compute_metrics(prediction, observed, truth)["all"]["rmse"]["all"], share
+    return overall_rmse(prediction, observed, truth), share
 
 
 def _rng(seed: int, degradation: str, level: float, pair: Pair) -> np.random.Generator:

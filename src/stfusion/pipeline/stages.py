@@ -27,6 +27,7 @@ from typing import Any
 import jupytext
 import nbformat
 import papermill
+import zmq
 from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import DeadKernelError
 from traitlets import default
@@ -201,7 +202,7 @@ class EncryptedKernelManager(AsyncKernelManager):
 
     @default("transport_encryption")
     def _transport_encryption_default(self) -> str:
-        return "auto"
+        return "auto" if zmq.has("curve") else "disabled"  # jupyter_client refuses "auto" from a libzmq without CurveZMQ
 
 
 def execute(template: Path, executed: Path, parameters: dict[str, Any], cwd: Path) -> None:

@@ -172,17 +172,20 @@ def check_baselines(cube, splits, device: torch.device, side: int = CROP) -> lis
     return rows
 
 
-def check_ddp(work: Path, cube, splits, tier: str, device: torch.device) -> dict[str, Any]:
-    """One DCSTFN training under torchrun, as the study runs it: a process per visible GPU (on CPU: one)."""
+def check_ddp(work: Path, cube, splits, tier: str, device: torch.device, name: str = "dcstfn",
+              encoder: Path | None = None) -> dict[str, Any]:
+    """One training of ``name`` under torchrun, as the study runs it: a process per visible GPU (on CPU: one).
+    DCSTFN, and GAN-STFM for the GANs' two backward passes per step (DDP once stopped them at their first)."""
     processes = torch.cuda.device_count() if device.type == "cuda" else 1
+    check = "ddp" if name == "dcstfn" else f"ddp-{name}"
     start = time.perf_counter()
     try:
-        report = train_distributed("dcstfn", cube, splits, check_config("dcstfn", tier), seed=0,
-                                   checkpoint_dir=work / "checkpoints" / "ddp", devices=processes,
-                                   accelerator="gpu" if device.type == "cuda" else "cpu")
+        report = train_distributed(name, cube, splits, check_config(name, tier), seed=0,
+                                   checkpoint_dir=work / "checkpoints" / check, devices=processes,
+                                   feature_encoder_path=encoder, accelerator="gpu" if device.type == "cuda" else "cpu")
     except StfusionError as err:
-        return {"check": "ddp", "processes": processes, "ok": False, "error": str(err)}
-    return {"check": "ddp", "processes": processes, "seconds": time.perf_counter() - start,
+        return {"check": check, "processes": processes, "ok": False, "error": str(err)}
+    return {"check": check, "processes": processes, "seconds": time.perf_counter() - start,
             "ok": report["ranks_agree"], "world_size": report["world_size"]}
 
 
@@ -204,6 +207,8 @@ def gpu_check(out: Path, *, models: list[str] | None = None, device: str = "cuda
             rows.append(check_model(name, configs[name], cube, splits, work,
                                     work / "autoencoder.pt" if needs else None, device=where, scene=scene))
         checks = [*check_baselines(cube, splits, where, crop), check_ddp(work, cube, splits, tier, where)]
+        if (work / "autoencoder.pt").exists():  # GAN-STFM's loss needs the autoencoder trained above
+            checks.append(check_ddp(work, cube, splits, tier, where, "gan-stfm", work / "autoencoder.pt"))
     report = {"device": torch.cuda.get_device_name() if where.type == "cuda" else "cpu", "torch": torch.__version__,
               "cuda": torch.version.cuda, "date": time.strftime("%Y-%m-%d"), "tier": tier, "models": rows,
               "checks": checks}

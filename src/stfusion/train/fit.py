@@ -213,30 +213,28 @@ def build_task(name: str, config: TrainConfig, *, feature_encoder_path: str | os
     return RegressionTask(generator, config, encoder)
 
 
-class _NoAdvert(logging.Filter):
+def no_advert(record: logging.LogRecord) -> bool:
     """Lightning advertises its cloud logging service whenever a trainer has no LitLogger: not news about the run."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in record.getMessage()
-
-
-NO_ADVERT = _NoAdvert()
+    return "litlogger" not in record.getMessage()
 
 
 def make_trainer(config: TrainConfig, checkpoint_dir: Path, *, accelerator: str, devices: int | str,
                  strategy: str, progress: bool, callbacks: list[Callback], accumulate: int = 1,
-                 launch: tuple[int, int, int] | None = None) -> L.Trainer:
-    """``launch``: :func:`torchrun_world` of the caller (None outside torchrun)."""
+                 launch: tuple[int, int, int] | None = None, manual: bool = False) -> L.Trainer:
+    """``launch``: :func:`torchrun_world` of the caller (None outside torchrun); ``manual``: the task
+    optimises itself, in several backward passes per step (the GANs)."""
     cuda = use_cuda(accelerator)
     _, local, nodes = launch or (0, 1, 1)
     if launch:  # DDP, one device per torchrun process (on CPU: one process each, gloo)
-        devices, strategy = local, "ddp" if strategy == "auto" else strategy
+        # A GAN's discriminator step leaves the generator out of its loss: DDP must look for unused parameters.
+        ddp = "ddp_find_unused_parameters_true" if manual else "ddp"
+        devices, strategy = local, ddp if strategy == "auto" else strategy
     elif not cuda:
         devices = 1
     best = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val_rmse", mode="min",
                            save_top_k=1, save_last=True, enable_version_counter=False)
     bar = [TQDMProgressBar(refresh_rate=max(1, config.steps_per_epoch // 10))] if progress else []
-    rank_zero.log.addFilter(NO_ADVERT)  # the logger Lightning's rank-zero messages go through (once per filter)
+    rank_zero.log.addFilter(no_advert)  # the logger Lightning's rank-zero messages go through (once per filter)
     return L.Trainer(
         max_epochs=config.epochs, accelerator="gpu" if cuda else "cpu", devices=devices, num_nodes=nodes,
         strategy=strategy, use_distributed_sampler=False,  # the data module shares each batch out itself
@@ -276,11 +274,14 @@ def train_model(name: str, cube: xr.Dataset, splits: Splits, config: TrainConfig
     clock = TrainingClock(checkpoint_dir / "clock.json")
     trainer = make_trainer(config, checkpoint_dir, accelerator=accelerator, devices=devices, strategy=strategy,
                            progress=progress, callbacks=[clock, *callbacks],
-                           accumulate=accumulate if task.automatic_optimization else 1, launch=launch)
+                           accumulate=accumulate if task.automatic_optimization else 1, launch=launch,
+                           manual=not task.automatic_optimization)
     with warnings.catch_warnings():
         # Our checkpoint folder holds the run's fingerprint, so Lightning always finds it "not empty".
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        if task.feature_encoder is not None:  # the loss's autoencoder is frozen: in eval mode on purpose
+            warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
         trainer.fit(task, datamodule=data, ckpt_path=resume)
     seconds = clock.seconds
 

@@ -23,7 +23,10 @@
 #   published values, in Markdown and LaTeX;
 # - `reports/tables/conventions.json`: the metric settings and where the change mask came from;
 # - `reports/metrics/<dataset>.json`: the DVC metrics (`dvc metrics show`): the headline scores of each method;
-# - `data/ensembles/<dataset>/<model>-ensemble/`: the ensembles' predictions and spread maps.
+# - `data/ensembles/<dataset>/<model>-ensemble/`: the ensembles' predictions and spread maps;
+# - `data/models/<dataset>/<model>/seed-<seed>.safetensors`: every trained model exported with its card
+#   (training data, settings, device, time, code version and these test scores), the files `dvc get` fetches
+#   and `stfusion fuse --weights` and `stfusion info weights` read (docs/sharing.md).
 
 # %% tags=["parameters"]
 datasets = ["cia-sim"]
@@ -41,6 +44,7 @@ workspace = None
 # %%
 from IPython.display import Markdown, display
 
+from stfusion.reporting.exports import export_models
 from stfusion.reporting.results import evaluate_study
 from stfusion.paths import Workspace
 
@@ -65,3 +69,10 @@ scores[(scores["band"] == "nir") & (scores["metric"] == "rmse") & (scores["regio
 
 # %%
 results["runs"]
+
+# %% [markdown]
+# Every trained model, exported with its card (what `stfusion info weights PATH` prints):
+
+# %%
+exported = export_models(ws, datasets, models, seeds, results["scores"])
+print(f"exported {len(exported)} trained model(s) to {ws.root / 'data' / 'models'}")

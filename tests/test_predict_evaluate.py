@@ -138,7 +138,7 @@ def test_real_dataset_manifest_lands_in_data_raw_with_downloads_kept_outside(tmp
 def test_git_commit_ignores_the_runs_own_outputs(tmp_path):
     import subprocess
 
-    from stfusion.reporting.report import git_commit
+    from stfusion.provenance import git_commit
 
     def git(*args):
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e.invalid", *args], cwd=tmp_path, check=True,

@@ -73,6 +73,10 @@ class Workspace:
         """The seed ensembles of every deep model (``<model>-ensemble/``), written by the evaluate stage."""
         return self.root / "data" / "ensembles" / dataset
 
+    def models(self, dataset: str) -> Path:
+        """The trained models exported with their cards (``<model>/seed-<seed>.safetensors``), by the evaluate stage."""
+        return self.root / "data" / "models" / dataset
+
     def autoencoder(self, dataset: str) -> Path:
         """The feature autoencoder's folder (``autoencoder.pt``, history, run.json)."""
         return self.root / "data" / "autoencoders" / dataset

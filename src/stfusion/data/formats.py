@@ -40,6 +40,7 @@ class WindowedRaster:
     nodata: float | None
     dtype: np.dtype
     read: Callable[[slice, slice], np.ndarray]
+    band_names: tuple[str, ...] | None = None  # the file's band descriptions, when it names every band
 
     def raster(self, rows: slice, cols: slice) -> Raster:
         """The box as a :class:`Raster` (its grid's transform is the box's)."""
@@ -71,4 +72,5 @@ def open_windows(path: str | os.PathLike) -> Iterator[WindowedRaster]:
         def read(rows: slice, cols: slice) -> np.ndarray:
             return src.read(window=Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start))
 
-        yield WindowedRaster(path, grid, src.count, src.nodata, np.dtype(src.dtypes[0]), read)
+        names = tuple(src.descriptions) if all(src.descriptions) else None
+        yield WindowedRaster(path, grid, src.count, src.nodata, np.dtype(src.dtypes[0]), read, names)

@@ -114,10 +114,15 @@ def _checked(prediction: np.ndarray, observed: np.ndarray, mask: np.ndarray | No
 # Per-pixel statistics on (band, M) tensors of the evaluated pixels
 
 
+def _mse_per_band(err: torch.Tensor) -> torch.Tensor:
+    """Mean squared error per band of (band, M) errors; RMSE over all bands is the root of its mean."""
+    return (err**2).mean(dim=1)
+
+
 def _pixel_metrics(p: torch.Tensor, r: torch.Tensor, conv: Conventions) -> dict[str, torch.Tensor | float]:
     """Every metric except SSIM from the evaluated pixels; per-band tensors and overall floats."""
     err = p - r
-    mse_band = (err**2).mean(dim=1)
+    mse_band = _mse_per_band(err)
     mu_p, mu_r = p.mean(dim=1), r.mean(dim=1)
     dp, dr = p - mu_p[:, None], r - mu_r[:, None]
     var_p, var_r, cov = (dp**2).mean(dim=1), (dr**2).mean(dim=1), (dp * dr).mean(dim=1)
@@ -225,14 +230,11 @@ def compute_metrics(prediction: np.ndarray, observed: np.ndarray, mask: np.ndarr
     Returns ``{region: {metric: {band or "all": value}}}`` (see the module docstring).
     """
     conv = conventions or Conventions()
-    device = torch.device(device) if device is not None else default_device()
-    evaluated = _checked(prediction, observed, mask)
     names = list(band_names) if band_names is not None else [f"band{k + 1}" for k in range(observed.shape[0])]
+    p, r, valid = _evaluated(prediction, observed, mask, device)
     if len(names) != observed.shape[0]:
         raise InputError(f"band_names has {len(names)} names for {observed.shape[0]} bands")
-    regions = {"all": np.ones(evaluated.shape, bool)} if regions is None else regions
-    p, r = _tensor(np.nan_to_num(prediction), device), _tensor(np.nan_to_num(observed), device)
-    valid = torch.as_tensor(evaluated, device=device)
+    regions = {"all": np.ones(tuple(valid.shape), bool)} if regions is None else regions
     region_masks = {name: valid & torch.as_tensor(np.asarray(m, bool), device=device) for name, m in regions.items()}
     ssim = _ssim_bands(p, r, valid, region_masks, conv)
     results = {}
@@ -246,12 +248,18 @@ def overall_rmse(prediction: np.ndarray, observed: np.ndarray, mask: np.ndarray 
                  device: torch.device | str | None = None) -> float:
     """``compute_metrics(...)["all"]["rmse"]["all"]`` alone, by the same arithmetic (so the same bits), without
     SSIM and the other metrics, which cost the robustness sweep 30 s per LGC scene; NaN where no pixel is evaluated."""
-    device = torch.device(device) if device is not None else default_device()
-    evaluated = torch.as_tensor(_checked(prediction, observed, mask), device=device)
-    if not evaluated.any():
+    p, r, valid = _evaluated(prediction, observed, mask, device)
+    if not valid.any():
         return math.nan
-    p, r = _tensor(np.nan_to_num(prediction), device), _tensor(np.nan_to_num(observed), device)
-    return ((p[:, evaluated] - r[:, evaluated]) ** 2).mean(dim=1).mean().sqrt().item()
+    return _mse_per_band(p[:, valid] - r[:, valid]).mean().sqrt().item()
+
+
+def _evaluated(prediction: np.ndarray, observed: np.ndarray, mask: np.ndarray | None,
+               device: torch.device | str | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Both images as float64 tensors on ``device`` (NaN as 0) and the (y, x) mask of the pixels evaluated."""
+    device = torch.device(device) if device is not None else default_device()
+    valid = torch.as_tensor(_checked(prediction, observed, mask), device=device)
+    return _tensor(np.nan_to_num(prediction), device), _tensor(np.nan_to_num(observed), device), valid
 
 
 def _arrange(stats: dict, ssim: torch.Tensor, names: list[str]) -> dict[str, dict[str, float]]:

@@ -29,6 +29,7 @@ from typing import Callable
 
 import numpy as np
 
+from stfusion.data.formats import WindowedRaster
 from stfusion.data.raster import Grid, write_geotiff
 from stfusion.errors import ConfigError, InputError
 from stfusion.inference.blocks import (block_halo, block_side, check_roles_units, fuse_blocks, open_sources,
@@ -68,6 +69,11 @@ def untrained_predictor(method_name: str, window: int | None) -> tuple[Callable,
                      "pairs": method.pairs, **options}
 
 
+PIXEL_SIZE_TOLERANCE = 1.5
+"""How far (as a factor) the images' pixel size may be from the one a model was trained on: Landsat's 30 m
+fits weights trained on CIA's 25 m, Sentinel-2's 10 m does not."""
+
+
 def trained_predictor(weights: str | os.PathLike, method_name: str | None, *, window: int | None, tile: int | None,
              samples: int | None, seed: int, device: str | None) -> tuple[Callable, dict]:
     from stfusion.methods.models import get_model_spec  # torch: imported only when a trained model is asked for
@@ -90,6 +96,7 @@ def trained_predictor(weights: str | os.PathLike, method_name: str | None, *, wi
     info = {"method": payload["model"], "weights": str(weights), "uses_coarse_ref": traits.uses_coarse_ref,
             "bands": int(payload["arch"].get("bands", bands_default)), "tile": tile,
             "samples": samples if stochastic else None, "trained_on": metadata.get("dataset"),
+            "band_names": metadata.get("bands"), "pixel_size": metadata.get("pixel_size"),
             "ratio": traits.ratio, "pairs": (1,)}
     return predict, info
 
@@ -140,6 +147,8 @@ def fuse_files(method_name: str | None, fine_ref: PathOrPaths, coarse_ref: PathO
         sources = open_sources(paths, stack)
         grid, bands = sources["fine_ref"].grid, sources["fine_ref"].count
         _check_scene(paths, grid, ratio, info["bands"], bands)
+        if weights is not None:
+            check_model_fits(Path(weights), info, sources["fine_ref"])
         outside = Counter()
         blockwise = grid.height > side or grid.width > side
         data = check_roles_units(sources, reflectance_scale, outside=None if blockwise else outside)
@@ -192,6 +201,22 @@ def _check_scene(paths: dict[str, Path], grid: Grid, ratio: int | None, model_ba
         raise ConfigError(f"--ratio: expected the coarse over fine pixel size, a positive integer such as 20, got {ratio}")
     if ratio is not None and (grid.height % ratio or grid.width % ratio):
         raise InputError(f"--ratio: {ratio} does not divide the grid of {paths['fine_ref']} ({grid.height} x {grid.width})")
+
+
+def check_model_fits(weights: Path, info: dict, fine_ref: WindowedRaster) -> None:
+    """Refuse images whose named bands, or whose pixel size, differ from those the model in ``weights`` was
+    trained on (its card's ``bands`` and ``pixel_size``): either would predict, and predict wrongly."""
+    trained, named = info.get("band_names"), fine_ref.band_names
+    if trained and named and [b.lower() for b in named] != [b.lower() for b in trained]:
+        raise InputError(f"{fine_ref.path}: bands {', '.join(named)}; the model in {weights} was trained on "
+                         f"{', '.join(trained)} in that order: reorder the bands or use weights trained on yours")
+    size, grid = info.get("pixel_size"), fine_ref.grid
+    if size and grid.crs is not None and grid.crs.is_projected:
+        yours = abs(grid.transform.a)
+        if not 1 / PIXEL_SIZE_TOLERANCE <= yours / size[0] <= PIXEL_SIZE_TOLERANCE:
+            raise InputError(f"{fine_ref.path}: {yours:g} m pixels; the model in {weights} was trained on "
+                             f"{size[0]:g} m pixels, and its filters are sized for them: resample the images to "
+                             f"{size[0]:g} m or use weights trained at your resolution")
 
 
 def write_layers(layers: dict[str, np.ndarray], grid: Grid, valid: np.ndarray, out: str | os.PathLike,

@@ -7,7 +7,6 @@ wrote and links the PNG figures by relative path, with a short paragraph on how 
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -16,21 +15,8 @@ import yaml
 from stfusion.data.datasets import get_dataset
 from stfusion.evaluation.significance import REFERENCE
 from stfusion.io import write_text
+from stfusion.provenance import git_commit
 from stfusion.reporting.plots import FIGURE_GUIDE
-
-
-def git_commit(root: Path) -> str:
-    """The commit the study ran from, marked when the working tree had uncommitted changes."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "--short=10", "HEAD")
-        # dvc.lock, data/sources/ and reports/ are written by the very run that writes this report: not inputs
-        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock", ":!reports", ":!data/sources")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return f"{commit} (with uncommitted changes)" if dirty else commit
 
 
 def _names(methods: list[str]) -> str:

@@ -20,8 +20,11 @@ from typing import Any
 import torch
 import xarray as xr
 
+from stfusion.data.datacube import cube_grid, cube_ratio
 from stfusion.data.splits import Splits
 from stfusion.io import atomic_dir, write_json
+from stfusion.paths import code_root
+from stfusion.provenance import code_version
 from stfusion.methods.registry import get_method
 from stfusion.methods.models import AUTOENCODER
 from stfusion.inference.predict import predict_split
@@ -55,6 +58,21 @@ def _train(name: str, cube: xr.Dataset, splits: Splits, config: TrainConfig, *, 
     return result
 
 
+def weights_card(cube: xr.Dataset, splits: Splits, config: TrainConfig, *, seed: int, tier: str | None,
+                 best_epoch: int | None) -> dict[str, Any]:
+    """What ``model.pt`` says about its training, all of it fixed by the data, settings and seed (so a rerun
+    writes the same bytes; the measured time, device and code go to run.json, and both into the exported card)."""
+    grid = cube_grid(cube)
+    return {"dataset": splits.dataset, "seed": seed, "tier": tier, "best_epoch": best_epoch, "tile": config.tile,
+            "uncertainty_samples": config.uncertainty_samples, "bands": [str(b) for b in cube["band"].values],
+            "reflectance_scale": round(1.0 / float(cube["fine"].attrs["scale_factor"]), 6), "ratio": cube_ratio(cube),
+            "pixel_size": [abs(grid.transform.a), abs(grid.transform.e)] if grid.crs is not None and grid.crs.is_projected else None,
+            "crs": grid.crs.to_string() if grid.crs is not None else None,
+            "patch_size": config.patch_size, "batch_size": config.batch_size, "epochs": config.epochs,
+            "steps": config.epochs * config.steps_per_epoch, "train_dates": list(splits.train_dates),
+            "validation_targets": sorted(splits.val_targets)}
+
+
 def run_method(name: str, cube: xr.Dataset, splits: Splits, out_dir: str | os.PathLike, *, seed: int,
                config: TrainConfig | None = None, checkpoint_dir: str | os.PathLike | None = None,
                feature_encoder_path: str | os.PathLike | None = None, tier: str | None = None,
@@ -73,13 +91,13 @@ def run_method(name: str, cube: xr.Dataset, splits: Splits, out_dir: str | os.Pa
     trained = dataclasses.replace(method, predictor=predictor,
                                   parameters=result.record["parameters"])
     extra = {**{k: v for k, v in result.record.items() if k != "parameters"}, "tier": tier, "tile": config.tile,
-             **sampling_record(result.model, config.uncertainty_samples),
+             **sampling_record(result.model, config.uncertainty_samples), "code": code_version(code_root()),
              "feature_encoder": str(feature_encoder_path) if feature_encoder_path else None, **(extra or {})}
     with tempfile.TemporaryDirectory(prefix="stfusion-train-") as staging:
         weights = export_weights(Path(staging) / "model.pt", name, result.model, config.arch,
                                  standardize=result.record["standardize"],
-                                 dataset=splits.dataset, seed=seed, tier=tier, best_epoch=result.record["best_epoch"],
-                                 tile=config.tile, uncertainty_samples=config.uncertainty_samples)
+                                 **weights_card(cube, splits, config, seed=seed, tier=tier,
+                                                best_epoch=result.record["best_epoch"]))
         history = Path(staging) / "history.csv"
         result.history.to_csv(history, index=False)
         record = predict_split(trained, cube, splits, out_dir, extra=extra, attach=(weights, history),

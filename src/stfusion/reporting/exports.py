@@ -1,0 +1,67 @@
+"""The study as a registry of trained models: each deep model's weights exported with a card.
+
+The evaluate stage writes ``data/models/<dataset>/<model>/seed-<seed>.safetensors`` for every model and seed
+it scored: the train stage's weights, and a card that says what a user needs to trust them without loading
+the tensors (``stfusion info weights``): the training data and settings from ``model.pt``, the device, time
+and code from ``run.json``, and the test scores from the evaluate stage (the study's test dates, band
+``all``, region ``all``, mean over the test targets). ``dvc get`` fetches one such file (docs/sharing.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from stfusion.errors import InputError
+from stfusion.inference.weights import read_weights, write_safetensors
+from stfusion.io import atomic_dir
+from stfusion.paths import Workspace
+
+RUN_FIELDS = ("device", "cpu_threads", "processes", "train_seconds", "best_val_rmse", "code")
+"""What the card takes from the train stage's run.json: measured, so not in model.pt (whose bytes a rerun keeps)."""
+
+
+def exported_weights(workspace: Workspace, dataset: str, model: str, seed: int) -> Path:
+    return workspace.models(dataset) / model / f"seed-{seed}.safetensors"
+
+
+def test_scores(scores: pd.DataFrame, dataset: str, model: str, seed: int) -> dict[str, Any]:
+    """The model's scores over the whole test image (band ``all``, region ``all``), mean over its test targets."""
+    rows = scores[(scores["dataset"] == dataset) & (scores["method"] == model)
+                  & (pd.to_numeric(scores["seed"], errors="coerce") == seed)
+                  & (scores["band"] == "all") & (scores["region"] == "all")]
+    if rows.empty:
+        raise InputError(f"scores of {dataset}: no test scores of {model} seed {seed}; run the evaluate stage")
+    means = rows.groupby("metric")["value"].mean()
+    return {"targets": sorted(rows["target_date"].astype(str).unique()),
+            "mean": {metric: (None if math.isnan(value) else round(float(value), 8)) for metric, value in means.items()}}
+
+
+def model_card(folder: Path, scores: pd.DataFrame, dataset: str, model: str, seed: int) -> dict[str, Any]:
+    """The exported card of the run in ``folder`` (a train stage's prediction folder)."""
+    payload = read_weights(folder / "model.pt", tensors=False)
+    run = json.loads((folder / "run.json").read_text())
+    card = {"model": payload["model"], **(payload.get("metadata") or {}),
+            **{field: run.get(field) for field in RUN_FIELDS}}
+    card["test"] = test_scores(scores, dataset, model, seed)
+    return card
+
+
+def export_models(workspace: Workspace, datasets: list[str], models: list[str], seeds: list[int],
+                  scores: pd.DataFrame) -> list[Path]:
+    """Export every ``models`` × ``seeds`` run of every dataset; each dataset's folder is replaced whole."""
+    written = []
+    for dataset in datasets:
+        with atomic_dir(workspace.models(dataset)) as staging:
+            for model in models:
+                for seed in seeds:
+                    folder = workspace.predictions(dataset, model, seed)
+                    payload = read_weights(folder / "model.pt")
+                    payload["metadata"] = model_card(folder, scores, dataset, model, seed)
+                    write_safetensors(Path(staging) / model / f"seed-{seed}.safetensors", payload)
+        written += [exported_weights(workspace, dataset, m, s) for m in models for s in seeds]
+    return written

@@ -131,3 +131,39 @@ def test_the_project_ships_a_local_default_remote():
     with Repo(str(root)) as repo:
         name = repo.config["core"]["remote"]
         assert repo.config["remote"][name]["url"] == str(Path("~/.cache/stfusion/dvc-remote").expanduser())
+
+
+def test_every_remote_command_of_the_docs_configures_dvc(tmp_path):
+    """docs/sharing.md shows how to switch remotes: each of its `dvc remote ...` commands works as written."""
+    import re
+    import shlex
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "sharing.md").read_text()
+    commands = {c for c in re.findall(r"(?m)(?:`|^)(dvc remote [^`\n]+)", page) if "..." not in c}
+    assert len(commands) >= 5, commands
+    run("git", "init", "-q", cwd=tmp_path)
+    run("dvc", "init", "-q", cwd=tmp_path)
+    (tmp_path / ".dvc" / "config").write_text('[core]\n    remote = local\n[\'remote "local"\']\n    url = /tmp/x\n')
+    for command in sorted(commands):
+        run(*shlex.split(command), cwd=tmp_path)
+    local = (tmp_path / ".dvc" / "config.local").read_text()
+    for url in ("s3://my-bucket/stfusion", "gs://my-bucket/stfusion", "ssh://user@example.org/srv/stfusion",
+                "/mnt/shared/stfusion-remote"):
+        assert url in local, url
+
+
+@pytest.mark.parametrize("path, kept", [
+    ("studies/full/", True), ("studies/full/dvc.yaml", True), ("studies/full/dvc.lock", True),
+    ("studies/full/params.yaml", True), ("studies/full/data/sources/train.json", True),
+    ("studies/full/reports/README.md", True), ("studies/rehearsal/rehearsal.csv", False),
+    ("studies/rehearsal/portal/cia.zip", False), ("studies/full/data/downloads/cia.zip", False),
+    ("studies/full/data/checkpoints/cia/last.ckpt", False),
+])
+def test_a_profile_study_is_committed_like_the_default_one(path, kept):
+    """Git (what a clone gets) and DVC (which skips a dvc.yaml in an ignored folder) agree on .gitignore."""
+    from dvc.repo import Repo
+
+    root = Path(__file__).resolve().parents[1]
+    ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=root).returncode == 0
+    with Repo(str(root)) as repo:
+        assert (ignored, repo.scm.is_ignored(str(root / path))) == (not kept, not kept)

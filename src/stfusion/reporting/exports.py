@@ -76,8 +76,9 @@ def card_text(card: dict[str, Any], path: str | Path) -> str:
     lines = [
         ("file", f"{path} ({card['format']})"),
         ("model", f"{card['model']}, {get('tier')} tier; architecture {json.dumps(card['arch'], sort_keys=True)}"),
-        ("data", f"{get('dataset')}: {len(bands)} bands in this order: {', '.join(bands) or 'unknown'}; stored as "
-                 f"reflectance x {get('reflectance_scale')}; pixels {f'{size[0]:g} m' if size else 'unknown'}"
+        ("data", f"{get('dataset')}: "
+                 + (f"{len(bands)} bands in this order: {', '.join(bands)}" if bands else "bands unknown") + "; stored as "
+                 f"reflectance x {_plain(c.get('reflectance_scale'))}; pixels {f'{_plain(size[0])} m' if size else 'unknown'}"
                  f" ({get('crs', 'no CRS')}); coarse/fine ratio {get('ratio')}"),
         ("training", f"{get('steps')} steps ({get('epochs')} epochs) of {get('batch_size')} patches of "
                      f"{get('patch_size')} px, seed {get('seed')}, on {get('device')}"
@@ -101,3 +102,7 @@ def card_text(card: dict[str, Any], path: str | Path) -> str:
 
 def _number(value: Any) -> str:
     return "unknown" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _plain(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) else "unknown"

@@ -6,13 +6,18 @@
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
+# The profile `make push` and `make pull` share: default (the default study), full, smoke, ...
+PROFILE ?= default
+# The Citation File Format's schema for tests/test_citation.py, from the cffconvert validator (installed apart:
+# its jsonschema<4 conflicts with Jupyter's)
+CFF_VALIDATOR := cffconvert==2.0.0
 BIN := $(abspath $(VENV))/bin
 # Stages call `stfusion` and papermill starts `python`: both must come from the venv.
 export PATH := $(BIN):$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 export MPLBACKEND := Agg
 
-.PHONY: study full rehearse gpu-check smoke test test-unit test-notebooks test-e2e venv dag clean-scratch
+.PHONY: study full rehearse gpu-check smoke push pull test test-unit test-notebooks test-e2e venv dag clean-scratch
 
 venv: $(VENV)/.installed
 
@@ -20,6 +25,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip==25.3
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps --upgrade --target $(VENV)/cff $(CFF_VALIDATOR)
 	@touch $@
 
 study: venv
@@ -45,6 +51,14 @@ gpu-check: venv
 # The smoke profile (tiny scenes, every stage) in studies/smoke/: what the end-to-end test runs.
 smoke: venv
 	stfusion study --profile smoke
+
+# Share a study's outputs through a DVC remote instead of retraining (docs/sharing.md): PROFILE=full for the
+# full reproduction; the remote is DVC's default (a local folder) unless STFUSION_REMOTE names another.
+push: venv
+	stfusion push --profile $(PROFILE)
+
+pull: venv
+	stfusion pull --profile $(PROFILE)
 
 test: test-unit test-notebooks test-e2e
 

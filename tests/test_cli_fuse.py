@@ -120,6 +120,7 @@ from stfusion.inference.tiling import predict_scene  # noqa: E402
 from stfusion.inference.weights import export_weights, load_model  # noqa: E402
 
 BANDS6 = ("f1", "c1", "c2")
+SIX_BANDS = ("blue", "green", "red", "nir", "swir1", "swir2")
 
 
 @pytest.fixture
@@ -224,7 +225,8 @@ def test_stochastic_model_writes_mean_and_std_and_repeats_for_a_seed(tmp_path, s
 @pytest.mark.parametrize("case, message", [
     ("missing", "weights file not found"), ("other-model", "not of 'dcstfn'"), ("bands", "trained on 6"),
     ("window", "--window"), ("no-c1", "--coarse-ref"), ("device", "--device"), ("tile", "--tile"),
-    ("nothing", "--method or --weights"),
+    ("nothing", "--method or --weights"), ("band-order", "trained on blue, green, red, nir, swir1, swir2 in that order"),
+    ("pixel-size", "trained on 30 m pixels"),
 ])
 def test_bad_weights_inputs_are_named(tmp_path, six_band_inputs, inputs, capsys, case, message):
     paths, _ = six_band_inputs
@@ -244,6 +246,15 @@ def test_bad_weights_inputs_are_named(tmp_path, six_band_inputs, inputs, capsys,
         extra = ["--device", "gpu"]
     elif case == "tile":
         extra = ["--tile", "0"]
+    elif case == "band-order":  # the card names the bands; the files name theirs in another order
+        weights = exported(tmp_path, "dcstfn", {"channels": [4, 6, 8]}, bands=list(SIX_BANDS))
+        for name, data in six_band_inputs[1].items():
+            write_geotiff(paths[name], data, GRID, band_names=SIX_BANDS[::-1])
+    elif case == "pixel-size":  # GRID has 25 m pixels: within 1.5 times of 30 m, not of 50 m
+        weights = exported(tmp_path, "dcstfn", {"channels": [4, 6, 8]}, pixel_size=[30.0, 30.0])
+        assert fuse_weights(paths, weights, tmp_path / "fits.tif") == 0
+        weights = exported(tmp_path, "dcstfn", {"channels": [4, 6, 8]}, pixel_size=[50.0, 50.0])
+        message = "trained on 50 m pixels"
     if case == "nothing":
         code = main(["fuse", "--fine-ref", str(paths["f1"]), "--coarse-target", str(paths["c2"]),
                      "--out", str(tmp_path / "p.tif")])

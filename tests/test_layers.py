@@ -14,7 +14,7 @@ from stfusion.pipeline.sources import closure, imported_modules, package_folder
 # Bottom to top: data flows from raw files to the report; each layer may use the ones below it.
 LAYERS = ["ground", "data", "methods", "inference", "train", "evaluation", "reporting", "pipeline", "rehearsal",
           "cli"]
-GROUND = {"stfusion", "stfusion.errors", "stfusion.io", "stfusion.paths", "stfusion.units"}
+GROUND = {"stfusion", "stfusion.errors", "stfusion.io", "stfusion.paths", "stfusion.provenance", "stfusion.units"}
 
 
 def modules() -> dict[str, Path]:

@@ -308,3 +308,69 @@ def test_the_profile_study_leaves_the_default_study_alone(smoke_study):
     assert (project / "dvc.lock").read_text() == (ROOT / "dvc.lock").read_text()
     assert not list((project / "reports" / "notebooks").glob("*.ipynb"))  # no stage of the default study ran
     assert "profile: smoke" in (study / "params.yaml").read_text() and (study / "dvc.lock").is_file()
+
+
+@pytest.fixture(scope="module")
+def pulled(smoke_study, tmp_path_factory):
+    """The smoke study pushed to a temporary remote and pulled into a fresh clone: what a reader of the study does
+    instead of retraining (docs/sharing.md)."""
+    study, env, _, trained = smoke_study
+    project, remote, where = study.parents[1], tmp_path_factory.mktemp("remote"), tmp_path_factory.mktemp("reader")
+    _run(["git", "add", "-A"], project, env)  # the results, committed as `make full` users commit theirs
+    _run(["git", "commit", "-qm", "smoke study results"], project, env)
+    start = time.perf_counter()
+    _run(["stfusion", "push", "--profile", "smoke", "--remote", str(remote)], project, env)
+    pushed = time.perf_counter() - start
+    clone = where / "clone"
+    _run(["git", "clone", "-q", str(project), str(clone)], where, env)
+    reader = {**env, "STFUSION_ROOT": str(clone), "PYTHONPATH": str(clone / "src"), "STFUSION_REMOTE": str(remote)}
+    start = time.perf_counter()
+    _run(["stfusion", "pull", "--profile", "smoke"], clone, reader)
+    seconds = {"trained": trained, "pushed": pushed, "pulled": time.perf_counter() - start}
+    print(f"smoke study: trained in {trained:.0f} s, pushed in {pushed:.1f} s, pulled in {seconds['pulled']:.1f} s")
+    return clone / "studies" / "smoke", reader, remote, seconds
+
+
+def test_a_clone_pulls_the_study_instead_of_retraining(smoke_study, pulled):
+    study, reader, _, seconds = pulled
+    assert "up to date" in _run(["dvc", "status", "dvc.yaml"], study, reader)
+    assert "Running stage" not in _run(["dvc", "repro"], study, reader)
+    for path in ("reports/README.md", "reports/tables/scores.csv", "data/models/cia-sim/dcstfn/seed-42.safetensors"):
+        assert (study / path).read_bytes() == (smoke_study[0] / path).read_bytes(), path
+    assert seconds["pulled"] < seconds["trained"] / 5
+
+
+def _fuse_with(weights: Path, raw: Path, out: Path, env: dict) -> str:
+    dates = sorted(p.stem for p in (raw / "fine").glob("*.tif"))
+    return _run(["stfusion", "fuse", "--weights", str(weights), "--fine-ref", str(raw / "fine" / f"{dates[0]}.tif"),
+                 "--coarse-ref", str(raw / "coarse" / f"{dates[0]}.tif"), "--coarse-target",
+                 str(raw / "coarse" / f"{dates[1]}.tif"), "--out", str(out)], out.parent, env)
+
+
+def test_pulled_weights_fuse_and_carry_their_card(pulled, tmp_path):
+    study, reader, _, _ = pulled
+    weights = study / "data" / "models" / "cia-sim" / "swinstfm" / "seed-43.safetensors"
+    card = _run(["stfusion", "info", "weights", str(weights)], study, reader)
+    for text in ("swinstfm, quick tier", "cia-sim: 6 bands", "seed 43", "test ", "rmse", "commit "):
+        assert text in card, text
+    assert "wrote" in _fuse_with(weights, study / "data" / "raw" / "cia-sim", tmp_path / "p.tif", reader)
+
+
+def test_another_repository_gets_one_model_with_dvc_get_and_import(pulled, tmp_path):
+    """A user's own project takes one trained model from the study's repository (here a local clone) without
+    cloning it or pulling anything else."""
+    study, reader, remote, _ = pulled
+    source = study.parents[1]
+    path = "studies/smoke/data/models/lgc-sim/mcbam-gan/seed-42.safetensors"
+    user = tmp_path / "user"
+    user.mkdir()
+    _run(["dvc", "get", str(source), path, "-o", "mcbam-gan.safetensors", "--remote-config", f"url={remote}"],
+         user, reader)
+    assert (user / "mcbam-gan.safetensors").read_bytes() == (study.parents[1] / path).read_bytes()
+    _run(["git", "init", "-q"], user, reader)
+    _run(["dvc", "init", "-q"], user, reader)
+    _run(["dvc", "import", str(source), path, "-o", "imported.safetensors", "--remote-config", f"url={remote}"],
+         user, reader)
+    assert (user / "imported.safetensors.dvc").is_file()
+    assert "wrote" in _fuse_with(user / "imported.safetensors", study / "data" / "raw" / "lgc-sim", user / "p.tif",
+                                 reader)

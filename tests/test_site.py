@@ -14,6 +14,7 @@ import rasterio
 import yaml
 from affine import Affine
 
+from stfusion.inference.weights import read_card
 from stfusion.data.datasets import SITES_VARIABLE, get_dataset, use_sites
 from stfusion.data.example_site import write_example_site
 from stfusion.data.preprocess import preprocess_dataset
@@ -85,6 +86,12 @@ def test_site_runs_through_preprocess_training_and_evaluate(example_master, tmp_
     record = run_method("dcstfn", cube, splits, tmp_path / "dcstfn", seed=0, config=config, tier="quick",
                         checkpoint_dir=tmp_path / "checkpoints", train_options={"progress": False})
     assert record["settings"]["arch"]["bands"] == 4
+    card = read_card(tmp_path / "dcstfn" / "model.pt")["card"]  # what the user of these weights is told
+    assert card["bands"] == ["blue", "green", "red", "nir"] and card["ratio"] == 30 and card["pixel_size"] == [10.0, 10.0]
+    assert card["crs"].startswith("EPSG:") and card["reflectance_scale"] == 10000 and card["tier"] == "quick"
+    assert (card["patch_size"], card["batch_size"], card["steps"], card["seed"]) == (48, 4, 8, 0)
+    assert card["train_dates"] == list(splits.train_dates) and card["validation_targets"] == sorted(splits.val_targets)
+    assert set(record["code"]) == {"stfusion", "commit"}
     history = pd.read_csv(tmp_path / "dcstfn" / "history.csv")
     loss = history[(history["split"] == "train") & (history["metric"] == "loss")].groupby("epoch")["value"].mean()
     assert loss.iloc[-1] < loss.iloc[0]

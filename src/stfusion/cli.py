@@ -5,6 +5,8 @@
 - ``stfusion info datasets|methods|stages``: what the study knows.
 - ``stfusion info models [--json]``: every deep model with its family, both tiers and their
   parameter counts (generator, and discriminator for GANs), built from params.yaml.
+- ``stfusion info weights PATH [--json]``: the card of a weights file (model, data, training, scores, code).
+- ``stfusion push|pull [--profile P] [--remote R]``: share a study's outputs through a DVC remote.
 - ``stfusion acquire DATASET [--raw-dir DIR]``: make a dataset's raw files available.
 - ``stfusion fuse --method M --fine-ref F1 --coarse-ref C1 --coarse-target C2 --out P.tif``: fuse
   your own images with a method that needs no training, or with a trained deep model
@@ -49,6 +51,8 @@ def _info(args: argparse.Namespace) -> None:
                   "both tiers: stfusion info models)")
     elif args.what == "models":
         _info_models(args.json, args.params)
+    elif args.what == "weights":
+        _info_weights(args.path, args.json)
     else:
         for name, stage in STAGES.items():
             print(f"{name:12s} notebooks/{stage.notebook}")
@@ -105,6 +109,35 @@ def _info_models(as_json: bool, params_path: str | None) -> None:
         print(f"{label:34s} {r['family']:16s} {r['tier']:6s} {r['parameters']:>11,d} "
               f"{format(r['discriminator_parameters'], ',d') if r['discriminator_parameters'] else '':>14s}{mark}")
     print("* = the tier params.yaml's train.tier selects")
+
+
+def _info_weights(path: str | None, as_json: bool) -> None:
+    import json
+
+    from stfusion.inference.weights import read_card
+    from stfusion.reporting.exports import card_text
+
+    if path is None:
+        raise ConfigError("info weights: give the weights file, e.g. stfusion info weights "
+                          "data/models/cia-sim/swinstfm/seed-42.safetensors")
+    card = read_card(path)
+    print(json.dumps(card, indent=2, sort_keys=True) if as_json else card_text(card, path))
+
+
+def _push(args: argparse.Namespace) -> None:
+    from stfusion.pipeline.remote import push
+
+    done = push(args.profile, args.remote)
+    print(f"pushed {done['files']} file(s) of {done['folder']} to {done['remote']} in {done['seconds']:.1f} s "
+          "(files already there are skipped)")
+
+
+def _pull(args: argparse.Namespace) -> None:
+    from stfusion.pipeline.remote import pull
+
+    done = pull(args.profile, args.remote)
+    print(f"pulled {done['files']} file(s) into {done['folder']} from {done['remote']} in {done['seconds']:.1f} s; "
+          "`dvc status` should now be clean")
 
 
 def _stage(args: argparse.Namespace) -> None:
@@ -272,11 +305,19 @@ def build_parser() -> argparse.ArgumentParser:
                                 "(the check stage, before any stage's outputs are removed)")
     check.add_argument("--params", default=None, help="parameter file (default: the study's params.yaml)")
     check.set_defaults(run=_check)
-    info = commands.add_parser("info", help="list datasets, methods, models or stages")
-    info.add_argument("what", choices=["datasets", "methods", "models", "stages"])
-    info.add_argument("--json", action="store_true", help="models: print JSON")
+    info = commands.add_parser("info", help="list datasets, methods, models or stages; print a weights file's card")
+    info.add_argument("what", choices=["datasets", "methods", "models", "stages", "weights"])
+    info.add_argument("path", nargs="?", help="weights: the file (.safetensors or model.pt)")
+    info.add_argument("--json", action="store_true", help="models, weights: print JSON")
     info.add_argument("--params", help="models, datasets: parameter file (default: params.yaml of the project)")
     info.set_defaults(run=_info)
+    for name, run, what in (("push", _push, "upload a study's outputs to a DVC remote (make push)"),
+                            ("pull", _pull, "fetch a study's outputs from a DVC remote instead of retraining (make pull)")):
+        share = commands.add_parser(name, help=what)
+        share.add_argument("--profile", help="the profile's study (studies/<profile>/; default: the default study)")
+        share.add_argument("--remote", help="a DVC remote's name or URL (default: $STFUSION_REMOTE, else DVC's default "
+                           "remote, a local folder; docs/sharing.md)")
+        share.set_defaults(run=run)
     acquire = commands.add_parser("acquire", help="generate, download or read (a site) one dataset into data/raw/")
     acquire.add_argument("dataset")
     acquire.add_argument("--raw-dir", help="folder holding real CIA/LGC files you downloaded yourself")
@@ -293,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "--site, every target date of a site's time series.")
     fuse.add_argument("--method", help="a method without training (see `stfusion info methods`); with --weights, "
                       "the model the file must hold")
-    fuse.add_argument("--weights", help="a trained model's model.pt (data/predictions/<dataset>/<model>/seed-<seed>/model.pt)")
+    fuse.add_argument("--weights", help="a trained model: an exported .safetensors (data/models/<dataset>/<model>/"
+                      "seed-<seed>.safetensors) or the train stage's model.pt")
     fuse.add_argument("--site", help="fuse a time series: a site folder with its site.yaml (docs/sites.md); every "
                       "target is predicted from its nearest reference pair into --out-dir/<date>.tif")
     fuse.add_argument("--out-dir", help="with --site: the folder of the predictions (a rerun skips those written)")

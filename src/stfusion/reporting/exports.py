@@ -29,7 +29,7 @@ def exported_weights(workspace: Workspace, dataset: str, model: str, seed: int) 
     return workspace.models(dataset) / model / f"seed-{seed}.safetensors"
 
 
-def test_scores(scores: pd.DataFrame, dataset: str, model: str, seed: int) -> dict[str, Any]:
+def mean_test_scores(scores: pd.DataFrame, dataset: str, model: str, seed: int) -> dict[str, Any]:
     """The model's scores over the whole test image (band ``all``, region ``all``), mean over its test targets."""
     rows = scores[(scores["dataset"] == dataset) & (scores["method"] == model)
                   & (pd.to_numeric(scores["seed"], errors="coerce") == seed)
@@ -47,7 +47,7 @@ def model_card(folder: Path, scores: pd.DataFrame, dataset: str, model: str, see
     run = json.loads((folder / "run.json").read_text())
     card = {"model": payload["model"], **(payload.get("metadata") or {}),
             **{field: run.get(field) for field in RUN_FIELDS}}
-    card["test"] = test_scores(scores, dataset, model, seed)
+    card["test"] = mean_test_scores(scores, dataset, model, seed)
     return card
 
 
@@ -65,3 +65,44 @@ def export_models(workspace: Workspace, datasets: list[str], models: list[str], 
                     write_safetensors(Path(staging) / model / f"seed-{seed}.safetensors", payload)
         written += [exported_weights(workspace, dataset, m, s) for m in models for s in seeds]
     return written
+
+
+def card_text(card: dict[str, Any], path: str | Path) -> str:
+    """A weights file's card as ``stfusion info weights`` prints it: one line per subject."""
+    c = card["card"]
+    get = lambda key, default="unknown": default if c.get(key) is None else c[key]  # noqa: E731
+    bands = c.get("bands") or []
+    size = c.get("pixel_size")
+    lines = [
+        ("file", f"{path} ({card['format']})"),
+        ("model", f"{card['model']}, {get('tier')} tier; architecture {json.dumps(card['arch'], sort_keys=True)}"),
+        ("data", f"{get('dataset')}: "
+                 + (f"{len(bands)} bands in this order: {', '.join(bands)}" if bands else "bands unknown") + "; stored as "
+                 f"reflectance x {_plain(c.get('reflectance_scale'))}; pixels {f'{_plain(size[0])} m' if size else 'unknown'}"
+                 f" ({get('crs', 'no CRS')}); coarse/fine ratio {get('ratio')}"),
+        ("training", f"{get('steps')} steps ({get('epochs')} epochs) of {get('batch_size')} patches of "
+                     f"{get('patch_size')} px, seed {get('seed')}, on {get('device')}"
+                     + (f" in {c['train_seconds']:.0f} s" if c.get("train_seconds") is not None else "")
+                     + f"; dates {', '.join(c.get('train_dates') or []) or 'unknown'}"),
+        ("validation", f"best RMSE {_number(c.get('best_val_rmse'))} at epoch {get('best_epoch')}; targets "
+                       f"{', '.join(c.get('validation_targets') or []) or 'unknown'}"),
+    ]
+    test = c.get("test")
+    if test:
+        scores = ", ".join(f"{m} {_number(v)}" for m, v in sorted(test["mean"].items()))
+        lines.append(("test", f"mean over {len(test['targets'])} targets ({', '.join(test['targets'])}): {scores}"))
+    else:
+        lines.append(("test", "not in this file (the train stage's model.pt; the evaluate stage exports the scores)"))
+    code = c.get("code") or {}
+    lines.append(("code", f"stfusion {code.get('stfusion', 'unknown')}, commit {code.get('commit', 'unknown')}"))
+    lines.append(("inference", f"tile {get('tile')}" + (f", {c['uncertainty_samples']} samples"
+                                                       if c.get("uncertainty_samples") else "")))
+    return "\n".join(f"{key:<11} {value}" for key, value in lines)
+
+
+def _number(value: Any) -> str:
+    return "unknown" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _plain(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) else "unknown"

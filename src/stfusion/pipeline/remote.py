@@ -45,7 +45,7 @@ class Remote:
         return None
 
     def __str__(self) -> str:
-        return f"remote {self.name!r} ({self.url})"
+        return f"remote {self.url}" if self.name == GIVEN else f"remote {self.name!r} ({self.url})"
 
 
 def study_folder(profile: str | None) -> Path:

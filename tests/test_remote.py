@@ -89,6 +89,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     ("unsaved", "exist nowhere else"),
     ("plugin", "pip install -e '.[s3]'"),
     ("no-lock", "dvc.lock: not found"),
+    ("typo", "is neither a remote"),
 ])
 def test_a_failed_pull_is_one_line_and_changes_nothing(project, capsys, case, message):
     clone, remote = project
@@ -104,6 +105,8 @@ def test_a_failed_pull_is_one_line_and_changes_nothing(project, capsys, case, me
         args[-1] = "s3://bucket/stfusion"
     elif case == "no-lock":
         args += ["--profile", "full"]
+    elif case == "typo":
+        args[-1] = "lcoal"
     before = snapshot(clone)
     assert main(args) == 2
     err = capsys.readouterr().err

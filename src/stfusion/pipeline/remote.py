@@ -69,6 +69,9 @@ def open_remote(folder: Path, remote: str | None = None):
     names = repo.config.get("remote", {})
     if given is not None and given not in names:  # a URL: configured for this command only
         repo.close()
+        if "/" not in given and "\\" not in given:  # a mistyped name would become a folder of that name
+            raise ConfigError(f"--remote or {REMOTE_VARIABLE}: {given!r} is neither a remote of {folder}'s DVC "
+                              f"config ({', '.join(names) or 'none'}) nor a path or URL")
         repo = Repo(str(folder), config={"remote": {GIVEN: {"url": given}}, "core": {"remote": GIVEN}})
         name = GIVEN
     else:

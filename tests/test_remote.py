@@ -60,7 +60,8 @@ def project(origin, tmp_path, monkeypatch):
 def test_pull_brings_the_pushed_outputs_and_dvc_status_is_clean(project, capsys):
     clone, remote = project
     assert main(["pull", "--remote", str(remote)]) == 0
-    assert "pulled" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "pulled" in out and "every stage is up to date" in out
     assert (clone / "out" / "a.txt").read_text() == "a" and (clone / "b.txt").read_text() == "b"
     status = subprocess.run(["dvc", "status", "dvc.yaml"], cwd=clone, capture_output=True, text=True, check=True)
     assert "up to date" in status.stdout
@@ -170,3 +171,11 @@ def test_a_profile_study_is_committed_like_the_default_one(path, kept):
     ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=root).returncode == 0
     with Repo(str(root)) as repo:
         assert (ignored, repo.scm.is_ignored(str(root / path))) == (not kept, not kept)
+
+
+def test_a_pull_says_which_stages_the_code_has_changed_since(project, capsys):
+    clone, remote = project
+    (clone / "dvc.yaml").write_text(PIPELINE.replace("'b'", "'B'"))
+    assert main(["pull", "--remote", str(remote)]) == 0
+    assert "1 stage(s) differ from dvc.lock all the same" in capsys.readouterr().out
+    assert (clone / "b.txt").read_text() == "b"  # the outputs dvc.lock records, as pushed

@@ -136,8 +136,12 @@ def _pull(args: argparse.Namespace) -> None:
     from stfusion.pipeline.remote import pull
 
     done = pull(args.profile, args.remote)
-    print(f"pulled {done['files']} file(s) into {done['folder']} from {done['remote']} in {done['seconds']:.1f} s; "
-          "`dvc status` should now be clean")
+    print(f"pulled {done['files']} file(s) into {done['folder']} from {done['remote']} in {done['seconds']:.1f} s")
+    if done["stale"]:
+        print(f"{len(done['stale'])} stage(s) differ from dvc.lock all the same (the code or parameters changed since "
+              f"the study ran; `dvc status` says how), such as {done['stale'][0]}: `dvc repro` would rerun them")
+    else:
+        print("every stage is up to date: `dvc repro` reruns nothing")
 
 
 def _stage(args: argparse.Namespace) -> None:

@@ -146,7 +146,9 @@ def pull(profile: str | None = None, remote: str | None = None) -> dict:
         except Exception as err:  # noqa: BLE001 - an unreachable remote fails in its own way per protocol
             raise StfusionError(f"{where}: pull failed ({_first_line(err)}); nothing was changed") from None
         _checkout(repo, folder)
-    return {"remote": str(where), "files": fetched, "seconds": time.perf_counter() - started, "folder": str(folder)}
+        stale = sorted(repo.status(targets=_targets(folder)))  # code or parameters changed since the study ran
+    return {"remote": str(where), "files": fetched, "seconds": time.perf_counter() - started, "folder": str(folder),
+            "stale": stale}
 
 
 @contextmanager

@@ -108,7 +108,7 @@ def push(profile: str | None = None, remote: str | None = None) -> dict:
     repo, where = open_remote(folder, remote)
     with repo, _dvc_quiet():
         _check_reachable(repo, where, pushing=True)
-        changed = [path for path in repo.status(targets=_targets(folder))]
+        changed = list(repo.status(targets=_targets(folder)))
         if changed:
             raise InputError(f"{folder}: stages {', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''} differ "
                              "from dvc.lock; run the study to the end (`dvc status` says what changed) before pushing")

@@ -108,10 +108,10 @@ def push(profile: str | None = None, remote: str | None = None) -> dict:
     repo, where = open_remote(folder, remote)
     with repo, _dvc_quiet():
         _check_reachable(repo, where, pushing=True)
-        changed = list(repo.status(targets=_targets(folder)))
-        if changed:
-            raise InputError(f"{folder}: stages {', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''} differ "
-                             "from dvc.lock; run the study to the end (`dvc status` says what changed) before pushing")
+        missing = _missing(repo, folder, where)
+        if missing:
+            raise InputError(f"{folder / 'dvc.lock'}: {len(missing)} file(s) it records are neither in the DVC cache nor "
+                             f"on the remote (such as {missing[0]}); run the study to the end before pushing")
         started = time.perf_counter()
         try:
             pushed = repo.push(targets=_targets(folder), remote=where.name)

@@ -26,7 +26,12 @@ RUN_FIELDS = ("device", "cpu_threads", "processes", "train_seconds", "best_val_r
 
 
 def exported_weights(workspace: Workspace, dataset: str, model: str, seed: int) -> Path:
-    return workspace.models(dataset) / model / f"seed-{seed}.safetensors"
+    return workspace.models(dataset) / _name(model, seed)
+
+
+def _name(model: str, seed: int) -> Path:
+    """An exported file's path in its dataset's folder."""
+    return Path(model) / f"seed-{seed}.safetensors"
 
 
 def mean_test_scores(scores: pd.DataFrame, dataset: str, model: str, seed: int) -> dict[str, Any]:
@@ -41,9 +46,10 @@ def mean_test_scores(scores: pd.DataFrame, dataset: str, model: str, seed: int) 
             "mean": {metric: (None if math.isnan(value) else round(float(value), 8)) for metric, value in means.items()}}
 
 
-def model_card(folder: Path, scores: pd.DataFrame, dataset: str, model: str, seed: int) -> dict[str, Any]:
-    """The exported card of the run in ``folder`` (a train stage's prediction folder)."""
-    payload = read_weights(folder / "model.pt", tensors=False)
+def model_card(payload: dict[str, Any], folder: Path, scores: pd.DataFrame, dataset: str, model: str,
+               seed: int) -> dict[str, Any]:
+    """The exported card of the run in ``folder`` (a train stage's prediction folder), whose ``model.pt`` holds
+    ``payload``."""
     run = json.loads((folder / "run.json").read_text())
     card = {"model": payload["model"], **(payload.get("metadata") or {}),
             **{field: run.get(field) for field in RUN_FIELDS}}
@@ -61,8 +67,8 @@ def export_models(workspace: Workspace, datasets: list[str], models: list[str], 
                 for seed in seeds:
                     folder = workspace.predictions(dataset, model, seed)
                     payload = read_weights(folder / "model.pt")
-                    payload["metadata"] = model_card(folder, scores, dataset, model, seed)
-                    write_safetensors(Path(staging) / model / f"seed-{seed}.safetensors", payload)
+                    payload["metadata"] = model_card(payload, folder, scores, dataset, model, seed)
+                    write_safetensors(Path(staging) / _name(model, seed), payload)
         written += [exported_weights(workspace, dataset, m, s) for m in models for s in seeds]
     return written
 
